@@ -1,0 +1,1 @@
+//! Compile-fail cases for `#[uninterruptible::server]` live in `tests/ui`.

@@ -1,0 +1,106 @@
+//! Expansion: the user's function, unchanged, plus a `fn main` of a few lines that calls the
+//! runtime through `__private`. Expansion sees only checked input.
+
+use crate::args::Args;
+use crate::check;
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn, ReturnType};
+
+pub(crate) fn server(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item_fn: ItemFn = match syn::parse2(item.clone()) {
+        Ok(item_fn) => item_fn,
+        Err(error) => {
+            let error = syn::Error::new(
+                error.span(),
+                "#[uninterruptible::server] goes on an `async fn(stream: uninterruptible::Stream)`",
+            );
+            return with_error(item, error, true);
+        }
+    };
+    let parsed = syn::parse2::<Args>(args);
+    let checked = match &parsed {
+        Ok(args) => check::all(args, &item_fn),
+        Err(error) => check::combine([Err(error.clone()), check::all(&Args::default(), &item_fn)]),
+    };
+    match (parsed, checked) {
+        (Ok(args), Ok(())) => expand(&args, &item_fn),
+        (_, Err(error)) | (Err(error), _) => with_error(item, error, item_fn.sig.ident != "main"),
+    }
+}
+
+/// The user's item as written plus the errors, and an empty `main` where the item is not one,
+/// so rustc reports only the real mistake and not a missing `main`.
+fn with_error(item: TokenStream, error: syn::Error, add_main: bool) -> TokenStream {
+    let error = error.into_compile_error();
+    let main = add_main.then(|| {
+        quote!(
+            fn main() {}
+        )
+    });
+    quote!(#item #error #main)
+}
+
+fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
+    let krate = crate_path(args);
+    let name = &item_fn.sig.ident;
+    let defaults = args
+        .values
+        .iter()
+        .filter(|v| v.key != "crate")
+        .map(|value| {
+            let setter = format_ident!("{}", value.key);
+            let text = &value.text;
+            quote!(.#setter(#text))
+        });
+
+    // Spanned on the user's signature, so a wrong type is reported there, by rustc.
+    let arg_span = match item_fn.sig.inputs.first() {
+        Some(FnArg::Typed(pat)) => pat.ty.span(),
+        _ => Span::call_site(),
+    };
+    let ret_span = match &item_fn.sig.output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => name.span(),
+    };
+    let stream = quote_spanned!(arg_span=>
+        #krate::__private::IsStream::from_stream(__uninterruptible_stream)
+    );
+    let output = quote_spanned!(ret_span=>
+        #krate::__private::HandlerOutput::into_result(#name(#stream).await)
+    );
+    let run = quote_spanned!(name.span()=>
+        #krate::__private::run(
+            __uninterruptible_config,
+            |__uninterruptible_stream| async move { #output },
+        )
+    );
+
+    quote! {
+        #item_fn
+
+        fn main() -> ::std::process::ExitCode {
+            let __uninterruptible_defaults = #krate::__private::Defaults::new() #(#defaults)*;
+            let __uninterruptible_config = #krate::Config::from_env(__uninterruptible_defaults)
+                .unwrap_or_else(|error| error.exit());
+            #run
+        }
+    }
+}
+
+/// `::uninterruptible`, or the path given with `crate = "..."` for a renamed dependency.
+fn crate_path(args: &Args) -> TokenStream {
+    let Some(value) = args.get("crate") else {
+        return quote!(::uninterruptible);
+    };
+    let path: syn::Path = syn::parse_str(&value.text).expect("checked in check_crate_path");
+    let plain = path.leading_colon.is_none()
+        && path.segments.len() == 1
+        && !["crate", "self", "super"].contains(&path.segments[0].ident.to_string().as_str());
+    if plain {
+        quote_spanned!(value.span=> ::#path)
+    } else {
+        quote_spanned!(value.span=> #path)
+    }
+}

@@ -1,0 +1,164 @@
+//! Where a server listens: parsed once, printed back the same way in logs and errors.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// A listening address: `tcp://host:port`, `tcp://[v6]:port` or `unix:///absolute/path`.
+///
+/// ```
+/// use uninterruptible::BindAddress;
+///
+/// let tcp: BindAddress = "tcp://[::1]:6789".parse().unwrap();
+/// assert_eq!(tcp.to_string(), "tcp://[::1]:6789");
+/// let unix: BindAddress = "unix:///run/echo.sock".parse().unwrap();
+/// assert_eq!(unix, BindAddress::Unix("/run/echo.sock".into()));
+/// assert!("tcp://127.0.0.1".parse::<BindAddress>().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BindAddress {
+    /// A TCP address. `host` is an IP address (IPv6 without brackets) or a name to resolve.
+    Tcp {
+        /// IP address or host name.
+        host: String,
+        /// Port; 0 asks the kernel for a free one.
+        port: u16,
+    },
+    /// A UNIX socket at an absolute path.
+    Unix(PathBuf),
+}
+
+/// What a bind address looks like, for error messages.
+pub(crate) const BIND_SYNTAX: &str =
+    "tcp://host:port (e.g. tcp://127.0.0.1:6789 or tcp://[::1]:6789) or unix:///absolute/path";
+
+/// Why a string is not a [`BindAddress`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected {BIND_SYNTAX}")]
+pub struct AddressParseError(());
+
+impl FromStr for BindAddress {
+    type Err = AddressParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = AddressParseError(());
+        if let Some(path) = s.strip_prefix("unix://") {
+            if !path.starts_with('/') || path.len() < 2 {
+                return Err(err);
+            }
+            return Ok(BindAddress::Unix(PathBuf::from(path)));
+        }
+        let rest = s.strip_prefix("tcp://").ok_or(err.clone())?;
+        let (host, port) = rest.rsplit_once(':').ok_or(err.clone())?;
+        let port: u16 = port.parse().map_err(|_| err.clone())?;
+        let host = match host.strip_prefix('[') {
+            Some(v6) => {
+                let v6 = v6.strip_suffix(']').ok_or(err.clone())?;
+                v6.parse::<std::net::Ipv6Addr>().map_err(|_| err.clone())?;
+                v6
+            }
+            None if host.is_empty() || host.contains([':', '/', '[', ']']) => return Err(err),
+            None => host,
+        };
+        Ok(BindAddress::Tcp {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for BindAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindAddress::Tcp { host, port } if host.contains(':') => {
+                write!(f, "tcp://[{host}]:{port}")
+            }
+            BindAddress::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            BindAddress::Unix(path) => write!(f, "unix://{}", path.display()),
+        }
+    }
+}
+
+impl From<SocketAddr> for BindAddress {
+    fn from(addr: SocketAddr) -> Self {
+        BindAddress::Tcp {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+}
+
+impl BindAddress {
+    /// The same address with another port; a UNIX address is returned unchanged.
+    pub(crate) fn with_port(self, port: u16) -> Self {
+        match self {
+            BindAddress::Tcp { host, .. } => BindAddress::Tcp { host, port },
+            unix => unix,
+        }
+    }
+
+    /// Whether a socket bound at `actual` serves this address: the same IP (or, for a host name,
+    /// one it resolves to) and the same port, where port 0 matches any.
+    pub(crate) async fn matches_tcp(&self, actual: SocketAddr) -> bool {
+        let BindAddress::Tcp { host, port } = self else {
+            return false;
+        };
+        if *port != 0 && *port != actual.port() {
+            return false;
+        }
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return ip == actual.ip();
+        }
+        match tokio::net::lookup_host((host.as_str(), actual.port())).await {
+            Ok(mut addrs) => addrs.any(|a| a.ip() == actual.ip()),
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for s in [
+            "tcp://127.0.0.1:6789",
+            "tcp://0.0.0.0:0",
+            "tcp://[::1]:80",
+            "tcp://[::]:65535",
+            "tcp://localhost:6789",
+            "unix:///tmp/echo.sock",
+        ] {
+            assert_eq!(s.parse::<BindAddress>().unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn rejects() {
+        for s in [
+            "",
+            "foo://x",
+            "tcp://127.0.0.1",
+            "tcp://127.0.0.1:",
+            "tcp://127.0.0.1:99999",
+            "tcp://:80",
+            "tcp://::1:80",
+            "tcp://[::1:80",
+            "tcp://[nope]:80",
+            "unix://relative",
+            "unix://",
+            "unix:///",
+            "127.0.0.1:80",
+        ] {
+            assert!(s.parse::<BindAddress>().is_err(), "{s} should not parse");
+        }
+    }
+
+    #[test]
+    fn with_port_keeps_host() {
+        let a: BindAddress = "tcp://[::1]:1".parse().unwrap();
+        assert_eq!(a.with_port(2).to_string(), "tcp://[::1]:2");
+    }
+}

@@ -1,0 +1,93 @@
+//! Zero-downtime restarts for TCP and UNIX socket servers, from one attribute.
+//!
+//! ```no_run
+//! use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+//!
+//! #[uninterruptible::server(bind = "tcp://127.0.0.1:6789")]
+//! async fn echo(stream: uninterruptible::Stream) -> std::io::Result<()> {
+//!     let (reader, mut writer) = tokio::io::split(stream);
+//!     let mut line = String::new();
+//!     BufReader::new(reader).read_line(&mut line).await?;
+//!     writer.write_all(line.as_bytes()).await
+//! }
+//! ```
+//!
+//! The attribute keeps the function and generates `main`: it reads the configuration (the
+//! attribute's literals, overridden by environment variables such as `BIND` and `PORT`), binds,
+//! and serves each connection on its own tokio task.
+//!
+//! - `kill -USR1 <pid>` (or `HUP`) starts a new copy of the binary, which takes over the *same*
+//!   listening socket; the old copy stops accepting only once the new one reports ready, then
+//!   drains its open connections and exits. No client sees a refused or reset connection.
+//! - `kill -TERM <pid>` (or `INT`) stops accepting, drains and exits 0; a second one exits 1 at once.
+//!
+//! The keys and variables are listed in [`config`]; the README has the full table.
+
+#![warn(missing_docs)]
+
+mod address;
+pub mod config;
+mod error;
+mod handoff;
+mod listener;
+mod logging;
+mod pidfile;
+mod run;
+mod serve;
+mod shutdown;
+mod signals;
+mod stream;
+
+pub use address::{AddressParseError, BindAddress};
+pub use config::{Config, Defaults, StartCommand, TlsFiles, TlsVersion};
+pub use error::{Error, Source};
+pub use run::run;
+pub use stream::{PeerAddr, Stream};
+pub use uninterruptible_macros::server;
+
+/// Used by the code `#[uninterruptible::server]` generates. Not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::config::Defaults;
+    pub use crate::run::run;
+    use crate::stream::Stream;
+
+    /// The handler's argument: only [`Stream`](crate::Stream).
+    #[diagnostic::on_unimplemented(
+        message = "the server handler's argument must be `uninterruptible::Stream`, not `{Self}`",
+        label = "write `stream: uninterruptible::Stream` here"
+    )]
+    pub trait IsStream: Sized {
+        fn from_stream(stream: Stream) -> Self;
+    }
+
+    impl IsStream for Stream {
+        #[inline(always)]
+        fn from_stream(stream: Stream) -> Self {
+            stream
+        }
+    }
+
+    /// What a handler may return: `std::io::Result<()>` or `()`.
+    #[diagnostic::on_unimplemented(
+        message = "a server handler must return `std::io::Result<()>` or `()`, not `{Self}`",
+        label = "change the return type to `std::io::Result<()>`"
+    )]
+    pub trait HandlerOutput {
+        fn into_result(self) -> std::io::Result<()>;
+    }
+
+    impl HandlerOutput for std::io::Result<()> {
+        #[inline(always)]
+        fn into_result(self) -> std::io::Result<()> {
+            self
+        }
+    }
+
+    impl HandlerOutput for () {
+        #[inline(always)]
+        fn into_result(self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The accept loop and the per-connection task.
+
+use crate::listener::Listener;
+use crate::shutdown::Connections;
+use crate::stream::Stream;
+use nix::errno::Errno;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What every connection of one process shares.
+#[derive(Debug)]
+pub(crate) struct Server<H> {
+    pub(crate) handler: H,
+    pub(crate) connections: Arc<Connections>,
+    /// `MAX_CONNECTIONS`: a permit per open connection.
+    pub(crate) limit: Option<Arc<Semaphore>>,
+}
+
+impl<H, F> Server<H>
+where
+    H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = io::Result<()>> + Send + 'static,
+{
+    /// Accepts until `stop` fires (or its sender is dropped), then drops the listener: its
+    /// descriptor is closed, never shut down, so a process that shares the socket keeps it.
+    pub(crate) async fn accept_loop(self, listener: Listener, mut stop: oneshot::Receiver<()>) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            // At the limit, wait for a connection to end before accepting another; the kernel
+            // queues new clients meanwhile.
+            let permit = match &self.limit {
+                None => None,
+                Some(limit) => tokio::select! {
+                    biased;
+                    _ = &mut stop => break,
+                    permit = Arc::clone(limit).acquire_owned() => permit.ok(),
+                },
+            };
+            let accepted = tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((io, peer)) => {
+                    backoff = MIN_BACKOFF;
+                    self.spawn(Stream::new(io, peer), permit);
+                }
+                Err(e) if concerns_one_connection(&e) => {
+                    tracing::debug!("accept: a connection failed before it was accepted: {e}");
+                }
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the process or the machine is out of
+                    // something; retry later rather than spin or give up.
+                    tracing::error!("accept failed: {e}; retrying in {backoff:?}");
+                    tokio::select! {
+                        biased;
+                        _ = &mut stop => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn spawn(&self, stream: Stream, permit: Option<OwnedSemaphorePermit>) {
+        let guard = self.connections.guard();
+        let handler = self.handler.clone();
+        tokio::spawn(async move {
+            let peer = stream.peer_addr().clone();
+            if let Err(e) = handler(stream).await {
+                tracing::debug!(%peer, "connection ended with an error: {e}");
+            }
+            drop((guard, permit));
+        });
+    }
+}
+
+fn concerns_one_connection(e: &io::Error) -> bool {
+    let Some(code) = e.raw_os_error() else {
+        return false;
+    };
+    matches!(
+        Errno::from_raw(code),
+        Errno::ECONNABORTED | Errno::ECONNRESET | Errno::EPROTO | Errno::EPERM | Errno::EINTR
+    )
+}
