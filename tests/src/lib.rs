@@ -1,1 +1,325 @@
-//! Test support.
+//! Support for the integration tests: start an example server as a real process, read its log,
+//! talk to it, signal it, and wait for things by polling with a deadline. Also the load client
+//! ([`load`]) that the restart tests and the `load` binary use.
+
+pub mod load;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+
+/// How long any single wait in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A directory of the test's own, removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ui-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Lines a process (and every process it starts) wrote to stdout and stderr.
+#[derive(Clone, Debug, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    fn collect(&self, stream: impl Read + Send + 'static) {
+        let lines = Arc::clone(&self.0);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits for a line containing `needle` and returns it.
+    pub fn wait_for(&self, needle: &str) -> String {
+        wait_for(
+            &format!("a log line with {needle:?}; log so far:\n{}", self.text()),
+            DEADLINE,
+            || self.lines().into_iter().find(|l| l.contains(needle)),
+        )
+    }
+
+    /// Waits until at least `n` lines contain `needle`.
+    pub fn wait_for_count(&self, needle: &str, n: usize) {
+        wait_for(
+            &format!(
+                "{n} log lines with {needle:?}; log so far:\n{}",
+                self.text()
+            ),
+            DEADLINE,
+            || (self.count(needle) >= n).then_some(()),
+        )
+    }
+
+    pub fn text(&self) -> String {
+        self.lines().join("\n")
+    }
+}
+
+/// One server process started by a test. Killed (with its whole process group) when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    pub log: Log,
+    status: Option<ExitStatus>,
+}
+
+/// Where a server listens, read from its `listening on` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Server {
+    /// Starts `binary` with `env` added to a clean copy of this environment, in its own process
+    /// group (so a test can clean up every generation at once).
+    pub fn start(binary: &str, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(binary);
+        for var in [
+            "BIND",
+            "PORT",
+            "PID_FILE",
+            "LOG_PATH",
+            "LOG_LEVEL",
+            "RUST_LOG",
+            "START_COMMAND",
+            "DRAIN_TIMEOUT",
+            "READY_TIMEOUT",
+            "MAX_CONNECTIONS",
+            "ALLOWED_NETWORKS",
+            "FILE_DESCRIPTOR_SERVER_PATH",
+            "UNINTERRUPTIBLE_GENERATION",
+        ] {
+            command.env_remove(var);
+        }
+        command
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command.spawn().expect("start the server binary");
+        let log = Log::default();
+        log.collect(child.stdout.take().unwrap());
+        log.collect(child.stderr.take().unwrap());
+        Server {
+            child,
+            log,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the first `listening on` line and returns the address in it.
+    pub fn address(&self) -> Address {
+        let line = self.log.wait_for("listening on ");
+        parse_address(&line)
+    }
+
+    /// Waits for the process (the first generation) to exit and returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        let child = &mut self.child;
+        let status = wait_for("the server to exit", limit, || child.try_wait().unwrap());
+        self.status = Some(status);
+        status
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        send(self.pid(), signal);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let group = Pid::from_raw(-(self.child.id() as i32));
+        let _ = kill(group, Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// The address in a `listening on tcp://...` or `listening on unix://...` line.
+pub fn parse_address(line: &str) -> Address {
+    let rest = line
+        .split("listening on ")
+        .nth(1)
+        .expect("a listening line");
+    let url = rest.split_whitespace().next().unwrap();
+    if let Some(tcp) = url.strip_prefix("tcp://") {
+        Address::Tcp(tcp.parse().unwrap())
+    } else {
+        Address::Unix(PathBuf::from(url.strip_prefix("unix://").unwrap()))
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub fn send(pid: u32, signal: Signal) {
+    kill(Pid::from_raw(pid as i32), signal).expect("send a signal");
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => state(&stat) != Some('Z'),
+        Err(_) => false,
+    }
+}
+
+fn state(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Children of `pid`, with their state letter (`Z` for a zombie).
+pub fn children(pid: u32) -> Vec<(u32, char)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, after)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            found.push((child, fields[0].chars().next().unwrap_or('?')));
+        }
+    }
+    found
+}
+
+/// Number of open file descriptors of `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// The environment of `pid`.
+pub fn environ(pid: u32) -> HashMap<String, String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// The pid a pidfile names, if it exists and is whole.
+pub fn read_pidfile(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// A blocking connection to a server, TCP or UNIX.
+#[derive(Debug)]
+pub enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    pub fn open(address: &Address) -> std::io::Result<Conn> {
+        let conn = match address {
+            Address::Tcp(addr) => {
+                Conn::Tcp(TcpStream::connect_timeout(addr, Duration::from_secs(5))?)
+            }
+            Address::Unix(path) => Conn::Unix(UnixStream::connect(path)?),
+        };
+        let timeout = Some(Duration::from_secs(10));
+        match &conn {
+            Conn::Tcp(s) => s.set_read_timeout(timeout)?,
+            Conn::Unix(s) => s.set_read_timeout(timeout)?,
+        }
+        Ok(conn)
+    }
+
+    /// Sends `line`, closes the sending side, and reads the reply to the end.
+    pub fn echo(mut self, line: &str) -> std::io::Result<String> {
+        let mut reply = String::new();
+        match &mut self {
+            Conn::Tcp(s) => {
+                s.write_all(line.as_bytes())?;
+                s.shutdown(std::net::Shutdown::Write)?;
+                s.read_to_string(&mut reply)?;
+            }
+            Conn::Unix(s) => {
+                s.write_all(line.as_bytes())?;
+                s.shutdown(std::net::Shutdown::Write)?;
+                s.read_to_string(&mut reply)?;
+            }
+        }
+        Ok(reply)
+    }
+}
+
+/// One echo round trip on a new connection.
+pub fn echo(address: &Address, line: &str) -> std::io::Result<String> {
+    Conn::open(address)?.echo(line)
+}

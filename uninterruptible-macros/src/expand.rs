@@ -3,8 +3,8 @@
 
 use crate::args::Args;
 use crate::check;
-use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use proc_macro2::TokenStream;
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, ReturnType};
 
@@ -16,7 +16,7 @@ pub(crate) fn server(args: TokenStream, item: TokenStream) -> TokenStream {
                 error.span(),
                 "#[uninterruptible::server] goes on an `async fn(stream: uninterruptible::Stream)`",
             );
-            return with_error(item, error, true);
+            return with_error(item, error, false);
         }
     };
     let parsed = syn::parse2::<Args>(args);
@@ -26,20 +26,27 @@ pub(crate) fn server(args: TokenStream, item: TokenStream) -> TokenStream {
     };
     match (parsed, checked) {
         (Ok(args), Ok(())) => expand(&args, &item_fn),
-        (_, Err(error)) | (Err(error), _) => with_error(item, error, item_fn.sig.ident != "main"),
+        (_, Err(error)) | (Err(error), _) => with_error(item, error, item_fn.sig.ident == "main"),
     }
 }
 
-/// The user's item as written plus the errors, and an empty `main` where the item is not one,
-/// so rustc reports only the real mistake and not a missing `main`.
-fn with_error(item: TokenStream, error: syn::Error, add_main: bool) -> TokenStream {
+/// The user's item as written plus the errors, and an empty `main`, so rustc reports only the
+/// real mistake and not a missing `main`. A handler that is itself named `main` is kept in a
+/// module of its own, where rustc does not take it for the program's entry point.
+fn with_error(item: TokenStream, error: syn::Error, named_main: bool) -> TokenStream {
     let error = error.into_compile_error();
-    let main = add_main.then(|| {
-        quote!(
-            fn main() {}
-        )
-    });
-    quote!(#item #error #main)
+    let item = if named_main {
+        quote! {
+            #[allow(dead_code, unused_imports)]
+            mod __uninterruptible_handler {
+                use super::*;
+                #item
+            }
+        }
+    } else {
+        item
+    };
+    quote!(#item #error fn main() {})
 }
 
 fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
@@ -55,20 +62,21 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
             quote!(.#setter(#text))
         });
 
-    // Spanned on the user's signature, so a wrong type is reported there, by rustc.
-    let arg_span = match item_fn.sig.inputs.first() {
-        Some(FnArg::Typed(pat)) => pat.ty.span(),
-        _ => Span::call_site(),
+    // The user's own type tokens in a qualified path, so that a wrong type is reported by rustc
+    // at the user's signature.
+    let arg_ty = match item_fn.sig.inputs.first() {
+        Some(FnArg::Typed(pat)) => pat.ty.to_token_stream(),
+        _ => quote!(#krate::Stream),
     };
-    let ret_span = match &item_fn.sig.output {
-        ReturnType::Type(_, ty) => ty.span(),
-        ReturnType::Default => name.span(),
+    let (ret_ty, ret_span) = match &item_fn.sig.output {
+        ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span()),
+        ReturnType::Default => (quote!(()), name.span()),
     };
-    let stream = quote_spanned!(arg_span=>
-        #krate::__private::IsStream::from_stream(__uninterruptible_stream)
+    let stream = quote_spanned!(arg_ty.span()=>
+        <#arg_ty as #krate::__private::IsStream>::from_stream(__uninterruptible_stream)
     );
     let output = quote_spanned!(ret_span=>
-        #krate::__private::HandlerOutput::into_result(#name(#stream).await)
+        <#ret_ty as #krate::__private::HandlerOutput>::into_result(#name(#stream).await)
     );
     let run = quote_spanned!(name.span()=>
         #krate::__private::run(

@@ -1,0 +1,104 @@
+//! Bad configuration: exit status 2, one line on stderr naming the variable, the value and what
+//! is accepted; nothing bound, nothing left behind.
+
+use uninterruptible_tests::{DEADLINE, Server, TempDir};
+
+const ECHO: &str = env!("CARGO_BIN_EXE_echo");
+
+#[test]
+fn each_bad_value_exits_2_naming_the_variable() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("BIND", "foo://x", "tcp://host:port"),
+        ("BIND", "tcp://127.0.0.1", "tcp://host:port"),
+        ("BIND", "unix://relative", "unix:///absolute/path"),
+        ("PORT", "99999", "port number"),
+        ("PORT", "abc", "port number"),
+        ("ALLOWED_NETWORKS", "10.0.0.0/33", "10.0.0.0/8"),
+        ("ALLOWED_NETWORKS", "banana", "10.0.0.0/8"),
+        ("DRAIN_TIMEOUT", "soon", "seconds"),
+        ("READY_TIMEOUT", "-1", "seconds"),
+        ("READY_TIMEOUT", "0", "more than 0"),
+        ("MAX_CONNECTIONS", "lots", "whole number"),
+        ("MAX_CONNECTIONS", "0", "whole number"),
+        ("VERIFY_CLIENT_TLS_CERTIFICATE", "maybe", "true, false"),
+        ("TLS_VERSION", "TLSv1_1", "RFC 8996"),
+        ("TLS_VERSION", "SSLv2", "TLSv1_2 or TLSv1_3"),
+        ("TLS_HANDSHAKE_TIMEOUT", "never", "seconds"),
+        ("LOG_LEVEL", "chatty", "trace, debug, info"),
+        ("RUST_LOG", "[[[", "tracing filter"),
+    ];
+    let mut failures = Vec::new();
+    for (var, value, accepted) in cases {
+        let dir = TempDir::new("config");
+        let pidfile = dir.join("echo.pid");
+        let socket = dir.join("echo.sock");
+        let bind = format!("unix://{}", socket.display());
+        // Everything else is valid, including a pidfile and a UNIX socket that must not appear.
+        let mut env = vec![
+            ("PID_FILE", pidfile.to_str().unwrap()),
+            ("BIND", bind.as_str()),
+        ];
+        if *var == "BIND" || *var == "PORT" || *var == "ALLOWED_NETWORKS" {
+            env.retain(|(k, _)| *k != "BIND");
+        }
+        env.push((var, value));
+        let mut server = Server::start(ECHO, &env);
+        let status = server.wait_exit(DEADLINE);
+        // The pipes close with the process; wait for the line to be read.
+        let line = server.log.wait_for("uninterruptible:");
+        let lines = server.log.lines();
+        let problems = [
+            (status.code() != Some(2)).then(|| format!("exit status {status}")),
+            (lines.len() != 1).then(|| format!("{} lines", lines.len())),
+            (!line.contains(&format!("{var}=\"{value}\"")))
+                .then(|| "variable and value not named".into()),
+            (!line.contains(accepted))
+                .then(|| format!("does not say what is accepted ({accepted})")),
+            (line.contains("panicked") || line.contains("backtrace")).then(|| "panicked".into()),
+            (std::fs::read_dir(dir.path()).unwrap().count() != 0)
+                .then(|| "left a file behind".into()),
+        ];
+        for problem in problems.into_iter().flatten() {
+            failures.push(format!("{var}={value}: {problem}: {}", lines.join(" | ")));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn settings_that_do_not_go_together_name_both() {
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case<'_>] = &[
+        (&[("TLS_KEY", "/k.pem")], &["TLS_KEY", "TLS_CERTIFICATE"]),
+        (
+            &[("VERIFY_CLIENT_TLS_CERTIFICATE", "yes")],
+            &["VERIFY_CLIENT_TLS_CERTIFICATE", "CLIENT_TLS_CERTIFICATE_CA"],
+        ),
+        (
+            &[
+                ("BIND", "unix:///tmp/x.sock"),
+                ("ALLOWED_NETWORKS", "10.0.0.0/8"),
+            ],
+            &["ALLOWED_NETWORKS", "UNIX"],
+        ),
+    ];
+    for (env, names) in cases {
+        let mut server = Server::start(ECHO, env);
+        assert_eq!(server.wait_exit(DEADLINE).code(), Some(2), "{env:?}");
+        let line = server.log.wait_for("uninterruptible:");
+        for name in *names {
+            assert!(line.contains(name), "{env:?}: {line}");
+        }
+    }
+}
+
+#[test]
+fn an_unwritable_log_path_exits_2() {
+    let mut server = Server::start(ECHO, &[("LOG_PATH", "/nonexistent/dir/echo.log")]);
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(2));
+    let line = server.log.wait_for("uninterruptible:");
+    assert!(
+        line.contains("LOG_PATH=\"/nonexistent/dir/echo.log\""),
+        "{line}"
+    );
+}
