@@ -1,0 +1,377 @@
+//! Hot restart under continuous load, with real processes and signals: every failed request is
+//! counted and the count must be 0. Also the failure paths: a new copy that crashes or hangs, a
+//! burst of signals, descriptor hygiene, and a handoff peer of another uid.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use uninterruptible_tests::load::{self, Options, Target};
+use uninterruptible_tests::{
+    Address, DEADLINE, SIGHUP, SIGTERM, SIGUSR1, Server, TempDir, alive, children, echo, environ,
+    fd_count, read_pidfile, send, wait_for,
+};
+
+const ECHO: &str = env!("CARGO_BIN_EXE_echo");
+const PROBE: &str = env!("CARGO_BIN_EXE_handoff_probe");
+
+fn options(address: &Address, clients: usize, hold: Duration) -> Options {
+    Options {
+        target: Target::from(address),
+        clients,
+        hold,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// A server with a pidfile in `dir`, plus `env`.
+fn start(dir: &TempDir, bind: &str, env: &[(&str, &str)]) -> (Server, PathBuf) {
+    let pidfile = dir.join("echo.pid");
+    let mut all = vec![("BIND", bind), ("PID_FILE", pidfile.to_str().unwrap())];
+    all.extend_from_slice(env);
+    let server = Server::start(ECHO, &all);
+    server.address();
+    wait_for("the pidfile", DEADLINE, || read_pidfile(&pidfile));
+    (server, pidfile)
+}
+
+/// The pid of the new process named in the log line `started new process N`.
+fn started_pid(line: &str) -> u32 {
+    line.split("started new process ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn storm(bind: &str) -> (Server, TempDir) {
+    let dir = TempDir::new("storm");
+    let (server, pidfile) = start(&dir, bind, &[]);
+    let address = server.address();
+    let (restarts, stats) = load::with_load(options(&address, 16, Duration::ZERO), || {
+        load::restart_loop(&pidfile, Duration::ZERO, Some(200), None)
+    });
+    println!(
+        "{bind}: 200 restarts, {stats}; handoff p50 {:?}, max {:?}",
+        restarts.quantile(0.5),
+        restarts.quantile(1.0)
+    );
+    assert_eq!(restarts.handoffs.len(), 200);
+    assert_eq!(stats.failed(), 0, "{stats}");
+    assert!(stats.ok > 200, "{stats}");
+    assert_eq!(
+        echo(&address, "after the storm\n").unwrap(),
+        "after the storm\n"
+    );
+    (server, dir)
+}
+
+#[test]
+fn two_hundred_restarts_under_load_over_tcp_fail_no_request() {
+    let (server, _dir) = storm("tcp://127.0.0.1:0");
+    server.log.wait_for("generation 201");
+}
+
+#[test]
+fn two_hundred_restarts_under_load_over_unix_fail_no_request() {
+    let dir = TempDir::new("storm-unix");
+    let path = dir.join("echo.sock");
+    let (server, _piddir) = storm(&format!("unix://{}", path.display()));
+    assert!(
+        path.exists(),
+        "the socket file is never unlinked in a handoff"
+    );
+    server.log.wait_for("generation 201");
+}
+
+#[test]
+fn connections_held_open_across_restarts_complete() {
+    let dir = TempDir::new("held");
+    let (server, pidfile) = start(&dir, "tcp://127.0.0.1:0", &[]);
+    let address = server.address();
+    let (restarts, stats) =
+        load::with_load(options(&address, 16, Duration::from_millis(300)), || {
+            load::restart_loop(&pidfile, Duration::from_millis(150), Some(20), None)
+        });
+    println!("held 300 ms, {} restarts: {stats}", restarts.handoffs.len());
+    assert_eq!(stats.failed(), 0, "{stats}");
+    assert!(stats.ok > 0);
+}
+
+#[test]
+fn hup_restarts_too() {
+    let dir = TempDir::new("hup");
+    let (server, pidfile) = start(&dir, "tcp://127.0.0.1:0", &[]);
+    let old = server.pid();
+    send(old, SIGHUP);
+    let new = wait_for("a new pid", DEADLINE, || {
+        read_pidfile(&pidfile).filter(|&p| p != old)
+    });
+    wait_for("the old process to exit", DEADLINE, || {
+        (!alive(old)).then_some(())
+    });
+    assert!(alive(new));
+    assert_eq!(echo(&server.address(), "hup\n").unwrap(), "hup\n");
+}
+
+#[test]
+fn a_new_copy_that_exits_leaves_the_old_one_serving() {
+    let dir = TempDir::new("false");
+    let (server, pidfile) = start(
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[("START_COMMAND", "/bin/false")],
+    );
+    let address = server.address();
+    let pid = server.pid();
+    let ((), stats) = load::with_load(options(&address, 8, Duration::ZERO), || {
+        for attempt in 1..=3 {
+            send(pid, SIGUSR1);
+            server.log.wait_for_count("restart failed", attempt);
+        }
+    });
+    assert_eq!(stats.failed(), 0, "{stats}");
+    assert!(
+        server
+            .log
+            .lines()
+            .iter()
+            .any(|l| l.contains("exited before ready")),
+        "{}",
+        server.log.text()
+    );
+    assert_eq!(
+        read_pidfile(&pidfile),
+        Some(pid),
+        "the pidfile still names the old process"
+    );
+    assert!(
+        children(pid).is_empty(),
+        "no child left, zombie or not: {:?}",
+        children(pid)
+    );
+    assert_eq!(
+        echo(&address, "still serving\n").unwrap(),
+        "still serving\n"
+    );
+}
+
+/// A start command that hangs while `flag` exists and runs the echo server otherwise.
+fn switchable_start_command(dir: &TempDir, flag: &Path) -> String {
+    let script = dir.join("start.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "if [ -e '{}' ]; then exec sleep 1000; else exec '{ECHO}'; fi\n",
+            flag.display()
+        ),
+    )
+    .unwrap();
+    format!("sh '{}'", script.display())
+}
+
+#[test]
+fn a_new_copy_that_hangs_is_killed_after_ready_timeout_and_a_later_restart_works() {
+    let dir = TempDir::new("hang");
+    let tmp = TempDir::new("hang-tmp");
+    let flag = dir.join("hang");
+    std::fs::write(&flag, "").unwrap();
+    let command = switchable_start_command(&dir, &flag);
+    let (server, pidfile) = start(
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[
+            ("START_COMMAND", &command),
+            ("READY_TIMEOUT", "1"),
+            ("TMPDIR", tmp.path().to_str().unwrap()),
+        ],
+    );
+    let address = server.address();
+    let old = server.pid();
+
+    let ((), stats) = load::with_load(options(&address, 8, Duration::ZERO), || {
+        send(old, SIGUSR1);
+        let child = started_pid(&server.log.wait_for("started new process"));
+        // While the attempt is in flight the handoff directory is private to our uid.
+        let socket = wait_for("the child's handoff path", DEADLINE, || {
+            environ(child).get("FILE_DESCRIPTOR_SERVER_PATH").cloned()
+        });
+        let handoff_dir = Path::new(&socket).parent().unwrap().to_owned();
+        assert!(
+            handoff_dir.starts_with(tmp.path()),
+            "under TMPDIR: {}",
+            handoff_dir.display()
+        );
+        let mode = std::fs::metadata(&handoff_dir)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700, "handoff directory mode");
+
+        server.log.wait_for("was not ready within 1s");
+        wait_for("the hanging child to be reaped", DEADLINE, || {
+            (!alive(child) && children(old).is_empty()).then_some(())
+        });
+        assert!(
+            !handoff_dir.exists(),
+            "the handoff directory is removed after a failed attempt"
+        );
+        assert_eq!(read_pidfile(&pidfile), Some(old));
+
+        // Fixed: the next USR1 succeeds.
+        std::fs::remove_file(&flag).unwrap();
+        send(old, SIGUSR1);
+        wait_for("a new pid", DEADLINE, || {
+            read_pidfile(&pidfile).filter(|&p| p != old)
+        });
+        wait_for("the old process to exit", DEADLINE, || {
+            (!alive(old)).then_some(())
+        });
+    });
+    assert_eq!(stats.failed(), 0, "{stats}");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "no handoff directory left"
+    );
+    assert_eq!(echo(&address, "after\n").unwrap(), "after\n");
+}
+
+#[test]
+fn term_during_a_restart_kills_the_new_copy_and_drains() {
+    let dir = TempDir::new("term-restart");
+    let flag = dir.join("hang");
+    std::fs::write(&flag, "").unwrap();
+    let command = switchable_start_command(&dir, &flag);
+    let (mut server, pidfile) = start(&dir, "tcp://127.0.0.1:0", &[("START_COMMAND", &command)]);
+    send(server.pid(), SIGUSR1);
+    let child = started_pid(&server.log.wait_for("started new process"));
+    server.signal(SIGTERM);
+    assert!(
+        server.wait_exit(DEADLINE).success(),
+        "{}",
+        server.log.text()
+    );
+    wait_for("the new copy to be gone", DEADLINE, || {
+        (!alive(child)).then_some(())
+    });
+    assert!(!pidfile.exists());
+}
+
+#[test]
+fn a_burst_of_usr1_makes_exactly_one_new_process() {
+    let dir = TempDir::new("burst");
+    let (server, pidfile) = start(&dir, "tcp://127.0.0.1:0", &[]);
+    let old = server.pid();
+    for _ in 0..10 {
+        send(old, SIGUSR1);
+    }
+    let new = wait_for("a new pid", DEADLINE, || {
+        read_pidfile(&pidfile).filter(|&p| p != old)
+    });
+    // Once the old process is gone it cannot start another; the count is final.
+    wait_for("the old process to exit", DEADLINE, || {
+        (!alive(old)).then_some(())
+    });
+    assert_eq!(
+        server.log.count("started new process"),
+        1,
+        "{}",
+        server.log.text()
+    );
+    assert_eq!(server.log.count("listening on"), 2, "{}", server.log.text());
+    assert!(
+        children(new).is_empty(),
+        "the new process started nothing: {:?}",
+        children(new)
+    );
+    assert_eq!(echo(&server.address(), "one\n").unwrap(), "one\n");
+}
+
+#[test]
+fn descriptors_do_not_grow_across_generations() {
+    let dir = TempDir::new("fds");
+    let tmp = TempDir::new("fds-tmp");
+    let (server, pidfile) = start(
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[("TMPDIR", tmp.path().to_str().unwrap())],
+    );
+    let first = fd_count(server.pid());
+    let address = server.address();
+    load::restart_loop(&pidfile, Duration::ZERO, Some(20), None);
+    let last = read_pidfile(&pidfile).unwrap();
+    assert_eq!(echo(&address, "x\n").unwrap(), "x\n");
+    wait_for(
+        &format!("generation 21 to have as many descriptors as generation 1 ({first})"),
+        DEADLINE,
+        || (fd_count(last) == first).then_some(()),
+    );
+    wait_for("every handoff directory to be removed", DEADLINE, || {
+        (std::fs::read_dir(tmp.path()).unwrap().count() == 0).then_some(())
+    });
+}
+
+#[test]
+fn a_handoff_peer_of_another_uid_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: running the peer as another user needs root");
+        return;
+    }
+    let dir = TempDir::new("uid");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The probe runs as nobody, which may not reach the build directory: copy it out.
+    let probe = dir.join("handoff_probe");
+    std::fs::copy(PROBE, &probe).unwrap();
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let flag = dir.join("wait");
+    std::fs::write(&flag, "").unwrap();
+    let script = dir.join("start.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "while [ -e '{}' ]; do sleep 0.02; done; exec '{ECHO}'\n",
+            flag.display()
+        ),
+    )
+    .unwrap();
+    let command = format!("sh '{}'", script.display());
+    let (server, pidfile) = start(&dir, "tcp://127.0.0.1:0", &[("START_COMMAND", &command)]);
+    let old = server.pid();
+    send(old, SIGUSR1);
+    let child = started_pid(&server.log.wait_for("started new process"));
+    let socket = wait_for("the child's handoff path", DEADLINE, || {
+        environ(child).get("FILE_DESCRIPTOR_SERVER_PATH").cloned()
+    });
+    let as_nobody = || {
+        let out = std::process::Command::new(&probe)
+            .arg(&socket)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    use std::os::unix::process::CommandExt;
+
+    // The private directory keeps other users away from the socket altogether.
+    let got = as_nobody();
+    assert!(got.contains("Permission denied"), "{got}");
+
+    // Opened up by hand, the socket still refuses them: SO_PEERCRED names another uid.
+    let handoff_dir = Path::new(&socket).parent().unwrap();
+    std::fs::set_permissions(handoff_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_eq!(as_nobody(), "closed");
+    server.log.wait_for("refused a handoff connection");
+
+    // The real new process still takes over.
+    std::fs::remove_file(&flag).unwrap();
+    wait_for("the new process in the pidfile", DEADLINE, || {
+        read_pidfile(&pidfile).filter(|&p| p == child)
+    });
+    assert_eq!(echo(&server.address(), "ours\n").unwrap(), "ours\n");
+}
