@@ -2,6 +2,7 @@
 //! talk to it, signal it, and wait for things by polling with a deadline. Also the load client
 //! ([`load`]) that the restart tests and the `load` binary use.
 
+pub mod certs;
 pub mod load;
 
 use nix::sys::signal::{Signal, kill};
@@ -132,7 +133,15 @@ impl Server {
     /// Starts `binary` with `env` added to a clean copy of this environment, in its own process
     /// group (so a test can clean up every generation at once).
     pub fn start(binary: &str, env: &[(&str, &str)]) -> Server {
+        Server::start_in(binary, None, env)
+    }
+
+    /// [`Server::start`] in the working directory `dir`.
+    pub fn start_in(binary: &str, dir: Option<&Path>, env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(binary);
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
         for var in [
             "BIND",
             "PORT",
@@ -147,6 +156,12 @@ impl Server {
             "ALLOWED_NETWORKS",
             "FILE_DESCRIPTOR_SERVER_PATH",
             "UNINTERRUPTIBLE_GENERATION",
+            "TLS_KEY",
+            "TLS_CERTIFICATE",
+            "TLS_VERSION",
+            "TLS_HANDSHAKE_TIMEOUT",
+            "VERIFY_CLIENT_TLS_CERTIFICATE",
+            "CLIENT_TLS_CERTIFICATE_CA",
         ] {
             command.env_remove(var);
         }

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 /// Where the clients connect.
 #[derive(Clone, Debug)]
@@ -28,7 +30,8 @@ impl From<&crate::Address> for Target {
 }
 
 /// How the clients behave.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
+#[allow(missing_debug_implementations, reason = "TlsConnector is not Debug")]
 pub struct Options {
     pub target: Target,
     /// Concurrent clients.
@@ -37,6 +40,8 @@ pub struct Options {
     pub hold: Duration,
     /// How long one request may take before it counts as a timeout.
     pub timeout: Duration,
+    /// TLS: the client configuration and the name to verify. Plain when `None`.
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
 /// Counts of requests by outcome.
@@ -178,9 +183,23 @@ pub async fn run(options: Options, stop: Arc<AtomicBool>) -> Stats {
 }
 
 async fn request(options: &Options, line: &str) -> Result<(), Failure> {
-    match &options.target {
-        Target::Tcp(addr) => exchange(TcpStream::connect(addr).await?, options.hold, line).await,
-        Target::Unix(path) => exchange(UnixStream::connect(path).await?, options.hold, line).await,
+    match (&options.target, &options.tls) {
+        (Target::Tcp(addr), None) => {
+            exchange(TcpStream::connect(addr).await?, options.hold, line).await
+        }
+        (Target::Tcp(addr), Some((connector, name))) => {
+            let tcp = TcpStream::connect(addr).await?;
+            let tls = connector.connect(name.clone(), tcp).await?;
+            exchange(tls, options.hold, line).await
+        }
+        (Target::Unix(path), None) => {
+            exchange(UnixStream::connect(path).await?, options.hold, line).await
+        }
+        (Target::Unix(path), Some((connector, name))) => {
+            let unix = UnixStream::connect(path).await?;
+            let tls = connector.connect(name.clone(), unix).await?;
+            exchange(tls, options.hold, line).await
+        }
     }
 }
 

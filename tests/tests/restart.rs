@@ -20,6 +20,7 @@ fn options(address: &Address, clients: usize, hold: Duration) -> Options {
         clients,
         hold,
         timeout: Duration::from_secs(10),
+        tls: None,
     }
 }
 

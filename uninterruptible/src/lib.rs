@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+mod acl;
 mod address;
 pub mod config;
 mod error;
@@ -37,12 +38,13 @@ mod serve;
 mod shutdown;
 mod signals;
 mod stream;
+mod tls;
 
 pub use address::{AddressParseError, BindAddress};
 pub use config::{Config, Defaults, StartCommand, TlsFiles, TlsVersion};
 pub use error::{Error, Source};
 pub use run::run;
-pub use stream::{PeerAddr, Stream};
+pub use stream::{CertificateDer, PeerAddr, Stream};
 pub use uninterruptible_macros::server;
 
 /// Used by the code `#[uninterruptible::server]` generates. Not part of the public API.

@@ -1,5 +1,6 @@
 //! The process lifecycle: start (bind or take over), serve, restart on `USR1`, drain on `TERM`.
 
+use crate::acl::Acl;
 use crate::config::{Config, GENERATION};
 use crate::error::Error;
 use crate::handoff::{self, Takeover};
@@ -10,6 +11,7 @@ use crate::serve::Server;
 use crate::shutdown::Connections;
 use crate::signals::{Request, Signals};
 use crate::stream::Stream;
+use crate::tls::{self, Tls};
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -90,6 +92,7 @@ struct Started {
     address: crate::BindAddress,
     takeover: Option<Takeover>,
     generation: u64,
+    tls: Option<Tls>,
 }
 
 /// Registers signals, then takes over the old process's socket or binds a new one.
@@ -100,6 +103,9 @@ async fn start(config: &Config) -> Result<Started, Error> {
         .ok()
         .and_then(|g| g.parse().ok())
         .unwrap_or(1);
+    // Everything that can fail is done before the socket is bound or taken over, so a broken
+    // certificate at a restart ends the new process while the old one serves on.
+    let tls = config.tls.as_ref().map(tls::load).transpose()?;
 
     let (listener, takeover) = match Takeover::connect(config.ready_timeout) {
         None => (Listener::bind(&config.bind).await?, None),
@@ -121,6 +127,7 @@ async fn start(config: &Config) -> Result<Started, Error> {
         address,
         takeover,
         generation,
+        tls,
     })
 }
 
@@ -165,6 +172,7 @@ where
         address,
         takeover,
         generation,
+        tls,
     } = started;
     let pid = std::process::id();
     let socket_file = SocketFile::of(&address);
@@ -187,6 +195,8 @@ where
         handler,
         connections: Arc::clone(&connections),
         limit: config.max_connections.map(|n| Arc::new(Semaphore::new(n))),
+        acl: config.allowed_networks.clone().map(Acl::new),
+        tls,
     };
     // The pidfile before accepting: once a connection is accepted nothing may fail, or that
     // connection would be lost with the process.
@@ -206,7 +216,12 @@ where
             );
         }
     }
-    tracing::info!("listening on {address} (pid {pid}, generation {generation})");
+    let tls_note = if config.tls.is_some() {
+        " with TLS"
+    } else {
+        ""
+    };
+    tracing::info!("listening on {address}{tls_note} (pid {pid}, generation {generation})");
 
     let plan = handoff::Plan {
         command: config.start_command.clone(),

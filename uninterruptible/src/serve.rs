@@ -1,8 +1,10 @@
 //! The accept loop and the per-connection task.
 
+use crate::acl::Acl;
 use crate::listener::Listener;
 use crate::shutdown::Connections;
-use crate::stream::Stream;
+use crate::stream::{Io, PeerAddr, Stream};
+use crate::tls::Tls;
 use nix::errno::Errno;
 use std::future::Future;
 use std::io;
@@ -20,6 +22,9 @@ pub(crate) struct Server<H> {
     pub(crate) connections: Arc<Connections>,
     /// `MAX_CONNECTIONS`: a permit per open connection.
     pub(crate) limit: Option<Arc<Semaphore>>,
+    /// `ALLOWED_NETWORKS`.
+    pub(crate) acl: Option<Acl>,
+    pub(crate) tls: Option<Tls>,
 }
 
 impl<H, F> Server<H>
@@ -50,7 +55,11 @@ where
             match accepted {
                 Ok((io, peer)) => {
                     backoff = MIN_BACKOFF;
-                    self.spawn(Stream::new(io, peer), permit);
+                    if self.refuses(&peer) {
+                        tracing::debug!(%peer, "refused: not in ALLOWED_NETWORKS");
+                        continue;
+                    }
+                    self.spawn(io, peer, permit);
                 }
                 Err(e) if concerns_one_connection(&e) => {
                     tracing::debug!("accept: a connection failed before it was accepted: {e}");
@@ -70,16 +79,56 @@ where
         }
     }
 
-    fn spawn(&self, stream: Stream, permit: Option<OwnedSemaphorePermit>) {
+    fn refuses(&self, peer: &PeerAddr) -> bool {
+        match (&self.acl, peer) {
+            (Some(acl), PeerAddr::Tcp(addr)) => !acl.allows(addr.ip()),
+            _ => false,
+        }
+    }
+
+    fn spawn(&self, io: Io, peer: PeerAddr, permit: Option<OwnedSemaphorePermit>) {
         let guard = self.connections.guard();
         let handler = self.handler.clone();
+        let tls = self.tls.clone();
         tokio::spawn(async move {
+            let stream = match tls {
+                None => Stream::new(io, peer),
+                Some(tls) => match handshake(&tls, io, &peer).await {
+                    Some(io) => Stream::new(io, peer),
+                    None => return,
+                },
+            };
             let peer = stream.peer_addr().clone();
             if let Err(e) = handler(stream).await {
                 tracing::debug!(%peer, "connection ended with an error: {e}");
             }
             drop((guard, permit));
         });
+    }
+}
+
+/// The TLS handshake, in the connection's own task and bounded by the handshake timeout, so a
+/// slow or silent client holds neither the accept loop nor a stopping process.
+async fn handshake(tls: &Tls, io: Io, peer: &PeerAddr) -> Option<Io> {
+    let result = match io {
+        Io::Tcp(tcp) => tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(tcp))
+            .await
+            .map(|r| r.map(|s| Io::TlsTcp(Box::new(s)))),
+        Io::Unix(unix) => tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(unix))
+            .await
+            .map(|r| r.map(|s| Io::TlsUnix(Box::new(s)))),
+        already => return Some(already),
+    };
+    match result {
+        Ok(Ok(io)) => Some(io),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake not finished within {:?}", tls.handshake_timeout);
+            None
+        }
     }
 }
 

@@ -8,6 +8,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::server::TlsStream;
+
+pub use rustls_pki_types::CertificateDer;
 
 /// The address of the peer of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +52,9 @@ pub struct Stream {
 pub(crate) enum Io {
     Tcp(TcpStream),
     Unix(UnixStream),
+    // Boxed: a TLS session is large, and plain connections should not pay for it.
+    TlsTcp(Box<TlsStream<TcpStream>>),
+    TlsUnix(Box<TlsStream<UnixStream>>),
 }
 
 impl Stream {
@@ -60,6 +66,21 @@ impl Stream {
     pub fn peer_addr(&self) -> &PeerAddr {
         &self.peer
     }
+
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.io, Io::TlsTcp(_) | Io::TlsUnix(_))
+    }
+
+    /// The client's certificate chain, end-entity first, when it presented one. With
+    /// `CLIENT_TLS_CERTIFICATE_CA` set, it has been verified against that CA.
+    pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        match &self.io {
+            Io::TlsTcp(tls) => tls.get_ref().1.peer_certificates(),
+            Io::TlsUnix(tls) => tls.get_ref().1.peer_certificates(),
+            Io::Tcp(_) | Io::Unix(_) => None,
+        }
+    }
 }
 
 impl fmt::Debug for Stream {
@@ -67,11 +88,65 @@ impl fmt::Debug for Stream {
         let kind = match &self.io {
             Io::Tcp(_) => "tcp",
             Io::Unix(_) => "unix",
+            Io::TlsTcp(_) => "tls over tcp",
+            Io::TlsUnix(_) => "tls over unix",
         };
         f.debug_struct("Stream")
             .field("kind", &kind)
             .field("peer", &self.peer)
             .finish()
+    }
+}
+
+/// A TLS connection that the handler did not shut down still ends cleanly: the close_notify
+/// alert, and anything not yet written, go out now if the socket takes them without waiting,
+/// so the client sees a proper end of stream rather than a truncation.
+impl Drop for Stream {
+    fn drop(&mut self) {
+        match &mut self.io {
+            Io::TlsTcp(tls) => close_tls(tls.get_mut()),
+            Io::TlsUnix(tls) => close_tls(tls.get_mut()),
+            Io::Tcp(_) | Io::Unix(_) => {}
+        }
+    }
+}
+
+/// A socket written without waiting.
+trait TryWrite {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
+impl TryWrite for TcpStream {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        TcpStream::try_write(self, buf)
+    }
+}
+
+impl TryWrite for UnixStream {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        UnixStream::try_write(self, buf)
+    }
+}
+
+struct NoWait<'a, S>(&'a S);
+
+impl<S: TryWrite> io::Write for NoWait<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn close_tls<S: TryWrite>((socket, session): (&mut S, &mut rustls::ServerConnection)) {
+    session.send_close_notify();
+    while session.wants_write() {
+        match session.write_tls(&mut NoWait(&*socket)) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
     }
 }
 
@@ -81,6 +156,8 @@ macro_rules! forward {
         match &mut $self.get_mut().io {
             Io::Tcp($io) => $call,
             Io::Unix($io) => $call,
+            Io::TlsTcp($io) => $call,
+            Io::TlsUnix($io) => $call,
         }
     };
 }
@@ -116,6 +193,8 @@ impl AsyncWrite for Stream {
         match &self.io {
             Io::Tcp(io) => io.is_write_vectored(),
             Io::Unix(io) => io.is_write_vectored(),
+            Io::TlsTcp(io) => io.is_write_vectored(),
+            Io::TlsUnix(io) => io.is_write_vectored(),
         }
     }
 

@@ -72,6 +72,7 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
             clients,
             hold,
             timeout,
+            tls: None,
         },
         seconds,
         pidfile,

@@ -1,0 +1,614 @@
+//! TLS, client certificates and network restrictions, with certificates made at test time and a
+//! rustls client (and `openssl s_client` where it is installed).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use uninterruptible_tests::certs::{Ca, Client, Pair};
+use uninterruptible_tests::load::{self, Options, Target};
+use uninterruptible_tests::{
+    Address, DEADLINE, SIGTERM, SIGUSR1, Server, TempDir, alive, fd_count, read_pidfile, send,
+    wait_for,
+};
+
+const ECHO: &str = env!("CARGO_BIN_EXE_echo");
+const TLS_ECHO: &str = env!("CARGO_BIN_EXE_tls_echo");
+const WHOAMI: &str = env!("CARGO_BIN_EXE_whoami");
+
+/// A CA, a server certificate for localhost, 127.0.0.1 and ::1, in a directory of their own.
+struct Fixture {
+    dir: TempDir,
+    ca: Ca,
+    server: Pair,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Fixture {
+        let dir = TempDir::new(name);
+        let ca = Ca::new("test CA");
+        let server = ca.issue(dir.path(), "server", &["localhost", "127.0.0.1", "::1"]);
+        ca.write(&dir.join("ca.pem"));
+        Fixture { dir, ca, server }
+    }
+
+    fn env<'a>(&'a self, bind: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("BIND", bind),
+            ("TLS_KEY", self.server.key.to_str().unwrap()),
+            ("TLS_CERTIFICATE", self.server.certificate.to_str().unwrap()),
+        ]
+    }
+
+    fn start(&self, binary: &str, extra: &[(&str, &str)]) -> (Server, SocketAddr) {
+        let mut env = self.env("tcp://127.0.0.1:0");
+        env.extend_from_slice(extra);
+        let server = Server::start(binary, &env);
+        let Address::Tcp(addr) = server.address() else {
+            panic!("tcp")
+        };
+        (server, addr)
+    }
+
+    fn client(&self) -> Client {
+        Client::trusting(&self.ca)
+    }
+}
+
+#[test]
+fn echoes_over_tls_1_2_and_1_3() {
+    let fixture = Fixture::new("tls-versions");
+    let (_server, addr) = fixture.start(ECHO, &[]);
+    let reply = fixture
+        .client()
+        .echo(addr, "localhost", "over tls 1.3\n")
+        .unwrap();
+    assert_eq!(reply.text, "over tls 1.3\n");
+    assert_eq!(reply.version, Some(rustls::ProtocolVersion::TLSv1_3));
+
+    let tls12 = Client {
+        tls12_only: true,
+        ..fixture.client()
+    };
+    let reply = tls12.echo(addr, "127.0.0.1", "over tls 1.2\n").unwrap();
+    assert_eq!(reply.text, "over tls 1.2\n");
+    assert_eq!(reply.version, Some(rustls::ProtocolVersion::TLSv1_2));
+}
+
+#[test]
+fn the_tls_example_serves_its_literal_files() {
+    let fixture = Fixture::new("tls-example");
+    // The example's literals name tls_key.pem and tls_cert.pem in its working directory.
+    std::fs::copy(&fixture.server.key, fixture.dir.join("tls_key.pem")).unwrap();
+    std::fs::copy(
+        &fixture.server.certificate,
+        fixture.dir.join("tls_cert.pem"),
+    )
+    .unwrap();
+    let server = Server::start_in(
+        TLS_ECHO,
+        Some(fixture.dir.path()),
+        &[("BIND", "tcp://127.0.0.1:0")],
+    );
+    let Address::Tcp(addr) = server.address() else {
+        panic!("tcp")
+    };
+    let reply = fixture
+        .client()
+        .echo(addr, "localhost", "example\n")
+        .unwrap();
+    assert_eq!(reply.text, "example\n");
+}
+
+#[test]
+fn tls_1_3_only_refuses_a_tls_1_2_client() {
+    let fixture = Fixture::new("tls13");
+    let (server, addr) = fixture.start(ECHO, &[("TLS_VERSION", "TLSv1_3")]);
+    let tls12 = Client {
+        tls12_only: true,
+        ..fixture.client()
+    };
+    let error = tls12.echo(addr, "localhost", "old\n").unwrap_err();
+    assert!(error.to_lowercase().contains("version"), "{error}");
+    let reply = fixture.client().echo(addr, "localhost", "new\n").unwrap();
+    assert_eq!(reply.version, Some(rustls::ProtocolVersion::TLSv1_3));
+    drop(server);
+}
+
+#[test]
+fn client_certificates_are_required_and_verified() {
+    let fixture = Fixture::new("mtls");
+    let ca_path = fixture.dir.join("ca.pem");
+    let (_server, addr) = fixture.start(
+        WHOAMI,
+        &[("CLIENT_TLS_CERTIFICATE_CA", ca_path.to_str().unwrap())],
+    );
+    let good = fixture
+        .ca
+        .issue(fixture.dir.path(), "client", &["client.example"]);
+    let with_good = Client {
+        identity: Some(good),
+        ..fixture.client()
+    };
+    let reply = with_good.echo(addr, "localhost", "").unwrap();
+    assert!(
+        reply.text.contains("tls true certificates ["),
+        "{}",
+        reply.text
+    );
+    assert!(
+        !reply.text.contains("certificates []"),
+        "the handler sees the client's chain: {}",
+        reply.text
+    );
+
+    let error = fixture.client().echo(addr, "localhost", "").unwrap_err();
+    assert!(!error.is_empty());
+
+    let stranger = Ca::new("another CA");
+    let bad = stranger.issue(fixture.dir.path(), "stranger", &["client.example"]);
+    let with_bad = Client {
+        identity: Some(bad),
+        ..fixture.client()
+    };
+    let error = with_bad.echo(addr, "localhost", "").unwrap_err();
+    assert!(!error.is_empty());
+
+    // The server serves on after refusing both.
+    assert!(with_good.echo(addr, "localhost", "").is_ok());
+}
+
+#[test]
+fn verify_client_tls_certificate_with_a_ca_works_too() {
+    let fixture = Fixture::new("verify");
+    let ca_path = fixture.dir.join("ca.pem");
+    let (_server, addr) = fixture.start(
+        WHOAMI,
+        &[
+            ("VERIFY_CLIENT_TLS_CERTIFICATE", "yes"),
+            ("CLIENT_TLS_CERTIFICATE_CA", ca_path.to_str().unwrap()),
+        ],
+    );
+    assert!(fixture.client().echo(addr, "localhost", "").is_err());
+}
+
+/// Runs `openssl` with `args`; `None` when it is not installed.
+fn openssl(args: &[&str]) -> Option<std::process::Output> {
+    Command::new("openssl").args(args).output().ok()
+}
+
+#[test]
+fn rsa_pkcs1_and_sec1_keys_are_accepted() {
+    let fixture = Fixture::new("keys");
+    let dir = fixture.dir.path();
+    let rsa8 = dir.join("rsa8.key");
+    let Some(out) = openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        rsa8.to_str().unwrap(),
+    ]) else {
+        println!("skipped: openssl is not installed, so no RSA key can be made here");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rsa = fixture.ca.issue_for_pem(
+        &std::fs::read_to_string(&rsa8).unwrap(),
+        dir,
+        "rsa",
+        &["localhost"],
+    );
+    // The same key as PKCS#1 ("BEGIN RSA PRIVATE KEY").
+    let out = openssl(&[
+        "rsa",
+        "-in",
+        rsa8.to_str().unwrap(),
+        "-traditional",
+        "-out",
+        rsa.key.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&rsa.key)
+            .unwrap()
+            .contains("BEGIN RSA PRIVATE KEY")
+    );
+
+    // An ECDSA key as SEC1 ("BEGIN EC PRIVATE KEY").
+    let ec = fixture.ca.issue(dir, "ec", &["localhost"]);
+    let out = openssl(&[
+        "ec",
+        "-in",
+        ec.key.to_str().unwrap(),
+        "-out",
+        ec.key.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&ec.key)
+            .unwrap()
+            .contains("BEGIN EC PRIVATE KEY")
+    );
+
+    for pair in [rsa, ec] {
+        let server = Server::start(
+            ECHO,
+            &[
+                ("BIND", "tcp://127.0.0.1:0"),
+                ("TLS_KEY", pair.key.to_str().unwrap()),
+                ("TLS_CERTIFICATE", pair.certificate.to_str().unwrap()),
+            ],
+        );
+        let Address::Tcp(addr) = server.address() else {
+            panic!("tcp")
+        };
+        let reply = fixture.client().echo(addr, "localhost", "key\n").unwrap();
+        assert_eq!(reply.text, "key\n", "{}", pair.key.display());
+    }
+}
+
+#[test]
+fn a_plaintext_client_on_the_tls_port_disturbs_no_one() {
+    let fixture = Fixture::new("plain");
+    let (_server, addr) = fixture.start(ECHO, &[]);
+    let mut plain = TcpStream::connect(addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(
+        fixture
+            .client()
+            .echo(addr, "localhost", "fine\n")
+            .unwrap()
+            .text,
+        "fine\n"
+    );
+    let mut rest = Vec::new();
+    let _ = plain.read_to_end(&mut rest);
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("GET"),
+        "no plaintext echo"
+    );
+    assert_eq!(
+        fixture
+            .client()
+            .echo(addr, "localhost", "still fine\n")
+            .unwrap()
+            .text,
+        "still fine\n"
+    );
+}
+
+#[test]
+fn a_restart_storm_over_tls_fails_no_request() {
+    let fixture = Fixture::new("tls-storm");
+    let pidfile = fixture.dir.join("echo.pid");
+    let (server, addr) = fixture.start(ECHO, &[("PID_FILE", pidfile.to_str().unwrap())]);
+    wait_for("the pidfile", DEADLINE, || read_pidfile(&pidfile));
+    let options = Options {
+        target: Target::Tcp(addr),
+        clients: 16,
+        hold: Duration::ZERO,
+        timeout: Duration::from_secs(10),
+        tls: Some(fixture.client().connector("localhost")),
+    };
+    let (restarts, stats) = load::with_load(options, || {
+        load::restart_loop(&pidfile, Duration::ZERO, Some(100), None)
+    });
+    println!(
+        "TLS: 100 restarts, {stats}; handoff p50 {:?}, max {:?}",
+        restarts.quantile(0.5),
+        restarts.quantile(1.0)
+    );
+    assert_eq!(stats.failed(), 0, "{stats}");
+    assert!(stats.ok > 100, "{stats}");
+    server.log.wait_for("generation 101");
+}
+
+#[test]
+fn usr1_rotates_the_certificate_and_a_broken_one_leaves_the_old_serving() {
+    let fixture = Fixture::new("rotate");
+    let pidfile = fixture.dir.join("echo.pid");
+    let (server, addr) = fixture.start(ECHO, &[("PID_FILE", pidfile.to_str().unwrap())]);
+    let first = wait_for("the pidfile", DEADLINE, || read_pidfile(&pidfile));
+    let client = fixture.client();
+    let before = client
+        .echo(addr, "localhost", "a\n")
+        .unwrap()
+        .server_certificate
+        .unwrap();
+
+    // A new certificate and key in place of the old ones, then USR1.
+    let renewed = fixture
+        .ca
+        .issue(fixture.dir.path(), "renewed", &["localhost"]);
+    std::fs::rename(&renewed.certificate, &fixture.server.certificate).unwrap();
+    std::fs::rename(&renewed.key, &fixture.server.key).unwrap();
+    send(first, SIGUSR1);
+    let second = wait_for("a new pid", DEADLINE, || {
+        read_pidfile(&pidfile).filter(|&p| p != first)
+    });
+    wait_for("the old process to exit", DEADLINE, || {
+        (!alive(first)).then_some(())
+    });
+    let after = client
+        .echo(addr, "localhost", "b\n")
+        .unwrap()
+        .server_certificate
+        .unwrap();
+    assert_ne!(
+        before, after,
+        "the new process serves the renewed certificate"
+    );
+
+    // A broken certificate: the new process fails before ready; the old one serves on.
+    std::fs::write(
+        &fixture.server.certificate,
+        "-----BEGIN CERTIFICATE-----\ngarbage\n",
+    )
+    .unwrap();
+    send(second, SIGUSR1);
+    server.log.wait_for("restart failed");
+    let message = server.log.wait_for("TLS_CERTIFICATE=");
+    assert!(
+        message.contains("not valid PEM") || message.contains("no certificate"),
+        "{message}"
+    );
+    assert_eq!(read_pidfile(&pidfile), Some(second));
+    let still = client.echo(addr, "localhost", "c\n").unwrap();
+    assert_eq!(still.text, "c\n");
+    assert_eq!(still.server_certificate.unwrap(), after);
+}
+
+#[test]
+fn allowed_networks_for_ipv4_ipv6_and_mapped_peers() {
+    let cases: &[(&str, &str, &str, bool)] = &[
+        ("tcp://127.0.0.1:0", "127.0.0.0/8", "127.0.0.1", true),
+        ("tcp://127.0.0.1:0", "127.0.0.1", "127.0.0.1", true),
+        ("tcp://127.0.0.1:0", "10.0.0.0/8", "127.0.0.1", false),
+        ("tcp://127.0.0.1:0", "127.0.0.2/32", "127.0.0.1", false),
+        ("tcp://[::1]:0", "::1", "::1", true),
+        ("tcp://[::1]:0", "2001:db8::/32", "::1", false),
+        // An IPv4 client of a [::] listener arrives as ::ffff:127.0.0.1 and matches IPv4 networks.
+        ("tcp://[::]:0", "127.0.0.0/8", "127.0.0.1", true),
+        ("tcp://[::]:0", "10.0.0.0/8", "127.0.0.1", false),
+    ];
+    for (bind, networks, client, expected) in cases {
+        let server = Server::start(
+            ECHO,
+            &[
+                ("BIND", bind),
+                ("ALLOWED_NETWORKS", networks),
+                ("LOG_LEVEL", "debug"),
+            ],
+        );
+        let Address::Tcp(addr) = server.address() else {
+            panic!("tcp")
+        };
+        let to = SocketAddr::new(client.parse().unwrap(), addr.port());
+        // Loopback connections come from the address they go to.
+        let mut stream = TcpStream::connect(to).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = stream.write_all(b"who\n");
+        let mut reply = Vec::new();
+        let _ = stream.read_to_end(&mut reply);
+        assert_eq!(
+            reply == b"who\n",
+            *expected,
+            "bind {bind}, allowed {networks}, client {client}"
+        );
+        if !expected {
+            server.log.wait_for("refused: not in ALLOWED_NETWORKS");
+        }
+    }
+}
+
+#[test]
+fn a_refused_peer_receives_no_server_hello() {
+    let fixture = Fixture::new("refused");
+    let (server, addr) = fixture.start(
+        ECHO,
+        &[("ALLOWED_NETWORKS", "10.0.0.0/8"), ("LOG_LEVEL", "debug")],
+    );
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // A real ClientHello, from a rustls client that writes into a buffer.
+    let mut connection =
+        rustls::ClientConnection::new(fixture.client().config(), "localhost".try_into().unwrap())
+            .unwrap();
+    let mut hello = Vec::new();
+    connection.write_tls(&mut hello).unwrap();
+    let _ = stream.write_all(&hello);
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    assert!(
+        reply.is_empty(),
+        "the refused peer got {} bytes",
+        reply.len()
+    );
+    server.log.wait_for("refused: not in ALLOWED_NETWORKS");
+}
+
+#[test]
+fn silent_clients_hold_a_stopping_process_no_longer_than_the_handshake_timeout() {
+    let fixture = Fixture::new("silent");
+    let (mut server, addr) = fixture.start(ECHO, &[("TLS_HANDSHAKE_TIMEOUT", "1")]);
+    let before = fd_count(server.pid());
+    let silent: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    wait_for("all 50 to be accepted", DEADLINE, || {
+        (fd_count(server.pid()) >= before + 50).then_some(())
+    });
+    let stopped = Instant::now();
+    server.signal(SIGTERM);
+    let status = server.wait_exit(DEADLINE);
+    let took = stopped.elapsed();
+    assert!(status.success());
+    assert!(
+        took < Duration::from_secs(2),
+        "exited {took:?} after TERM; handshake timeout is 1 s"
+    );
+    drop(silent);
+}
+
+#[test]
+fn tls_startup_errors_exit_2_naming_the_variable() {
+    let fixture = Fixture::new("tls-errors");
+    let dir = fixture.dir.path();
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let other = fixture.ca.issue(dir, "other", &["localhost"]);
+    let cert = fixture.server.certificate.to_str().unwrap();
+    let key = fixture.server.key.to_str().unwrap();
+    let missing = dir.join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("TLS_KEY", key), ("TLS_CERTIFICATE", missing)],
+            "TLS_CERTIFICATE=",
+        ),
+        (
+            &[("TLS_KEY", missing), ("TLS_CERTIFICATE", cert)],
+            "TLS_KEY=",
+        ),
+        (
+            &[
+                ("TLS_KEY", key),
+                ("TLS_CERTIFICATE", garbage.to_str().unwrap()),
+            ],
+            "TLS_CERTIFICATE=",
+        ),
+        (
+            &[
+                ("TLS_KEY", key),
+                ("TLS_CERTIFICATE", empty.to_str().unwrap()),
+            ],
+            "TLS_CERTIFICATE=",
+        ),
+        // A key file holding only a certificate: no key in it.
+        (
+            &[("TLS_KEY", cert), ("TLS_CERTIFICATE", cert)],
+            "no private key",
+        ),
+        // A key that belongs to another certificate.
+        (
+            &[
+                ("TLS_KEY", other.key.to_str().unwrap()),
+                ("TLS_CERTIFICATE", cert),
+            ],
+            "does not belong",
+        ),
+        (
+            &[
+                ("TLS_KEY", key),
+                ("TLS_CERTIFICATE", cert),
+                ("CLIENT_TLS_CERTIFICATE_CA", missing),
+            ],
+            "CLIENT_TLS_CERTIFICATE_CA=",
+        ),
+    ];
+    let socket = dir.join("never.sock");
+    let bind = format!("unix://{}", socket.display());
+    for (env, needle) in cases {
+        let mut all = vec![("BIND", bind.as_str())];
+        all.extend_from_slice(env);
+        let mut server = Server::start(ECHO, &all);
+        let status = server.wait_exit(DEADLINE);
+        let line = server.log.wait_for("uninterruptible:");
+        assert_eq!(status.code(), Some(2), "{env:?}: {line}");
+        assert!(line.contains(needle), "{env:?}: {line}");
+        assert!(!socket.exists(), "nothing is bound: {env:?}");
+    }
+}
+
+#[test]
+fn tls_over_a_unix_socket() {
+    let fixture = Fixture::new("tls-unix");
+    let path = fixture.dir.join("tls.sock");
+    let bind = format!("unix://{}", path.display());
+    let server = Server::start(ECHO, &fixture.env(&bind));
+    assert_eq!(server.address(), Address::Unix(path.clone()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reply = runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (connector, name) = fixture.client().connector("localhost");
+        let unix = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let mut tls = connector.connect(name, unix).await.unwrap();
+        tls.write_all(b"tls over unix\n").await.unwrap();
+        let mut reply = String::new();
+        tls.read_to_string(&mut reply).await.unwrap();
+        reply
+    });
+    assert_eq!(reply, "tls over unix\n");
+}
+
+#[test]
+fn openssl_s_client_talks_to_the_server() {
+    if openssl(&["version"]).is_none() {
+        println!("skipped: openssl is not installed");
+        return;
+    }
+    let fixture = Fixture::new("s-client");
+    let (_server, addr) = fixture.start(ECHO, &[]);
+    let ca = fixture.dir.join("ca.pem");
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+            "-CAfile",
+        ])
+        .arg(Path::new(&ca))
+        .args(["-verify_return_error", "-quiet"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"hello from openssl\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("hello from openssl"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
