@@ -5,7 +5,7 @@
 pub mod certs;
 pub mod load;
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,6 +16,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use nix::sys::signal::Signal;
 pub use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 /// How long any single wait in a test may take before the test fails.

@@ -246,10 +246,11 @@ impl Restarts {
     }
 }
 
-/// Sends `USR1` to the pid in `pidfile`, waits until the pidfile names a new pid, and repeats
-/// every `every` (at once when zero), `count` times or until `until`.
+/// Sends `signal` (`USR1` for uninterruptible) to the pid in `pidfile`, waits until the pidfile
+/// names a new pid, and repeats every `every` (at once when zero), `count` times or until `until`.
 pub fn restart_loop(
     pidfile: &Path,
+    signal: crate::Signal,
     every: Duration,
     count: Option<usize>,
     until: Option<Instant>,
@@ -263,7 +264,7 @@ pub fn restart_loop(
         }
         let started = Instant::now();
         let old = crate::read_pidfile(pidfile).expect("the pidfile names the server");
-        crate::send(old, crate::SIGUSR1);
+        crate::send(old, signal);
         let new = crate::wait_for(
             "the pidfile to name the new process",
             crate::DEADLINE,

@@ -52,7 +52,7 @@ fn storm(bind: &str) -> (Server, TempDir) {
     let (server, pidfile) = start(&dir, bind, &[]);
     let address = server.address();
     let (restarts, stats) = load::with_load(options(&address, 16, Duration::ZERO), || {
-        load::restart_loop(&pidfile, Duration::ZERO, Some(200), None)
+        load::restart_loop(&pidfile, SIGUSR1, Duration::ZERO, Some(200), None)
     });
     println!(
         "{bind}: 200 restarts, {stats}; handoff p50 {:?}, max {:?}",
@@ -94,7 +94,13 @@ fn connections_held_open_across_restarts_complete() {
     let address = server.address();
     let (restarts, stats) =
         load::with_load(options(&address, 16, Duration::from_millis(300)), || {
-            load::restart_loop(&pidfile, Duration::from_millis(150), Some(20), None)
+            load::restart_loop(
+                &pidfile,
+                SIGUSR1,
+                Duration::from_millis(150),
+                Some(20),
+                None,
+            )
         });
     println!("held 300 ms, {} restarts: {stats}", restarts.handoffs.len());
     assert_eq!(stats.failed(), 0, "{stats}");
@@ -303,7 +309,7 @@ fn descriptors_do_not_grow_across_generations() {
     );
     let first = fd_count(server.pid());
     let address = server.address();
-    load::restart_loop(&pidfile, Duration::ZERO, Some(20), None);
+    load::restart_loop(&pidfile, SIGUSR1, Duration::ZERO, Some(20), None);
     let last = read_pidfile(&pidfile).unwrap();
     assert_eq!(echo(&address, "x\n").unwrap(), "x\n");
     wait_for(

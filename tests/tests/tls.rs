@@ -312,7 +312,7 @@ fn a_restart_storm_over_tls_fails_no_request() {
         tls: Some(fixture.client().connector("localhost")),
     };
     let (restarts, stats) = load::with_load(options, || {
-        load::restart_loop(&pidfile, Duration::ZERO, Some(100), None)
+        load::restart_loop(&pidfile, SIGUSR1, Duration::ZERO, Some(100), None)
     });
     println!(
         "TLS: 100 restarts, {stats}; handoff p50 {:?}, max {:?}",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use uninterruptible_tests::load::{self, Options, Target};
 
 const USAGE: &str = "usage: load (--tcp HOST:PORT | --unix PATH) [--clients N] [--seconds S] \
-[--hold-ms MS] [--timeout-ms MS] [--pidfile PATH --restart-every-ms MS]";
+[--hold-ms MS] [--timeout-ms MS] [--pidfile PATH --restart-every-ms MS [--signal USR1|HUP]]";
 
 fn main() -> ExitCode {
     match parse(std::env::args().skip(1).collect()) {
@@ -28,6 +28,7 @@ struct Args {
     seconds: f64,
     pidfile: Option<std::path::PathBuf>,
     restart_every: Option<Duration>,
+    signal: uninterruptible_tests::Signal,
 }
 
 fn parse(argv: Vec<String>) -> Result<Args, String> {
@@ -38,6 +39,7 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
     let mut timeout = Duration::from_secs(10);
     let mut pidfile = None;
     let mut restart_every = None;
+    let mut signal = uninterruptible_tests::SIGUSR1;
     let mut argv = argv.into_iter();
     while let Some(flag) = argv.next() {
         let mut value = || argv.next().ok_or(format!("{flag} needs a value"));
@@ -59,6 +61,13 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
             "--timeout-ms" => timeout = ms(value()?)?,
             "--pidfile" => pidfile = Some(value()?.into()),
             "--restart-every-ms" => restart_every = Some(ms(value()?)?),
+            "--signal" => {
+                signal = match value()?.as_str() {
+                    "USR1" => uninterruptible_tests::SIGUSR1,
+                    "HUP" => uninterruptible_tests::SIGHUP,
+                    other => return Err(format!("--signal: USR1 or HUP, not {other}")),
+                }
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -77,6 +86,7 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
         seconds,
         pidfile,
         restart_every,
+        signal,
     })
 }
 
@@ -85,7 +95,9 @@ fn run(args: Args) -> ExitCode {
     let started = Instant::now();
     let (restarts, stats) =
         load::with_load(args.options, || match (&args.pidfile, args.restart_every) {
-            (Some(pidfile), Some(every)) => load::restart_loop(pidfile, every, None, Some(until)),
+            (Some(pidfile), Some(every)) => {
+                load::restart_loop(pidfile, args.signal, every, None, Some(until))
+            }
             _ => {
                 std::thread::sleep(until.saturating_duration_since(Instant::now()));
                 load::Restarts::default()
