@@ -22,8 +22,18 @@ pub use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 /// How long any single wait in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+/// Polls `check` every 5 ms until it returns `Some`, or panics with `what` after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, check: impl FnMut() -> Option<T>) -> T {
+    poll(what, limit, Duration::from_millis(5), check)
+}
+
+/// [`wait_for`], polling every `every`: fine-grained where the wait itself is measured.
+pub fn poll<T>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(value) = check() {
@@ -33,7 +43,7 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
             start.elapsed() < limit,
             "timed out after {limit:?} waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(every);
     }
 }
 

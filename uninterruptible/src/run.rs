@@ -205,8 +205,7 @@ where
             return fail(e, owned_file);
         }
     }
-    let (stop_accepting, stop_rx) = oneshot::channel();
-    let accept_task = tokio::spawn(server.accept_loop(listener, stop_rx));
+    let accepting = server.start(listener);
     if let Some(takeover) = takeover {
         let path = takeover.path().to_owned();
         if let Err(e) = takeover.ready() {
@@ -276,8 +275,7 @@ where
 
     // Stop accepting: the accept task drops its listener, and we close our duplicate. Both are
     // closed, never shut down, so a new process sharing the socket keeps accepting.
-    let _ = stop_accepting.send(());
-    let _ = accept_task.await;
+    accepting.stop().await;
     drop(handoff_fd);
 
     tracing::info!("draining {} open connections", connections.count());

@@ -2,7 +2,7 @@
 
 use crate::acl::Acl;
 use crate::listener::Listener;
-use crate::shutdown::Connections;
+use crate::shutdown::{ConnectionGuard, Connections};
 use crate::stream::{Io, PeerAddr, Stream};
 use crate::tls::Tls;
 use nix::errno::Errno;
@@ -10,7 +10,8 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -32,27 +33,26 @@ where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = io::Result<()>> + Send + 'static,
 {
-    /// Accepts until `stop` fires (or its sender is dropped), then drops the listener: its
-    /// descriptor is closed, never shut down, so a process that shares the socket keeps it.
-    pub(crate) async fn accept_loop(self, listener: Listener, mut stop: oneshot::Receiver<()>) {
+    /// Starts accepting on a task of its own.
+    pub(crate) fn start(self, listener: Listener) -> Accepting {
+        Accepting {
+            task: tokio::spawn(self.accept_loop(listener)),
+        }
+    }
+
+    /// Accepts until the task is aborted ([`Accepting::stop`]). Between taking a connection off
+    /// the queue and spawning its task there is no await, so an abort never loses a connection;
+    /// and no stop signal is polled per accept, which the accept path would pay for.
+    async fn accept_loop(self, listener: Listener) {
         let mut backoff = MIN_BACKOFF;
         loop {
             // At the limit, wait for a connection to end before accepting another; the kernel
             // queues new clients meanwhile.
             let permit = match &self.limit {
                 None => None,
-                Some(limit) => tokio::select! {
-                    biased;
-                    _ = &mut stop => break,
-                    permit = Arc::clone(limit).acquire_owned() => permit.ok(),
-                },
+                Some(limit) => Arc::clone(limit).acquire_owned().await.ok(),
             };
-            let accepted = tokio::select! {
-                biased;
-                _ = &mut stop => break,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
+            match listener.accept().await {
                 Ok((io, peer)) => {
                     backoff = MIN_BACKOFF;
                     if self.refuses(&peer) {
@@ -68,11 +68,7 @@ where
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM: the process or the machine is out of
                     // something; retry later rather than spin or give up.
                     tracing::error!("accept failed: {e}; retrying in {backoff:?}");
-                    tokio::select! {
-                        biased;
-                        _ = &mut stop => break,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
+                    tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
@@ -87,25 +83,41 @@ where
     }
 
     fn spawn(&self, io: Io, peer: PeerAddr, permit: Option<OwnedSemaphorePermit>) {
-        let guard = self.connections.guard();
+        let held = (self.connections.guard(), permit);
         let handler = self.handler.clone();
-        let tls = self.tls.clone();
-        tokio::spawn(async move {
-            let stream = match tls {
-                None => Stream::new(io, peer),
-                Some(tls) => match handshake(&tls, io, &peer).await {
-                    Some(io) => Stream::new(io, peer),
-                    None => return,
-                },
-            };
-            let peer = stream.peer_addr().clone();
-            if let Err(e) = handler(stream).await {
-                tracing::debug!(%peer, "connection ended with an error: {e}");
+        // Two kinds of task rather than one with a branch: a task's size is fixed when it is
+        // spawned, and a plain connection should not carry room for a TLS handshake's state.
+        match &self.tls {
+            None => {
+                tokio::spawn(serve_connection(handler, Stream::new(io, peer), held));
             }
-            drop((guard, permit));
-        });
+            Some(tls) => {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    if let Some(io) = handshake(&tls, io, &peer).await {
+                        serve_connection(handler, Stream::new(io, peer), held).await;
+                    }
+                });
+            }
+        }
     }
 }
+
+/// Runs the handler on one connection. `held` (the connection's guard and permit) is released
+/// when the handler ends, or when its task unwinds from a panic.
+async fn serve_connection<H, F>(handler: H, stream: Stream, held: Held)
+where
+    H: Fn(Stream) -> F,
+    F: Future<Output = io::Result<()>>,
+{
+    let peer = stream.peer_addr().clone();
+    if let Err(e) = handler(stream).await {
+        tracing::debug!(%peer, "connection ended with an error: {e}");
+    }
+    drop(held);
+}
+
+type Held = (ConnectionGuard, Option<OwnedSemaphorePermit>);
 
 /// The TLS handshake, in the connection's own task and bounded by the handshake timeout, so a
 /// slow or silent client holds neither the accept loop nor a stopping process.
@@ -129,6 +141,21 @@ async fn handshake(tls: &Tls, io: Io, peer: &PeerAddr) -> Option<Io> {
             tracing::debug!(%peer, "TLS handshake not finished within {:?}", tls.handshake_timeout);
             None
         }
+    }
+}
+
+/// The accept loop of a process.
+#[derive(Debug)]
+pub(crate) struct Accepting {
+    task: JoinHandle<()>,
+}
+
+impl Accepting {
+    /// Stops accepting and drops the listener: its descriptor is closed, never shut down, so a
+    /// process that shares the socket keeps accepting on it.
+    pub(crate) async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
     }
 }
 
