@@ -6,6 +6,7 @@
 //! cargo run --release --example bench                # about 4 minutes
 //! cargo run --release --example bench -- --build     # also the clean-build cost, 4 more
 //! cargo run --example bench -- --smoke               # a few seconds, small counts (CI)
+//! cargo run --release --example bench -- --only steady,storm   # some sections only
 //! ```
 
 use std::collections::BTreeMap;
@@ -21,6 +22,8 @@ use uninterruptible_tests::{
 };
 
 struct Settings {
+    /// Which sections to run: steady, storm, memory, tls (all when empty).
+    only: Vec<String>,
     rounds: usize,
     seconds: f64,
     storm_seconds: f64,
@@ -29,15 +32,31 @@ struct Settings {
 }
 
 fn settings() -> Settings {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let smoke = args.iter().any(|a| a == "--smoke");
-    let build = args.iter().any(|a| a == "--build");
-    if let Some(unknown) = args.iter().find(|a| *a != "--smoke" && *a != "--build") {
-        eprintln!("bench: unknown argument {unknown}; expected --smoke and/or --build");
-        std::process::exit(2);
+    let mut args = std::env::args().skip(1);
+    let (mut smoke, mut build, mut only) = (false, false, Vec::new());
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--smoke" => smoke = true,
+            "--build" => build = true,
+            "--only" => {
+                only = args
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect()
+            }
+            unknown => {
+                eprintln!(
+                    "bench: unknown argument {unknown}; expected --smoke, --build, --only steady,storm,memory,tls"
+                );
+                std::process::exit(2);
+            }
+        }
     }
     if smoke {
         Settings {
+            only,
             rounds: 1,
             seconds: 0.5,
             storm_seconds: 1.0,
@@ -46,12 +65,19 @@ fn settings() -> Settings {
         }
     } else {
         Settings {
+            only,
             rounds: 5,
             seconds: 3.0,
             storm_seconds: 10.0,
             idle: 4000,
             build,
         }
+    }
+}
+
+impl Settings {
+    fn runs(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
     }
 }
 
@@ -229,12 +255,27 @@ fn main() {
     let binaries = build_examples();
     print_machine(&settings);
 
-    // Steady throughput.
     let all = [System::Uninterruptible, System::PlainTokio, System::Ecdysis];
+    if settings.runs("steady") || settings.runs("storm") {
+        steady_and_storm(&settings, &binaries, &all);
+    }
+    if settings.runs("memory") {
+        memory(&settings, &binaries);
+    }
+    if settings.runs("tls") {
+        tls(&settings, &binaries);
+    }
+    if settings.build {
+        build_cost();
+    }
+}
+
+/// Steady throughput, and the restart storm (compared with the steady figures).
+fn steady_and_storm(settings: &Settings, binaries: &Binaries, all: &[System]) {
     let mut steady: BTreeMap<(usize, System), Vec<f64>> = BTreeMap::new();
     for clients in [8, 64] {
-        let results = rounds(&settings, &all, |system| {
-            let running = start(&binaries, system, None);
+        let results = rounds(settings, all, |system| {
+            let running = start(binaries, system, None);
             let (rate, failed) = throughput(running.addr, clients, settings.seconds, None);
             assert_eq!(
                 failed,
@@ -253,7 +294,7 @@ fn main() {
     println!("|---|---|---|---|");
     for clients in [8, 64] {
         let floor = summary(&steady[&(clients, System::PlainTokio)]).0;
-        for system in all {
+        for &system in all {
             let rates = &steady[&(clients, system)];
             println!(
                 "| {clients} | {} | {} | {:.3} |",
@@ -264,10 +305,12 @@ fn main() {
         }
     }
 
-    // Restart storm.
+    if !settings.runs("storm") {
+        return;
+    }
     let restartable = [System::Uninterruptible, System::Ecdysis];
-    let storm = rounds(&settings, &restartable, |system| {
-        let running = start(&binaries, system, None);
+    let storm = rounds(settings, &restartable, |system| {
+        let running = start(binaries, system, None);
         let until = Instant::now() + Duration::from_secs_f64(settings.storm_seconds);
         let started = Instant::now();
         let (restarts, stats) = load::with_load(options(running.addr, 8, None), || {
@@ -309,11 +352,13 @@ fn main() {
             ms(1.0),
         );
     }
+}
 
-    // Idle memory.
+/// Resident memory growth per idle connection.
+fn memory(settings: &Settings, binaries: &Binaries) {
     let compared = [System::Uninterruptible, System::PlainTokio];
-    let memory = rounds(&settings, &compared, |system| {
-        let running = start(&binaries, system, None);
+    let memory = rounds(settings, &compared, |system| {
+        let running = start(binaries, system, None);
         let pid = running.server.pid();
         // One request first, so lazily allocated state exists before the baseline.
         let _ = throughput(running.addr, 1, 0.1, None);
@@ -341,14 +386,17 @@ fn main() {
     let extra =
         summary(&memory[&System::Uninterruptible]).0 - summary(&memory[&System::PlainTokio]).0;
     println!("\nuninterruptible minus plain tokio: {extra:.0} B per connection.");
+}
 
-    // TLS handshakes.
+/// Full TLS handshakes per second.
+fn tls(settings: &Settings, binaries: &Binaries) {
+    let compared = [System::Uninterruptible, System::PlainTokio];
     let certs = TempDir::new("bench-certs");
     let ca = Ca::new("bench CA");
     let pair = ca.issue(certs.path(), "server", &["localhost"]);
     let client = Client::trusting(&ca);
-    let handshakes = rounds(&settings, &compared, |system| {
-        let running = start(&binaries, system, Some((&pair.key, &pair.certificate)));
+    let handshakes = rounds(settings, &compared, |system| {
+        let running = start(binaries, system, Some((&pair.key, &pair.certificate)));
         let (rate, failed) = throughput(running.addr, 8, settings.seconds, Some(&client));
         assert_eq!(failed, 0, "{} failed TLS requests", system.name());
         rate
@@ -369,10 +417,6 @@ fn main() {
             cell(rates, ""),
             summary(rates).0 / floor
         );
-    }
-
-    if settings.build {
-        build_cost(&binaries);
     }
 }
 
@@ -441,8 +485,7 @@ fn print_machine(settings: &Settings) {
 
 /// Clean release builds of the echo example and of the plain tokio echo with the same
 /// dependencies (the runtime's own), alternating, each in a fresh target directory.
-fn build_cost(binaries: &Binaries) {
-    let _ = binaries;
+fn build_cost() {
     let root = workspace_root();
     let scratch = root.join("target").join("bench-build");
     let _ = std::fs::remove_dir_all(&scratch);
@@ -532,9 +575,9 @@ fn resolve_dependency(line: &str, workspace_manifest: &str) -> String {
         .lines()
         .find(|l| l.starts_with(&format!("{name} =")))
         .unwrap_or_else(|| panic!("{name} in [workspace.dependencies]"))
-        .splitn(2, '=')
-        .nth(1)
+        .split_once('=')
         .unwrap()
+        .1
         .trim()
         .to_owned();
     let extra: Option<String> = line

@@ -165,18 +165,20 @@ fn a_new_copy_that_exits_leaves_the_old_one_serving() {
     );
 }
 
+/// A `START_COMMAND` running `script` (with the echo server's path as `$ECHO`) from `dir`.
+fn start_script(dir: &TempDir, script: &str) -> String {
+    let path = dir.join("start.sh");
+    std::fs::write(&path, format!("ECHO='{ECHO}'\n{script}\n")).unwrap();
+    format!("sh '{}'", path.display())
+}
+
 /// A start command that hangs while `flag` exists and runs the echo server otherwise.
 fn switchable_start_command(dir: &TempDir, flag: &Path) -> String {
-    let script = dir.join("start.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "if [ -e '{}' ]; then exec sleep 1000; else exec '{ECHO}'; fi\n",
-            flag.display()
-        ),
+    let flag = flag.display();
+    start_script(
+        dir,
+        &format!("if [ -e '{flag}' ]; then exec sleep 1000; else exec \"$ECHO\"; fi"),
     )
-    .unwrap();
-    format!("sh '{}'", script.display())
 }
 
 #[test]
@@ -336,16 +338,13 @@ fn a_handoff_peer_of_another_uid_is_refused() {
     std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let flag = dir.join("wait");
     std::fs::write(&flag, "").unwrap();
-    let script = dir.join("start.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "while [ -e '{}' ]; do sleep 0.02; done; exec '{ECHO}'\n",
+    let command = start_script(
+        &dir,
+        &format!(
+            "while [ -e '{}' ]; do sleep 0.02; done; exec \"$ECHO\"",
             flag.display()
         ),
-    )
-    .unwrap();
-    let command = format!("sh '{}'", script.display());
+    );
     let (server, pidfile) = start(&dir, "tcp://127.0.0.1:0", &[("START_COMMAND", &command)]);
     let old = server.pid();
     send(old, SIGUSR1);

@@ -173,9 +173,24 @@ fn verify_client_tls_certificate_with_a_ca_works_too() {
     assert!(fixture.client().echo(addr, "localhost", "").is_err());
 }
 
-/// Runs `openssl` with `args`; `None` when it is not installed.
-fn openssl(args: &[&str]) -> Option<std::process::Output> {
-    Command::new("openssl").args(args).output().ok()
+/// Runs `openssl` with `args` and checks that it succeeded; `None` when it is not installed.
+fn openssl(args: &[&str]) -> Option<()> {
+    let out = Command::new("openssl").args(args).output().ok()?;
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(())
+}
+
+fn assert_pem(path: &Path, label: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.contains(&format!("BEGIN {label}")),
+        "{}: {text}",
+        path.display()
+    );
 }
 
 #[test]
@@ -183,70 +198,42 @@ fn rsa_pkcs1_and_sec1_keys_are_accepted() {
     let fixture = Fixture::new("keys");
     let dir = fixture.dir.path();
     let rsa8 = dir.join("rsa8.key");
-    let Some(out) = openssl(&[
+    let rsa8 = rsa8.to_str().unwrap();
+    let made = openssl(&[
         "genpkey",
         "-algorithm",
         "RSA",
         "-pkeyopt",
         "rsa_keygen_bits:2048",
         "-out",
-        rsa8.to_str().unwrap(),
-    ]) else {
+        rsa8,
+    ]);
+    if made.is_none() {
         println!("skipped: openssl is not installed, so no RSA key can be made here");
         return;
-    };
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    }
     let rsa = fixture.ca.issue_for_pem(
-        &std::fs::read_to_string(&rsa8).unwrap(),
+        &std::fs::read_to_string(rsa8).unwrap(),
         dir,
         "rsa",
         &["localhost"],
     );
-    // The same key as PKCS#1 ("BEGIN RSA PRIVATE KEY").
-    let out = openssl(&[
+    // The same key as PKCS#1.
+    openssl(&[
         "rsa",
         "-in",
-        rsa8.to_str().unwrap(),
+        rsa8,
         "-traditional",
         "-out",
         rsa.key.to_str().unwrap(),
     ])
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        std::fs::read_to_string(&rsa.key)
-            .unwrap()
-            .contains("BEGIN RSA PRIVATE KEY")
-    );
-
-    // An ECDSA key as SEC1 ("BEGIN EC PRIVATE KEY").
+    assert_pem(&rsa.key, "RSA PRIVATE KEY");
+    // An ECDSA key as SEC1.
     let ec = fixture.ca.issue(dir, "ec", &["localhost"]);
-    let out = openssl(&[
-        "ec",
-        "-in",
-        ec.key.to_str().unwrap(),
-        "-out",
-        ec.key.to_str().unwrap(),
-    ])
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        std::fs::read_to_string(&ec.key)
-            .unwrap()
-            .contains("BEGIN EC PRIVATE KEY")
-    );
+    let ec_key = ec.key.to_str().unwrap();
+    openssl(&["ec", "-in", ec_key, "-out", ec_key]).unwrap();
+    assert_pem(&ec.key, "EC PRIVATE KEY");
 
     for pair in [rsa, ec] {
         let server = Server::start(
@@ -575,7 +562,7 @@ fn tls_over_a_unix_socket() {
 
 #[test]
 fn openssl_s_client_talks_to_the_server() {
-    if openssl(&["version"]).is_none() {
+    if Command::new("openssl").arg("version").output().is_err() {
         println!("skipped: openssl is not installed");
         return;
     }

@@ -3,7 +3,7 @@
 
 use crate::args::Args;
 use crate::check;
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, ReturnType};
@@ -68,20 +68,20 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
         Some(FnArg::Typed(pat)) => pat.ty.to_token_stream(),
         _ => quote!(#krate::Stream),
     };
-    let (ret_ty, ret_span) = match &item_fn.sig.output {
-        ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span()),
-        ReturnType::Default => (quote!(()), name.span()),
+    let ret_span = match &item_fn.sig.output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => name.span(),
     };
     let stream = quote_spanned!(arg_ty.span()=>
         <#arg_ty as #krate::__private::IsStream>::from_stream(__uninterruptible_stream)
     );
-    let output = quote_spanned!(ret_span=>
-        <#ret_ty as #krate::__private::HandlerOutput>::into_result(#name(#stream).await)
-    );
-    let run = quote_spanned!(name.span()=>
-        #krate::__private::run(
+    // Spanned on the return type: a handler whose output is not `io::Result<()>` or `()`, or
+    // whose future is not `Send`, is reported there.
+    let run_path = respan(quote!(#krate::__private::run), ret_span);
+    let run = quote_spanned!(ret_span=>
+        #run_path(
             __uninterruptible_config,
-            |__uninterruptible_stream| async move { #output },
+            |__uninterruptible_stream| #name(#stream),
         )
     );
 
@@ -95,6 +95,17 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
             #run
         }
     }
+}
+
+/// `tokens` with every span set to `span` (for paths, which hold no groups).
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            token.set_span(span);
+            token
+        })
+        .collect()
 }
 
 /// `::uninterruptible`, or the path given with `crate = "..."` for a renamed dependency.

@@ -43,7 +43,7 @@ mod tls;
 pub use address::{AddressParseError, BindAddress};
 pub use config::{Config, Defaults, StartCommand, TlsFiles, TlsVersion};
 pub use error::{Error, Source};
-pub use run::run;
+pub use run::{HandlerOutput, run};
 pub use stream::{CertificateDer, PeerAddr, Stream};
 pub use uninterruptible_macros::server;
 
@@ -67,29 +67,6 @@ pub mod __private {
         #[inline(always)]
         fn from_stream(stream: Stream) -> Self {
             stream
-        }
-    }
-
-    /// What a handler may return: `std::io::Result<()>` or `()`.
-    #[diagnostic::on_unimplemented(
-        message = "a server handler must return `std::io::Result<()>` or `()`, not `{Self}`",
-        label = "change the return type to `std::io::Result<()>`"
-    )]
-    pub trait HandlerOutput {
-        fn into_result(self) -> std::io::Result<()>;
-    }
-
-    impl HandlerOutput for std::io::Result<()> {
-        #[inline(always)]
-        fn into_result(self) -> std::io::Result<()> {
-            self
-        }
-    }
-
-    impl HandlerOutput for () {
-        #[inline(always)]
-        fn into_result(self) -> std::io::Result<()> {
-            Ok(())
         }
     }
 }

@@ -20,6 +20,31 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
+/// What a handler may return: `std::io::Result<()>` or `()`. An error ends only its own
+/// connection (it is logged at debug level with the peer).
+#[diagnostic::on_unimplemented(
+    message = "a server handler must return `std::io::Result<()>` or `()`, not `{Self}`",
+    label = "change the return type to `std::io::Result<()>`"
+)]
+pub trait HandlerOutput: Send + 'static {
+    /// The outcome as an `io::Result`.
+    fn into_result(self) -> io::Result<()>;
+}
+
+impl HandlerOutput for io::Result<()> {
+    #[inline(always)]
+    fn into_result(self) -> io::Result<()> {
+        self
+    }
+}
+
+impl HandlerOutput for () {
+    #[inline(always)]
+    fn into_result(self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Runs a server until it is stopped or replaced, and returns the process's exit status.
 ///
 /// This is what `#[uninterruptible::server]` calls from the `main` it generates; call it yourself
@@ -38,10 +63,11 @@ use tokio::task::JoinHandle;
 ///     })
 /// }
 /// ```
-pub fn run<H, F>(config: Config, handler: H) -> ExitCode
+pub fn run<H, F, O>(config: Config, handler: H) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = io::Result<()>> + Send + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
 {
     if let Err(e) = logging::init(&config) {
         e.exit();
@@ -70,10 +96,11 @@ struct InFlight {
     cancel: oneshot::Sender<()>,
 }
 
-async fn lifecycle<H, F>(config: Config, handler: H) -> ExitCode
+async fn lifecycle<H, F, O>(config: Config, handler: H) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = io::Result<()>> + Send + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
 {
     match start(&config).await {
         Ok(started) => serve(config, handler, started).await,
@@ -161,10 +188,11 @@ async fn adopt(config: &Config, fd: OwnedFd) -> Result<Listener, Error> {
     }
 }
 
-async fn serve<H, F>(config: Config, handler: H, started: Started) -> ExitCode
+async fn serve<H, F, O>(config: Config, handler: H, started: Started) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = io::Result<()>> + Send + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
 {
     let Started {
         mut signals,

@@ -2,13 +2,16 @@
 
 use crate::acl::Acl;
 use crate::listener::Listener;
+use crate::run::HandlerOutput;
 use crate::shutdown::{ConnectionGuard, Connections};
 use crate::stream::{Io, PeerAddr, Stream};
 use crate::tls::Tls;
 use nix::errno::Errno;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -28,10 +31,11 @@ pub(crate) struct Server<H> {
     pub(crate) tls: Option<Tls>,
 }
 
-impl<H, F> Server<H>
+impl<H, F, O> Server<H>
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = io::Result<()>> + Send + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
 {
     /// Starts accepting on a task of its own.
     pub(crate) fn start(self, listener: Listener) -> Accepting {
@@ -89,7 +93,15 @@ where
         // spawned, and a plain connection should not carry room for a TLS handshake's state.
         match &self.tls {
             None => {
-                tokio::spawn(serve_connection(handler, Stream::new(io, peer), held));
+                let c = serve_connection(handler, Stream::new(io, peer), held);
+                eprintln!(
+                    "conn size {} stream {} peer {} held {}",
+                    std::mem::size_of_val(&c),
+                    std::mem::size_of::<Stream>(),
+                    std::mem::size_of::<PeerAddr>(),
+                    std::mem::size_of::<Held>()
+                );
+                tokio::spawn(c);
             }
             Some(tls) => {
                 let tls = tls.clone();
@@ -105,16 +117,42 @@ where
 
 /// Runs the handler on one connection. `held` (the connection's guard and permit) is released
 /// when the handler ends, or when its task unwinds from a panic.
-async fn serve_connection<H, F>(handler: H, stream: Stream, held: Held)
+fn serve_connection<H, F>(handler: H, stream: Stream, held: Held) -> Connection<F>
 where
     H: Fn(Stream) -> F,
-    F: Future<Output = io::Result<()>>,
+    F: Future,
+    F::Output: HandlerOutput,
 {
     let peer = stream.peer_addr().clone();
-    if let Err(e) = handler(stream).await {
-        tracing::debug!(%peer, "connection ended with an error: {e}");
+    Connection {
+        future: handler(stream),
+        peer,
+        _held: held,
     }
-    drop(held);
+}
+
+/// One connection's task: the handler's future, and what to log and release when it ends. A
+/// struct rather than an `async fn`, whose state would hold the stream a second time.
+struct Connection<F> {
+    future: F,
+    peer: PeerAddr,
+    _held: Held,
+}
+
+impl<F: Future<Output: HandlerOutput>> Future for Connection<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `future` is structurally pinned: never moved out, no `Drop` impl on
+        // `Connection`, which is `Unpin` only when `F` is; `peer` is only read.
+        let this = unsafe { self.get_unchecked_mut() };
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        future.poll(cx).map(|output| {
+            if let Err(e) = output.into_result() {
+                tracing::debug!(peer = %this.peer, "connection ended with an error: {e}");
+            }
+        })
+    }
 }
 
 type Held = (ConnectionGuard, Option<OwnedSemaphorePermit>);
