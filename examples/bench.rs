@@ -256,22 +256,51 @@ fn main() {
     print_machine(&settings);
 
     let all = [System::Uninterruptible, System::PlainTokio, System::Ecdysis];
+    let mut targets = Targets::default();
     if settings.runs("steady") || settings.runs("storm") {
-        steady_and_storm(&settings, &binaries, &all);
+        steady_and_storm(&settings, &binaries, &all, &mut targets);
     }
     if settings.runs("memory") {
-        memory(&settings, &binaries);
+        memory(&settings, &binaries, &mut targets);
     }
     if settings.runs("tls") {
         tls(&settings, &binaries);
     }
     if settings.build {
-        build_cost();
+        build_cost(&mut targets);
+    }
+    targets.print();
+}
+
+/// The project's targets, each checked against what this run measured.
+#[derive(Default)]
+struct Targets(Vec<(String, String, bool)>);
+
+impl Targets {
+    fn check(&mut self, target: &str, measured: String, met: bool) {
+        self.0.push((target.to_owned(), measured, met));
+    }
+
+    fn print(&self) {
+        println!("\n### Targets\n");
+        println!("| target | this run | met |");
+        println!("|---|---|---|");
+        for (target, measured, met) in &self.0 {
+            println!(
+                "| {target} | {measured} | {} |",
+                if *met { "yes" } else { "**no**" }
+            );
+        }
     }
 }
 
 /// Steady throughput, and the restart storm (compared with the steady figures).
-fn steady_and_storm(settings: &Settings, binaries: &Binaries, all: &[System]) {
+fn steady_and_storm(
+    settings: &Settings,
+    binaries: &Binaries,
+    all: &[System],
+    targets: &mut Targets,
+) {
     let mut steady: BTreeMap<(usize, System), Vec<f64>> = BTreeMap::new();
     for clients in [8, 64] {
         let results = rounds(settings, all, |system| {
@@ -303,6 +332,12 @@ fn steady_and_storm(settings: &Settings, binaries: &Binaries, all: &[System]) {
                 summary(rates).0 / floor
             );
         }
+        let ratio = summary(&steady[&(clients, System::Uninterruptible)]).0 / floor;
+        targets.check(
+            &format!("steady, {clients} clients: ≥ 0.97× plain tokio"),
+            format!("{ratio:.3}×"),
+            ratio >= 0.97,
+        );
     }
 
     if !settings.runs("storm") {
@@ -333,6 +368,10 @@ fn steady_and_storm(settings: &Settings, binaries: &Binaries, all: &[System]) {
         "| system | restarts | failed requests | requests/s during the storm | vs. steady (8 clients) | handoff p50 | p99 | max |"
     );
     println!("|---|---|---|---|---|---|---|---|");
+    let p50 = |system: System| {
+        let handoffs = storm[&system].iter().flat_map(|r| r.2.clone()).collect();
+        load::Restarts { handoffs }.quantile(0.5)
+    };
     for system in restartable {
         let runs = &storm[&system];
         let rates: Vec<f64> = runs.iter().map(|r| r.0).collect();
@@ -351,11 +390,34 @@ fn steady_and_storm(settings: &Settings, binaries: &Binaries, all: &[System]) {
             ms(0.99),
             ms(1.0),
         );
+        if system == System::Uninterruptible {
+            let ratio = summary(&rates).0 / summary(&steady[&(8, system)]).0;
+            targets.check("storm: 0 failed requests", failed.to_string(), failed == 0);
+            targets.check(
+                "storm: handoff p50 ≤ 5 ms and no worse than ecdysis",
+                format!(
+                    "{:.1} ms (ecdysis {:.1} ms)",
+                    ms(0.5),
+                    p50(System::Ecdysis).as_secs_f64() * 1e3
+                ),
+                ms(0.5) <= 5.0 && handoffs.quantile(0.5) <= p50(System::Ecdysis),
+            );
+            targets.check(
+                "storm: handoff max ≤ 25 ms",
+                format!("{:.1} ms", ms(1.0)),
+                ms(1.0) <= 25.0,
+            );
+            targets.check(
+                "storm: throughput ≥ 0.8× steady",
+                format!("{ratio:.2}×"),
+                ratio >= 0.8,
+            );
+        }
     }
 }
 
 /// Resident memory growth per idle connection.
-fn memory(settings: &Settings, binaries: &Binaries) {
+fn memory(settings: &Settings, binaries: &Binaries, targets: &mut Targets) {
     let compared = [System::Uninterruptible, System::PlainTokio];
     let memory = rounds(settings, &compared, |system| {
         let running = start(binaries, system, None);
@@ -386,6 +448,11 @@ fn memory(settings: &Settings, binaries: &Binaries) {
     let extra =
         summary(&memory[&System::Uninterruptible]).0 - summary(&memory[&System::PlainTokio]).0;
     println!("\nuninterruptible minus plain tokio: {extra:.0} B per connection.");
+    targets.check(
+        "idle memory ≤ plain tokio + 512 B per connection",
+        format!("{extra:+.0} B"),
+        extra <= 512.0,
+    );
 }
 
 /// Full TLS handshakes per second.
@@ -485,7 +552,7 @@ fn print_machine(settings: &Settings) {
 
 /// Clean release builds of the echo example and of the plain tokio echo with the same
 /// dependencies (the runtime's own), alternating, each in a fresh target directory.
-fn build_cost() {
+fn build_cost(targets: &mut Targets) {
     let root = workspace_root();
     let scratch = root.join("target").join("bench-build");
     let _ = std::fs::remove_dir_all(&scratch);
@@ -560,6 +627,11 @@ fn build_cost() {
     let ratio = summary(&times["uninterruptible echo"]).0
         / summary(&times["plain tokio echo, same dependencies"]).0;
     println!("\nratio: {ratio:.2}");
+    targets.check(
+        "clean build ≤ 1.2× plain",
+        format!("{ratio:.2}×"),
+        ratio <= 1.2,
+    );
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
