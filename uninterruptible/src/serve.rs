@@ -93,15 +93,7 @@ where
         // spawned, and a plain connection should not carry room for a TLS handshake's state.
         match &self.tls {
             None => {
-                let c = serve_connection(handler, Stream::new(io, peer), held);
-                eprintln!(
-                    "conn size {} stream {} peer {} held {}",
-                    std::mem::size_of_val(&c),
-                    std::mem::size_of::<Stream>(),
-                    std::mem::size_of::<PeerAddr>(),
-                    std::mem::size_of::<Held>()
-                );
-                tokio::spawn(c);
+                tokio::spawn(serve_connection(handler, Stream::new(io, peer), held));
             }
             Some(tls) => {
                 let tls = tls.clone();
