@@ -24,12 +24,13 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Polls `check` every 5 ms until it returns `Some`, or panics with `what` after `limit`.
 pub fn wait_for<T>(what: &str, limit: Duration, check: impl FnMut() -> Option<T>) -> T {
-    poll(what, limit, Duration::from_millis(5), check)
+    poll(|| what.to_owned(), limit, Duration::from_millis(5), check)
 }
 
-/// [`wait_for`], polling every `every`: fine-grained where the wait itself is measured.
+/// [`wait_for`], polling every `every` (fine-grained where the wait itself is measured), with
+/// `what` described only if the wait fails.
 pub fn poll<T>(
-    what: &str,
+    what: impl Fn() -> String,
     limit: Duration,
     every: Duration,
     mut check: impl FnMut() -> Option<T>,
@@ -41,7 +42,8 @@ pub fn poll<T>(
         }
         assert!(
             start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
+            "timed out after {limit:?} waiting for {}",
+            what()
         );
         std::thread::sleep(every);
     }
@@ -101,23 +103,22 @@ impl Log {
 
     /// Waits for a line containing `needle` and returns it.
     pub fn wait_for(&self, needle: &str) -> String {
-        wait_for(
-            &format!("a log line with {needle:?}; log so far:\n{}", self.text()),
-            DEADLINE,
-            || self.lines().into_iter().find(|l| l.contains(needle)),
-        )
+        self.wait_until(&format!("a log line with {needle:?}"), || {
+            self.lines().into_iter().find(|l| l.contains(needle))
+        })
     }
 
     /// Waits until at least `n` lines contain `needle`.
     pub fn wait_for_count(&self, needle: &str, n: usize) {
-        wait_for(
-            &format!(
-                "{n} log lines with {needle:?}; log so far:\n{}",
-                self.text()
-            ),
-            DEADLINE,
-            || (self.count(needle) >= n).then_some(()),
-        )
+        self.wait_until(&format!("{n} log lines with {needle:?}"), || {
+            (self.count(needle) >= n).then_some(())
+        })
+    }
+
+    /// [`wait_for`](crate::wait_for) that shows the log as it is when the wait fails.
+    fn wait_until<T>(&self, what: &str, check: impl FnMut() -> Option<T>) -> T {
+        let describe = || format!("{what}; the log:\n{}", self.text());
+        poll(describe, DEADLINE, Duration::from_millis(5), check)
     }
 
     pub fn text(&self) -> String {

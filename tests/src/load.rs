@@ -267,7 +267,7 @@ pub fn restart_loop(
         crate::send(old, signal);
         // Polled finely: this wait is the handoff time being measured.
         crate::poll(
-            "the pidfile to name the new process",
+            || "the pidfile to name the new process".into(),
             crate::DEADLINE,
             Duration::from_micros(200),
             || crate::read_pidfile(pidfile).filter(|&pid| pid != old),
