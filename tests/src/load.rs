@@ -183,21 +183,22 @@ pub async fn run(options: Options, stop: Arc<AtomicBool>) -> Stats {
 }
 
 async fn request(options: &Options, line: &str) -> Result<(), Failure> {
-    match (&options.target, &options.tls) {
-        (Target::Tcp(addr), None) => {
-            exchange(TcpStream::connect(addr).await?, options.hold, line).await
-        }
-        (Target::Tcp(addr), Some((connector, name))) => {
-            let tcp = TcpStream::connect(addr).await?;
-            let tls = connector.connect(name.clone(), tcp).await?;
-            exchange(tls, options.hold, line).await
-        }
-        (Target::Unix(path), None) => {
-            exchange(UnixStream::connect(path).await?, options.hold, line).await
-        }
-        (Target::Unix(path), Some((connector, name))) => {
-            let unix = UnixStream::connect(path).await?;
-            let tls = connector.connect(name.clone(), unix).await?;
+    match &options.target {
+        Target::Tcp(addr) => over(TcpStream::connect(addr).await?, options, line).await,
+        Target::Unix(path) => over(UnixStream::connect(path).await?, options, line).await,
+    }
+}
+
+/// The exchange on a connected socket, through TLS when the options ask for it.
+async fn over<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    options: &Options,
+    line: &str,
+) -> Result<(), Failure> {
+    match &options.tls {
+        None => exchange(stream, options.hold, line).await,
+        Some((connector, name)) => {
+            let tls = connector.connect(name.clone(), stream).await?;
             exchange(tls, options.hold, line).await
         }
     }

@@ -104,11 +104,7 @@ where
 {
     match start(&config).await {
         Ok(started) => serve(config, handler, started).await,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("uninterruptible: {e}");
-            ExitCode::from(e.exit_status())
-        }
+        Err(e) => fail(e, None),
     }
 }
 
@@ -361,7 +357,7 @@ fn clean_up(config: &Config, socket_file: Option<&SocketFile>) {
     }
 }
 
-/// A failure after binding: nothing is left behind.
+/// A failure at startup: reported once, and nothing is left behind.
 fn fail(e: Error, socket_file: Option<&SocketFile>) -> ExitCode {
     tracing::error!("{e}");
     eprintln!("uninterruptible: {e}");
