@@ -165,6 +165,7 @@ impl Server {
             "DRAIN_TIMEOUT",
             "READY_TIMEOUT",
             "MAX_CONNECTIONS",
+            "BACKLOG",
             "ALLOWED_NETWORKS",
             "FILE_DESCRIPTOR_SERVER_PATH",
             "UNINTERRUPTIBLE_GENERATION",

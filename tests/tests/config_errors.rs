@@ -17,9 +17,54 @@ fn each_bad_value_exits_2_naming_the_variable() {
         ("ALLOWED_NETWORKS", "banana", "10.0.0.0/8"),
         ("DRAIN_TIMEOUT", "soon", "seconds"),
         ("READY_TIMEOUT", "-1", "seconds"),
-        ("READY_TIMEOUT", "0", "more than 0"),
-        ("MAX_CONNECTIONS", "lots", "whole number"),
-        ("MAX_CONNECTIONS", "0", "whole number"),
+        ("READY_TIMEOUT", "0", "seconds from 0.001 to 999999999"),
+        // Below a millisecond a timer fires at once: every restart would fail.
+        ("READY_TIMEOUT", "0.0004", "seconds from 0.001 to 999999999"),
+        (
+            "TLS_HANDSHAKE_TIMEOUT",
+            "0.0001",
+            "seconds from 0.001 to 999999999",
+        ),
+        ("DRAIN_TIMEOUT", "1e10", "seconds from 0 to 999999999"),
+        (
+            "MAX_CONNECTIONS",
+            "lots",
+            "whole number from 1 to 2305843009213693951",
+        ),
+        (
+            "MAX_CONNECTIONS",
+            "0",
+            "whole number from 1 to 2305843009213693951",
+        ),
+        // Past what tokio's semaphore can count: this used to panic after binding.
+        (
+            "MAX_CONNECTIONS",
+            "2305843009213693952",
+            "whole number from 1 to 2305843009213693951",
+        ),
+        ("BACKLOG", "0", "whole number from 1 to 65535"),
+        ("BACKLOG", "65536", "whole number from 1 to 65535"),
+        // Forms `exec` can never run: refused at startup, not at the first restart.
+        (
+            "START_COMMAND",
+            "RUST_LOG=debug ./server",
+            "starts with a variable assignment",
+        ),
+        (
+            "START_COMMAND",
+            "cd /srv/app && ./server",
+            "starts with the shell builtin `cd`",
+        ),
+        (
+            "START_COMMAND",
+            "./migrate; ./server",
+            "chains commands with `;`",
+        ),
+        (
+            "START_COMMAND",
+            "./server | logger",
+            "chains commands with `|`",
+        ),
         ("VERIFY_CLIENT_TLS_CERTIFICATE", "maybe", "true, false"),
         ("TLS_VERSION", "TLSv1_1", "RFC 8996"),
         ("TLS_VERSION", "SSLv2", "TLSv1_2 or TLSv1_3"),
@@ -101,4 +146,94 @@ fn an_unwritable_log_path_exits_2() {
         line.contains("LOG_PATH=\"/nonexistent/dir/echo.log\""),
         "{line}"
     );
+}
+
+#[test]
+fn a_start_command_with_quoted_operators_is_accepted() {
+    let dir = TempDir::new("quoted");
+    let command = format!("{ECHO} 'a;b' \"c && d\"");
+    let server = Server::start(
+        ECHO,
+        &[("BIND", "tcp://127.0.0.1:0"), ("START_COMMAND", &command)],
+    );
+    server.address();
+    assert!(!server.log.text().contains("uninterruptible:"));
+    drop(dir);
+}
+
+#[test]
+fn a_missing_program_in_start_command_is_a_warning_at_startup() {
+    let server = Server::start(
+        ECHO,
+        &[
+            ("BIND", "tcp://127.0.0.1:0"),
+            ("START_COMMAND", "/nonexistent/release/server --flag"),
+        ],
+    );
+    server.address();
+    let line = server
+        .log
+        .wait_for("restarts will fail until this is fixed");
+    assert!(
+        line.contains("the program /nonexistent/release/server cannot be found"),
+        "{line}"
+    );
+    assert!(
+        line.contains("start command: /nonexistent/release/server --flag"),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_unusable_tmpdir_is_a_warning_at_startup() {
+    let server = Server::start(
+        ECHO,
+        &[
+            ("BIND", "tcp://127.0.0.1:0"),
+            ("TMPDIR", "/nonexistent/tmp"),
+        ],
+    );
+    server.address();
+    let line = server
+        .log
+        .wait_for("restarts will fail until this is fixed");
+    assert!(
+        line.contains("cannot create a handoff directory in /nonexistent/tmp"),
+        "{line}"
+    );
+    assert!(line.contains("set TMPDIR"), "{line}");
+}
+
+#[test]
+fn a_startup_failure_is_reported_once_naming_the_attribute_key() {
+    // tls_echo names its files in the attribute; here they do not exist.
+    let dir = TempDir::new("attr-tls");
+    let mut server = Server::start_in(
+        env!("CARGO_BIN_EXE_tls_echo"),
+        Some(dir.path()),
+        &[("BIND", "tcp://127.0.0.1:0")],
+    );
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(2));
+    let line = server.log.wait_for("uninterruptible:");
+    assert_eq!(
+        line,
+        "uninterruptible: tls_certificate (in #[uninterruptible::server])=\"tls_cert.pem\": cannot read it: No such file or directory (os error 2)"
+    );
+    assert_eq!(server.log.lines().len(), 1, "{}", server.log.text());
+}
+
+#[test]
+fn an_address_in_use_is_reported_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = format!("tcp://{}", taken.local_addr().unwrap());
+    let mut server = Server::start(ECHO, &[("BIND", &bind)]);
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(1));
+    let line = server.log.wait_for("uninterruptible:");
+    assert!(
+        line.starts_with(&format!(
+            "uninterruptible: cannot listen on {bind}: Address already in use"
+        )),
+        "{line}"
+    );
+    assert_eq!(server.log.lines().len(), 1, "{}", server.log.text());
 }

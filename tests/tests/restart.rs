@@ -250,24 +250,63 @@ fn a_new_copy_that_hangs_is_killed_after_ready_timeout_and_a_later_restart_works
 }
 
 #[test]
-fn term_during_a_restart_kills_the_new_copy_and_drains() {
+fn term_during_a_restart_that_fails_stops_once_it_has_failed() {
     let dir = TempDir::new("term-restart");
     let flag = dir.join("hang");
     std::fs::write(&flag, "").unwrap();
     let command = switchable_start_command(&dir, &flag);
-    let (mut server, pidfile) = start(&dir, "tcp://127.0.0.1:0", &[("START_COMMAND", &command)]);
+    let (mut server, pidfile) = start(
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[("START_COMMAND", &command), ("READY_TIMEOUT", "1")],
+    );
+    let address = server.address();
     send(server.pid(), SIGUSR1);
     let child = started_pid(&server.log.wait_for("started new process"));
     server.signal(SIGTERM);
+    server
+        .log
+        .wait_for("TERM received: this process stops once the restart in progress ends");
+    // Still serving while the restart is undecided.
+    assert_eq!(
+        echo(
+            &address,
+            "meanwhile
+"
+        )
+        .unwrap(),
+        "meanwhile
+"
+    );
     assert!(
         server.wait_exit(DEADLINE).success(),
         "{}",
         server.log.text()
     );
-    wait_for("the new copy to be gone", DEADLINE, || {
-        (!alive(child)).then_some(())
-    });
-    assert!(!pidfile.exists());
+    server.log.wait_for("was not ready within 1s");
+    server
+        .log
+        .wait_for("stopping, as asked while the restart was in progress");
+    assert!(!alive(child), "the hanging new copy is killed");
+    assert!(!pidfile.exists(), "the last process removes the pidfile");
+}
+
+#[test]
+fn a_second_term_during_a_restart_exits_at_once() {
+    let dir = TempDir::new("term-term");
+    let flag = dir.join("hang");
+    std::fs::write(&flag, "").unwrap();
+    let command = switchable_start_command(&dir, &flag);
+    let (mut server, _pidfile) = start(&dir, "tcp://127.0.0.1:0", &[("START_COMMAND", &command)]);
+    send(server.pid(), SIGUSR1);
+    server.log.wait_for("started new process");
+    server.signal(SIGTERM);
+    server
+        .log
+        .wait_for("stops once the restart in progress ends");
+    server.signal(SIGTERM);
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(1));
+    server.log.wait_for("second TERM received: exiting now");
 }
 
 #[test]

@@ -45,6 +45,8 @@ pub const DRAIN_TIMEOUT: &str = "DRAIN_TIMEOUT";
 pub const READY_TIMEOUT: &str = "READY_TIMEOUT";
 /// Connections served at once.
 pub const MAX_CONNECTIONS: &str = "MAX_CONNECTIONS";
+/// Listen queue length of the sockets this process binds.
+pub const BACKLOG: &str = "BACKLOG";
 /// Set by the old process for the new one: where to fetch the listening socket.
 pub const FILE_DESCRIPTOR_SERVER_PATH: &str = "FILE_DESCRIPTOR_SERVER_PATH";
 /// Set by the old process for the new one: the new process's generation, for logs.
@@ -78,6 +80,7 @@ pub struct Defaults {
     drain_timeout: Option<&'static str>,
     ready_timeout: Option<&'static str>,
     max_connections: Option<&'static str>,
+    backlog: Option<&'static str>,
 }
 
 macro_rules! setters {
@@ -111,6 +114,7 @@ setters! {
     drain_timeout => DRAIN_TIMEOUT,
     ready_timeout => READY_TIMEOUT,
     max_connections => MAX_CONNECTIONS,
+    backlog => BACKLOG,
 }
 
 impl Defaults {
@@ -132,6 +136,7 @@ impl Defaults {
             drain_timeout: None,
             ready_timeout: None,
             max_connections: None,
+            backlog: None,
         }
     }
 }
@@ -161,8 +166,65 @@ pub enum StartCommand {
     },
 }
 
+impl std::fmt::Display for StartCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartCommand::Shell(line) => f.write_str(line),
+            StartCommand::Exec { program, args } => {
+                write!(f, "{}", program.display())?;
+                for arg in args {
+                    let arg = arg.to_string_lossy();
+                    if arg.is_empty() || arg.contains(char::is_whitespace) {
+                        write!(f, " {arg:?}")?;
+                    } else {
+                        write!(f, " {arg}")?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl StartCommand {
+    /// Why the program this command runs cannot be started now, if that can be told without
+    /// running it: it does not exist, or is not executable.
+    pub(crate) fn program_problem(&self) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let program = match self {
+            StartCommand::Exec { program, .. } => program.clone(),
+            StartCommand::Shell(line) => {
+                let first = line.split_whitespace().next()?;
+                let first = first.trim_matches(|c| c == '\'' || c == '"');
+                if first.contains('$') || first.contains('`') {
+                    return None;
+                }
+                if !first.contains('/') {
+                    let found = std::env::var_os("PATH").is_some_and(|path| {
+                        std::env::split_paths(&path).any(|dir| dir.join(first).is_file())
+                    });
+                    return (!found).then(|| format!("the program `{first}` is not in PATH"));
+                }
+                PathBuf::from(first)
+            }
+        };
+        match std::fs::metadata(&program) {
+            Err(e) => Some(format!(
+                "the program {} cannot be found: {e}",
+                program.display()
+            )),
+            Ok(meta) if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 => Some(format!(
+                "the program {} is not an executable file",
+                program.display()
+            )),
+            Ok(_) => None,
+        }
+    }
+}
+
 /// TLS files, as configured (read when the server starts).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsFiles {
     /// PEM private key.
     pub key: PathBuf,
@@ -174,6 +236,22 @@ pub struct TlsFiles {
     pub handshake_timeout: Duration,
     /// CA for client certificates; when set, clients must present one it signed.
     pub client_ca: Option<PathBuf>,
+    /// Where each path came from, for errors about the file.
+    pub(crate) origins: TlsOrigins,
+}
+
+/// Where each TLS file's path came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TlsOrigins {
+    pub(crate) key: Source,
+    pub(crate) certificate: Source,
+    pub(crate) client_ca: Source,
+}
+
+/// Where values that name files came from, so an error about the file blames the right one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Origins {
+    pub(crate) log_path: Source,
 }
 
 /// The validated configuration of a server.
@@ -202,10 +280,25 @@ pub struct Config {
     pub ready_timeout: Duration,
     /// Connections served at once; unlimited when `None`.
     pub max_connections: Option<usize>,
+    /// Listen queue length of the sockets this process binds (the kernel caps it at
+    /// `net.core.somaxconn`).
+    pub backlog: u32,
+    pub(crate) origins: Origins,
+    /// Settings that are valid but deserve a word in the log once it is open.
+    pub(crate) warnings: Vec<String>,
 }
 
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_BACKLOG: u32 = 1024;
+/// The largest listen queue `listen(2)` takes on Linux (it is then capped by `somaxconn`).
+const MAX_BACKLOG: u32 = 65535;
+/// The most connections a semaphore can count.
+pub(crate) const MAX_MAX_CONNECTIONS: usize = tokio::sync::Semaphore::MAX_PERMITS;
+/// Timers tick in milliseconds: a shorter timeout would fire at once.
+const MIN_TIMEOUT: f64 = 0.001;
+/// About 31 years: beyond it a number of seconds is surely a mistake.
+const MAX_SECONDS: f64 = 1e9;
 
 /// One value and where it came from.
 struct Setting {
@@ -258,16 +351,30 @@ impl Setting {
         self.parse("a file path", |s| (!s.is_empty()).then(|| PathBuf::from(s)))
     }
 
+    /// Seconds, decimal allowed: from 0 (`zero_ok`, meaning "at once") or from 0.001.
     fn seconds(&self, zero_ok: bool) -> Result<Duration, Error> {
         let expected = if zero_ok {
-            "a number of seconds, 0 or more (e.g. 30 or 2.5)"
+            "a number of seconds from 0 to 999999999 (e.g. 30 or 2.5)"
         } else {
-            "a number of seconds, more than 0 (e.g. 30 or 2.5)"
+            "a number of seconds from 0.001 to 999999999 (e.g. 30 or 2.5)"
         };
         self.parse(expected, |s| {
             let secs: f64 = s.parse().ok()?;
-            let ok = secs.is_finite() && (secs > 0.0 || zero_ok && secs == 0.0) && secs < 1e9;
+            let ok = secs.is_finite()
+                && (secs >= MIN_TIMEOUT || zero_ok && secs == 0.0)
+                && secs < MAX_SECONDS;
             ok.then(|| Duration::from_secs_f64(secs))
+        })
+    }
+
+    /// A whole number in `range`.
+    fn count<T>(&self, range: std::ops::RangeInclusive<T>) -> Result<T, Error>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    {
+        let expected = format!("a whole number from {} to {}", range.start(), range.end());
+        self.parse(&expected, |s| {
+            s.parse::<T>().ok().filter(|n| range.contains(n))
         })
     }
 
@@ -301,21 +408,23 @@ impl Config {
 
         let bind = bind(&l, d.bind)?;
         let start_command = match l.get(START_COMMAND, "start_command", d.start_command)? {
-            Some(s) => StartCommand::Shell(
-                s.parse("a command line", |s| (!s.is_empty()).then(|| s.to_owned()))?,
-            ),
+            Some(s) => StartCommand::Shell(shell_command(&s)?),
             None => own_command()?,
         };
         let pidfile = l
             .get(PID_FILE, "pidfile", d.pidfile)?
             .map(|s| s.path())
             .transpose()?;
-        let log_path = l
-            .get(LOG_PATH, "log_path", d.log_path)?
-            .map(|s| s.path())
-            .transpose()?;
+        let log_path_setting = l.get(LOG_PATH, "log_path", d.log_path)?;
+        let origins = Origins {
+            log_path: log_path_setting
+                .as_ref()
+                .map_or(Source::Env(LOG_PATH), |s| s.source),
+        };
+        let log_path = log_path_setting.map(|s| s.path()).transpose()?;
         let log_filter = log_filter(&l, d.log_level)?;
-        let tls = tls(&l, &d)?;
+        let mut warnings = Vec::new();
+        let tls = tls(&l, &d, &mut warnings)?;
         let allowed_networks =
             match l.get(ALLOWED_NETWORKS, "allowed_networks", d.allowed_networks)? {
                 Some(s) => Some(networks(&s)?),
@@ -337,12 +446,13 @@ impl Config {
             .unwrap_or(DEFAULT_READY_TIMEOUT);
         let max_connections = l
             .get(MAX_CONNECTIONS, "max_connections", d.max_connections)?
-            .map(|s| {
-                s.parse("a whole number, 1 or more", |s| {
-                    s.parse::<usize>().ok().filter(|&n| n > 0)
-                })
-            })
+            .map(|s| s.count(1..=MAX_MAX_CONNECTIONS))
             .transpose()?;
+        let backlog = l
+            .get(BACKLOG, "backlog", d.backlog)?
+            .map(|s| s.count(1..=MAX_BACKLOG))
+            .transpose()?
+            .unwrap_or(DEFAULT_BACKLOG);
 
         Ok(Config {
             bind,
@@ -355,6 +465,9 @@ impl Config {
             drain_timeout,
             ready_timeout,
             max_connections,
+            backlog,
+            origins,
+            warnings,
         })
     }
 }
@@ -419,16 +532,95 @@ fn resolve_program(argv0: &OsStr) -> Option<PathBuf> {
         return None;
     }
     if path.components().count() > 1 || path.is_absolute() {
-        return Some(std::env::current_dir().ok()?.join(path));
+        return Some(logical_cwd()?.join(path));
     }
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(path))
         .find(|candidate| candidate.is_file())
-        .map(|found| {
-            std::env::current_dir()
-                .map(|cwd| cwd.join(&found))
-                .unwrap_or(found)
-        })
+        .map(|found| logical_cwd().map(|cwd| cwd.join(&found)).unwrap_or(found))
+}
+
+/// The working directory as the shell that started us names it (`$PWD`, as `pwd -L` prints it),
+/// when that names the real working directory; else the real one. A server started as
+/// `./server` from `/srv/app/current`, a symlink to a release directory, restarts as
+/// `/srv/app/current/server`: the release the link names at the time of the restart.
+fn logical_cwd() -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::env::current_dir().ok()?;
+    let same = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    };
+    match std::env::var_os("PWD").map(PathBuf::from) {
+        Some(pwd) if pwd.is_absolute() && same(&pwd, &real) => Some(pwd),
+        _ => Some(real),
+    }
+}
+
+/// What `/bin/sh -c 'exec <command>'` can run: a program and its arguments. A command that
+/// starts with a variable assignment or a shell builtin, or chains commands, can never be
+/// `exec`ed, so it is refused now rather than at the first restart.
+fn shell_command(s: &Setting) -> Result<String, Error> {
+    let trimmed = s.value.trim();
+    // The restart adds `exec` itself; one written by hand is taken off.
+    let line = match trimmed.strip_prefix("exec") {
+        Some(rest) if rest.starts_with(char::is_whitespace) => rest.trim_start(),
+        _ => trimmed,
+    };
+    let refuse = |why: &str| {
+        Err(Error::invalid(
+            s.source,
+            &s.value,
+            format!(
+                "a program and its arguments, which the restart runs with exec; {why}: put the steps in a script that ends with `exec <server>` and name the script"
+            ),
+        ))
+    };
+    let Some(first) = line.split_whitespace().next() else {
+        return refuse("it is empty");
+    };
+    let assignment = first.split_once('=').is_some_and(|(name, _)| {
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    });
+    if assignment {
+        return refuse(
+            "it starts with a variable assignment (set variables in the environment, or write `env NAME=value program`)",
+        );
+    }
+    const BUILTINS: &[&str] = &[
+        "cd", "export", "set", "unset", "source", ".", "eval", "exec", "if", "for", "while",
+        "until", "case", "{", "(", "!", "ulimit", "umask",
+    ];
+    if BUILTINS.contains(&first) {
+        return refuse(&format!("it starts with the shell builtin `{first}`"));
+    }
+    if let Some(op) = unquoted_operator(line) {
+        return refuse(&format!("it chains commands with `{op}`"));
+    }
+    Ok(line.to_owned())
+}
+
+/// The first `&&`, `||`, `;`, `|` or `&` outside quotes, if any.
+fn unquoted_operator(line: &str) -> Option<&'static str> {
+    let mut quote = None;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\\') => {
+                chars.next();
+            }
+            (None, '\'' | '"') => quote = Some(c),
+            (None, ';') => return Some(";"),
+            (None, '&') if chars.peek() == Some(&'&') => return Some("&&"),
+            (None, '|') if chars.peek() == Some(&'|') => return Some("||"),
+            (None, '&') => return Some("&"),
+            (None, '|') => return Some("|"),
+            _ => {}
+        }
+    }
+    None
 }
 
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
@@ -455,15 +647,27 @@ fn log_filter(l: &Lookup<'_>, literal: Option<&'static str>) -> Result<String, E
     Ok(level.unwrap_or_else(|| "info".into()))
 }
 
-fn tls(l: &Lookup<'_>, d: &Defaults) -> Result<Option<TlsFiles>, Error> {
-    let key = l
-        .get(TLS_KEY, "tls_key", d.tls_key)?
-        .map(|s| s.path())
-        .transpose()?;
-    let certificate = l
-        .get(TLS_CERTIFICATE, "tls_certificate", d.tls_certificate)?
-        .map(|s| s.path())
-        .transpose()?;
+/// A path setting and where it came from.
+fn located(
+    setting: Option<Setting>,
+    default: &'static str,
+) -> Result<(Option<PathBuf>, Source), Error> {
+    match setting {
+        Some(s) => Ok((Some(s.path()?), s.source)),
+        None => Ok((None, Source::Env(default))),
+    }
+}
+
+fn tls(
+    l: &Lookup<'_>,
+    d: &Defaults,
+    warnings: &mut Vec<String>,
+) -> Result<Option<TlsFiles>, Error> {
+    let (key, key_origin) = located(l.get(TLS_KEY, "tls_key", d.tls_key)?, TLS_KEY)?;
+    let (certificate, certificate_origin) = located(
+        l.get(TLS_CERTIFICATE, "tls_certificate", d.tls_certificate)?,
+        TLS_CERTIFICATE,
+    )?;
     let version = match l.get(TLS_VERSION, "tls_version", d.tls_version)? {
         None => TlsVersion::default(),
         Some(s) => match s.value.trim() {
@@ -494,16 +698,25 @@ fn tls(l: &Lookup<'_>, d: &Defaults) -> Result<Option<TlsFiles>, Error> {
             "verify_client_tls_certificate",
             d.verify_client_tls_certificate,
         )?
-        .map(|s| s.boolean())
+        .map(|s| s.boolean().map(|v| (v, s.source)))
         .transpose()?;
-    let client_ca = l
-        .get(
+    let (mut client_ca, client_ca_origin) = located(
+        l.get(
             CLIENT_TLS_CERTIFICATE_CA,
             "client_tls_certificate_ca",
             d.client_tls_certificate_ca,
-        )?
-        .map(|s| s.path())
-        .transpose()?;
+        )?,
+        CLIENT_TLS_CERTIFICATE_CA,
+    )?;
+    // An explicit `false` wins over a CA: it is how operations turn client certificates off
+    // without a rebuild when the CA is compiled into the attribute.
+    if let (Some((false, verify_origin)), Some(ca)) = (verify, &client_ca) {
+        warnings.push(format!(
+            "client certificates are not required: {verify_origin}=false wins over {client_ca_origin}={ca:?}"
+        ));
+        client_ca = None;
+    }
+    let verify = verify.map(|(v, _)| v);
 
     if verify == Some(true) && client_ca.is_none() {
         return Err(Error::InvalidConfig(format!(
@@ -517,6 +730,11 @@ fn tls(l: &Lookup<'_>, d: &Defaults) -> Result<Option<TlsFiles>, Error> {
             version,
             handshake_timeout,
             client_ca,
+            origins: TlsOrigins {
+                key: key_origin,
+                certificate: certificate_origin,
+                client_ca: client_ca_origin,
+            },
         })),
         (None, None) if client_ca.is_some() || verify == Some(true) => {
             Err(Error::InvalidConfig(format!(

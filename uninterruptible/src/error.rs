@@ -98,7 +98,7 @@ impl Error {
 
     /// Prints this error as one line on stderr and exits with [`Error::exit_status`].
     pub fn exit(&self) -> ! {
-        eprintln!("uninterruptible: {self}");
+        crate::logging::to_stderr(format_args!("{self}"));
         std::process::exit(self.exit_status().into())
     }
 }

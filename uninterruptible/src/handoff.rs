@@ -1,145 +1,296 @@
 //! Hot restart: the old process hands its listening socket to a new copy of the program.
 //!
+//! The conversation on the handoff socket, one line each way at a time:
+//!
+//! ```text
+//! old -> new   "uninterruptible handoff 1\n" + the listening socket (SCM_RIGHTS)
+//! new -> old   "ready\n"      the new process is accepting
+//! old -> new   "ok\n"         the old one stops accepting: the new one is the server
+//!          or  "abort\n"      the restart is abandoned (READY_TIMEOUT passed first)
+//! new -> old   "aborting\n"   the new process stops accepting, drains what it accepted and
+//!                             exits, leaving the pidfile and socket file to the old one
+//! ```
+//!
 //! Old process ([`restart`], on `USR1`/`HUP`):
 //! 1. Creates a private directory (mode 0700) under `$TMPDIR` holding a UNIX socket, the
 //!    *handoff socket*, and starts the new copy with `FILE_DESCRIPTOR_SERVER_PATH` naming it.
 //!    It keeps accepting clients throughout.
 //! 2. Accepts a connection on the handoff socket from a peer of its own uid (`SO_PEERCRED`) and
-//!    sends it the listening socket by `SCM_RIGHTS`.
-//! 3. Waits for the line `ready`. On it, the caller stops accepting and drains. On anything else
-//!    (the child exits, closes the connection, or is silent past `READY_TIMEOUT`), the child is
-//!    killed and reaped, the pidfile is given back to the old process, and it serves on.
-//! 4. The directory and socket are removed after every attempt.
+//!    sends it the listening socket.
+//! 3. Waits for `ready` ([`await_ready`]). A `ready` received is success, whatever the new
+//!    process does next. Otherwise (it exits, closes the connection, or is silent past
+//!    `READY_TIMEOUT`) the restart fails: a new process that may have accepted connections is
+//!    asked to drain them (`abort`); one that never had the socket, or does not answer, is
+//!    killed. The caller then gives the pidfile back to the old process, which serves on.
 //!
-//! New process ([`Takeover`], at startup): connects, receives the socket (close-on-exec), adopts
-//! it, finishes everything that can fail, starts accepting, writes the pidfile, then sends `ready`.
+//! New process ([`Takeover`], at startup): connects, receives the socket (close-on-exec),
+//! removes the handoff socket and its directory (so nothing is left if the old process is
+//! killed now), finishes everything that can fail, starts accepting, sends `ready`, then waits
+//! for the old process's verdict ([`Pending::verdict`]). An end of file counts as `ok`: the
+//! old process is gone, so this one is the server.
 
 use crate::config::{FILE_DESCRIPTOR_SERVER_PATH, GENERATION, StartCommand};
-use crate::pidfile;
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr, getsockopt, recvmsg, sendmsg, sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr, getsockopt, recv, recvmsg, sendmsg,
+    sockopt,
 };
 use std::fmt;
+use std::future::Future;
 use std::io::{self, IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader, Interest};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// The first bytes of the message that carries the socket.
 const HELLO: &[u8] = b"uninterruptible handoff 1\n";
-/// What the new process sends once it is serving.
 const READY: &str = "ready\n";
+const OK: &str = "ok\n";
+const ABORT: &str = "abort\n";
+const ABORTING: &str = "aborting\n";
+/// How long an abandoned new process has to acknowledge `abort` before it is killed.
+const ABORT_GRACE: Duration = Duration::from_secs(5);
 
 /// How the old process starts and waits for its successor.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub(crate) command: StartCommand,
     pub(crate) ready_timeout: Duration,
-    pub(crate) pidfile: Option<PathBuf>,
     /// The generation the new process will have.
     pub(crate) generation: u64,
 }
 
 /// Why a restart did not happen. The old process serves on.
 #[derive(Debug)]
-pub(crate) enum Failure {
-    Setup(&'static str, io::Error),
+pub(crate) struct Failure {
+    reason: Reason,
+    /// The start command, as logged when the restart started.
+    command: String,
+}
+
+#[derive(Debug)]
+enum Reason {
+    Setup(String, io::Error),
     Exited(u32, ExitStatus),
     Closed(u32),
     Protocol(u32, String),
     Timeout(u32, Duration),
     Handoff(u32, io::Error),
-    Cancelled(u32),
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Setup(what, e) => write!(f, "{what}: {e}"),
-            Failure::Exited(pid, status) => {
-                write!(f, "new process {pid} exited before ready ({status})")
+        match &self.reason {
+            Reason::Setup(what, e) => write!(f, "{what}: {e}")?,
+            Reason::Exited(pid, status) => {
+                write!(f, "new process {pid} exited before ready ({status})")?
             }
-            Failure::Closed(pid) => {
-                write!(
-                    f,
-                    "new process {pid} closed the handoff connection before ready"
-                )
+            Reason::Closed(pid) => write!(
+                f,
+                "new process {pid} closed the handoff connection before ready"
+            )?,
+            Reason::Protocol(pid, got) => {
+                write!(f, "new process {pid} sent {got:?} instead of ready")?
             }
-            Failure::Protocol(pid, got) => {
-                write!(f, "new process {pid} sent {got:?} instead of ready")
-            }
-            Failure::Timeout(pid, limit) => {
-                write!(
-                    f,
-                    "new process {pid} was not ready within {limit:?} (READY_TIMEOUT)"
-                )
-            }
-            Failure::Handoff(pid, e) => write!(f, "handoff to new process {pid} failed: {e}"),
-            Failure::Cancelled(pid) => write!(f, "restart cancelled; new process {pid} stopped"),
+            Reason::Timeout(pid, limit) => write!(
+                f,
+                "new process {pid} was not ready within {limit:?} (READY_TIMEOUT)"
+            )?,
+            Reason::Handoff(pid, e) => write!(f, "handoff to new process {pid} failed: {e}")?,
         }
+        write!(f, "; start command: {}", self.command)
+    }
+}
+
+/// Checks, at startup, what a restart will need, and warns about what would make it fail: it
+/// may be fixed before the first `USR1` (a release not deployed yet), so it does not stop the
+/// server.
+pub(crate) fn preflight(plan: &Plan) {
+    let tmp = std::env::temp_dir();
+    match HandoffDir::create(&tmp) {
+        Ok(dir) => drop(dir),
+        Err(e) => tracing::warn!(
+            "restarts will fail until this is fixed: cannot create a handoff directory in {} ({e}); set TMPDIR to a writable directory",
+            tmp.display()
+        ),
+    }
+    if let Some(problem) = plan.command.program_problem() {
+        tracing::warn!(
+            "restarts will fail until this is fixed: {problem}; start command: {}",
+            plan.command
+        );
     }
 }
 
 /// Starts a new copy of the program and hands it `listener`. Returns the new pid once it is
-/// ready; on failure the new copy is killed and reaped and the pidfile names us again.
-/// `cancel` (a stop request meanwhile) ends the attempt the same way.
-pub(crate) async fn restart(
-    plan: Plan,
-    listener: OwnedFd,
-    cancel: oneshot::Receiver<()>,
-) -> Result<u32, Failure> {
-    let dir = HandoffDir::create()
-        .map_err(|e| Failure::Setup("cannot create the handoff directory", e))?;
-    let server = UnixListener::bind(dir.socket())
-        .map_err(|e| Failure::Setup("cannot create the handoff socket", e))?;
-    let mut child = spawn(&plan, dir.socket())?;
-    let pid = child.id().unwrap_or_default();
-    tracing::info!("started new process {pid} (generation {})", plan.generation);
-
-    let outcome = tokio::select! {
-        biased;
-        _ = cancel => Err(Failure::Cancelled(pid)),
-        status = child.wait() => Err(match status {
-            Ok(status) => Failure::Exited(pid, status),
-            Err(e) => Failure::Handoff(pid, e),
-        }),
-        result = tokio::time::timeout(plan.ready_timeout, hand_over(&server, &listener, pid)) => {
-            result.unwrap_or(Err(Failure::Timeout(pid, plan.ready_timeout)))
-        }
+/// ready. On failure the new copy is gone, or is draining what it accepted and has let go of
+/// the pidfile: the caller may write its own pid back.
+pub(crate) async fn restart(plan: Plan, listener: OwnedFd) -> Result<u32, Failure> {
+    let command = plan.command.to_string();
+    let fail = |reason| Failure {
+        reason,
+        command: command.clone(),
     };
-    drop(listener);
+    let tmp = std::env::temp_dir();
+    let dir = HandoffDir::create(&tmp).map_err(|e| {
+        fail(Reason::Setup(
+            format!("cannot create the handoff directory in {}", tmp.display()),
+            e,
+        ))
+    })?;
+    let server = UnixListener::bind(dir.socket()).map_err(|e| {
+        fail(Reason::Setup(
+            format!(
+                "cannot create the handoff socket {}",
+                dir.socket().display()
+            ),
+            e,
+        ))
+    })?;
+    let mut child = spawn(&plan, dir.socket())
+        .map_err(|e| fail(Reason::Setup("cannot start the new process".into(), e)))?;
+    let pid = child.id().unwrap_or_default();
+    tracing::info!(
+        "started new process {pid} (generation {}): {command}",
+        plan.generation
+    );
+    let deadline = Instant::now() + plan.ready_timeout;
+
+    // Until it connects, the new process does not have the socket: it cannot have accepted
+    // anyone, and may be killed outright.
+    let connected = tokio::select! {
+        status = child.wait() => Err(match status {
+            Ok(status) => Reason::Exited(pid, status),
+            Err(e) => Reason::Handoff(pid, e),
+        }),
+        conn = accept_own(&server) => conn.map_err(|e| Reason::Handoff(pid, e)),
+        () = tokio::time::sleep_until(deadline) => Err(Reason::Timeout(pid, plan.ready_timeout)),
+    };
     drop(server);
     drop(dir);
-
-    if let Err(failure) = outcome {
-        stop(&mut child).await;
-        if let Some(path) = &plan.pidfile {
-            if let Err(e) = pidfile::write(path, std::process::id()) {
-                tracing::warn!("cannot restore the pidfile: {e}");
-            }
+    let conn = match connected {
+        Ok(conn) => conn,
+        Err(reason) => {
+            kill(&mut child).await;
+            return Err(fail(reason));
         }
-        return Err(failure);
+    };
+    let mut conn = Lines::new(conn);
+    if let Err(e) = send_socket(&conn.stream, &listener).await {
+        kill(&mut child).await;
+        return Err(fail(Reason::Handoff(pid, e)));
     }
-    Ok(pid)
+    drop(listener);
+    tracing::info!("handed the listening socket to new process {pid}");
+
+    match await_ready(&mut conn, child.wait(), deadline).await {
+        Awaited::Ready => {
+            // Best effort: a new process that is gone by now needs no verdict.
+            let _ = conn.send(OK).await;
+            // Dropped, the child is reaped by tokio in the background if it exits first.
+            Ok(pid)
+        }
+        awaited => {
+            let reason = match awaited {
+                Awaited::Ready => unreachable!(),
+                Awaited::Exited(Ok(status)) => Reason::Exited(pid, status),
+                Awaited::Exited(Err(e)) | Awaited::Failed(e) => Reason::Handoff(pid, e),
+                Awaited::Closed => Reason::Closed(pid),
+                Awaited::Unexpected(line) => Reason::Protocol(pid, line),
+                Awaited::TimedOut => Reason::Timeout(pid, plan.ready_timeout),
+            };
+            abandon(conn, child, pid).await;
+            Err(fail(reason))
+        }
+    }
 }
 
-/// Kills and reaps a child that did not take over (it may already have exited).
-async fn stop(child: &mut Child) {
+/// What the old process heard while it waited for `ready`.
+#[derive(Debug)]
+pub(crate) enum Awaited {
+    Ready,
+    Exited(io::Result<ExitStatus>),
+    Closed,
+    Unexpected(String),
+    TimedOut,
+    Failed(io::Error),
+}
+
+/// Waits for the new process's `ready` on `conn`, its exit, or `deadline`, whichever comes
+/// first; but a `ready` that the new process sent before it exited, or before the deadline,
+/// counts even if its exit or the deadline is seen first.
+pub(crate) async fn await_ready(
+    conn: &mut Lines,
+    exited: impl Future<Output = io::Result<ExitStatus>>,
+    deadline: Instant,
+) -> Awaited {
+    let heard = |line: io::Result<Option<String>>| match line {
+        Ok(Some(line)) if line == READY => Awaited::Ready,
+        Ok(Some(line)) => Awaited::Unexpected(line),
+        Ok(None) => Awaited::Closed,
+        Err(e) => Awaited::Failed(e),
+    };
+    let other = tokio::select! {
+        biased;
+        line = conn.read_line() => return heard(line),
+        status = exited => Awaited::Exited(status),
+        () = tokio::time::sleep_until(deadline) => Awaited::TimedOut,
+    };
+    match conn.buffered_line() {
+        Some(line) => heard(Ok(Some(line))),
+        None => other,
+    }
+}
+
+/// Ends a restart that failed after the new process got the socket. It may have started
+/// accepting: ask it to drain what it accepted, and kill it only if it does not answer.
+async fn abandon(mut conn: Lines, mut child: Child, pid: u32) {
+    let answered = async {
+        conn.send(ABORT).await?;
+        loop {
+            match conn.read_line().await? {
+                Some(line) if line == ABORTING => return Ok::<_, io::Error>(true),
+                // A `ready` sent while we decided.
+                Some(_) => continue,
+                None => return Ok(false),
+            }
+        }
+    };
+    let draining = tokio::select! {
+        answered = tokio::time::timeout(ABORT_GRACE, answered) => matches!(answered, Ok(Ok(true))),
+        _ = child.wait() => false,
+    };
+    if draining {
+        tracing::info!(
+            "new process {pid} drains the connections it accepted, then exits; this process serves on"
+        );
+        tokio::spawn(async move {
+            match child.wait().await {
+                Ok(status) => tracing::info!("abandoned new process {pid} exited ({status})"),
+                Err(e) => tracing::warn!("cannot wait for abandoned new process {pid}: {e}"),
+            }
+        });
+    } else {
+        kill(&mut child).await;
+    }
+}
+
+/// Kills and reaps a new process that never took over (it may already have exited).
+async fn kill(child: &mut Child) {
     if let Ok(None) = child.try_wait() {
         let _ = child.start_kill();
     }
     let _ = child.wait().await;
 }
 
-fn spawn(plan: &Plan, socket: &Path) -> Result<Child, Failure> {
+fn spawn(plan: &Plan, socket: &Path) -> io::Result<Child> {
     let mut command = match &plan.command {
         // `exec`, so the pid we wait for and kill is the server itself, not a shell.
         StartCommand::Shell(line) => {
@@ -156,21 +307,16 @@ fn spawn(plan: &Plan, socket: &Path) -> Result<Child, Failure> {
     command
         .env(FILE_DESCRIPTOR_SERVER_PATH, socket)
         .env(GENERATION, plan.generation.to_string());
-    command
-        .spawn()
-        .map_err(|e| Failure::Setup("cannot start the new process", e))
+    command.spawn()
 }
 
-/// Serves the first connection from our own uid: sends the socket, waits for `ready`.
-async fn hand_over(server: &UnixListener, listener: &OwnedFd, pid: u32) -> Result<(), Failure> {
+/// The first connection from a process of our own uid; others are refused and logged.
+async fn accept_own(server: &UnixListener) -> io::Result<UnixStream> {
     let own_uid = nix::unistd::geteuid().as_raw();
-    let conn = loop {
-        let (conn, _) = server
-            .accept()
-            .await
-            .map_err(|e| Failure::Handoff(pid, e))?;
+    loop {
+        let (conn, _) = server.accept().await?;
         match getsockopt(&conn, sockopt::PeerCredentials) {
-            Ok(cred) if cred.uid() == own_uid => break conn,
+            Ok(cred) if cred.uid() == own_uid => return Ok(conn),
             Ok(cred) => tracing::warn!(
                 "refused a handoff connection from pid {} with uid {} (ours is {own_uid})",
                 cred.pid(),
@@ -180,19 +326,6 @@ async fn hand_over(server: &UnixListener, listener: &OwnedFd, pid: u32) -> Resul
                 tracing::warn!("refused a handoff connection: cannot read its credentials: {e}")
             }
         }
-    };
-    send_socket(&conn, listener)
-        .await
-        .map_err(|e| Failure::Handoff(pid, e))?;
-    tracing::info!("handed the listening socket to new process {pid}");
-
-    let mut line = String::new();
-    let mut reader = BufReader::new(conn);
-    match reader.read_line(&mut line).await {
-        Ok(0) => Err(Failure::Closed(pid)),
-        Ok(_) if line == READY => Ok(()),
-        Ok(_) => Err(Failure::Protocol(pid, line)),
-        Err(e) => Err(Failure::Handoff(pid, e)),
     }
 }
 
@@ -216,27 +349,88 @@ async fn send_socket(conn: &UnixStream, listener: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// The private directory holding the handoff socket; removed with it when dropped.
+/// A handoff connection read line by line.
+#[derive(Debug)]
+pub(crate) struct Lines {
+    stream: UnixStream,
+    buffer: Vec<u8>,
+}
+
+impl Lines {
+    pub(crate) fn new(stream: UnixStream) -> Lines {
+        Lines {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next line, with its `\n`; `None` at the end of the connection. Cancel-safe: what was
+    /// read stays in the buffer.
+    pub(crate) async fn read_line(&mut self) -> io::Result<Option<String>> {
+        loop {
+            if let Some(line) = self.take_line() {
+                return Ok(Some(line));
+            }
+            self.stream.readable().await?;
+            let mut chunk = [0u8; 64];
+            match self
+                .stream
+                .try_io(Interest::READABLE, || recv_now(&self.stream, &mut chunk))
+            {
+                Ok(0) => return Ok(None),
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A whole line already received by the kernel, without waiting. Read from the socket
+    /// directly: tokio's record of readiness may not have caught up with it yet.
+    pub(crate) fn buffered_line(&mut self) -> Option<String> {
+        let mut chunk = [0u8; 64];
+        while let Ok(n @ 1..) = recv_now(&self.stream, &mut chunk) {
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+        self.take_line()
+    }
+
+    fn take_line(&mut self) -> Option<String> {
+        let end = self.buffer.iter().position(|&b| b == b'\n')? + 1;
+        let line: Vec<u8> = self.buffer.drain(..end).collect();
+        Some(String::from_utf8_lossy(&line).into_owned())
+    }
+
+    pub(crate) async fn send(&mut self, line: &str) -> io::Result<()> {
+        self.stream.write_all(line.as_bytes()).await
+    }
+}
+
+fn recv_now(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
+    recv(stream.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
+}
+
+/// The private directory holding the handoff socket; removed with it when dropped (unless the
+/// new process removed them first).
 #[derive(Debug)]
 struct HandoffDir {
     dir: PathBuf,
     socket: PathBuf,
 }
 
+/// The prefix of every handoff directory's name.
+const DIR_PREFIX: &str = "uninterruptible-";
+
 impl HandoffDir {
-    fn create() -> io::Result<HandoffDir> {
+    fn create(base: &Path) -> io::Result<HandoffDir> {
         static ATTEMPT: AtomicU32 = AtomicU32::new(0);
-        let base = std::env::temp_dir();
         loop {
             let n = ATTEMPT.fetch_add(1, Ordering::Relaxed);
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
                 .unwrap_or_default();
-            let dir = base.join(format!(
-                "uninterruptible-{}-{n}-{nanos:x}",
-                std::process::id()
-            ));
+            let dir = base.join(format!("{DIR_PREFIX}{}-{n}-{nanos:x}", std::process::id()));
             match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => {
                     let socket = dir.join("handoff.sock");
@@ -256,11 +450,31 @@ impl HandoffDir {
 impl Drop for HandoffDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
-        if let Err(e) = std::fs::remove_dir(&self.dir) {
-            tracing::warn!(
+        match std::fs::remove_dir(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => tracing::warn!(
                 "cannot remove the handoff directory {}: {e}",
                 self.dir.display()
-            );
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// Removes a handoff socket and its directory, once the new process holds the listening
+/// socket: if the old process is killed now, nothing is left in `$TMPDIR`. Only what looks like
+/// ours is touched.
+fn remove_handoff_path(path: &Path) {
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return;
+    }
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        let ours = dir
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with(DIR_PREFIX));
+        if ours {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
@@ -313,6 +527,7 @@ impl Takeover {
         let listener = fds
             .next()
             .ok_or_else(|| io::Error::other("no socket received on the handoff socket"))?;
+        remove_handoff_path(&path);
         Ok((Takeover { conn, path }, listener))
     }
 
@@ -320,8 +535,157 @@ impl Takeover {
         &self.path
     }
 
-    /// Tells the old process this one is serving; it then stops accepting and drains.
-    pub(crate) fn ready(mut self) -> io::Result<()> {
-        self.conn.write_all(READY.as_bytes())
+    /// Tells the old process this one is serving. The answer comes later: [`Pending::verdict`].
+    pub(crate) fn ready(mut self) -> io::Result<Pending> {
+        self.conn.write_all(READY.as_bytes())?;
+        self.conn.set_nonblocking(true)?;
+        let stream = UnixStream::from_std(self.conn)?;
+        Ok(Pending {
+            conn: Lines::new(stream),
+        })
+    }
+}
+
+/// A new process that said `ready` and waits for the old one to let go.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    conn: Lines,
+}
+
+/// What the old process decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// This process is the server (the old one said `ok`, or is gone).
+    Committed,
+    /// The restart was abandoned: drain what was accepted, touch nothing the old one owns.
+    Abandoned,
+}
+
+impl Pending {
+    /// The old process's verdict. Cancel-safe.
+    pub(crate) async fn verdict(&mut self) -> Verdict {
+        match self.conn.read_line().await {
+            Ok(Some(line)) if line == ABORT => {
+                if let Err(e) = self.conn.send(ABORTING).await {
+                    tracing::debug!("cannot acknowledge the abort: {e}");
+                }
+                Verdict::Abandoned
+            }
+            Ok(Some(line)) if line == OK => Verdict::Committed,
+            Ok(Some(line)) => {
+                tracing::warn!("unexpected {line:?} from the old process: taken as ok");
+                Verdict::Committed
+            }
+            Ok(None) | Err(_) => Verdict::Committed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn pair() -> (Lines, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (Lines::new(a), b)
+    }
+
+    async fn exited() -> io::Result<ExitStatus> {
+        Ok(ExitStatus::from_raw(0))
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(30)
+    }
+
+    #[tokio::test]
+    async fn ready_then_exit_is_success() {
+        // The new process said ready and exited at once: both are there when we look.
+        let (mut conn, mut child) = pair();
+        child.write_all(READY.as_bytes()).await.unwrap();
+        drop(child);
+        let awaited = await_ready(&mut conn, exited(), later()).await;
+        assert!(matches!(awaited, Awaited::Ready), "{awaited:?}");
+    }
+
+    #[tokio::test]
+    async fn ready_buffered_before_the_exit_is_seen_counts() {
+        // The exit is seen first (before the reactor reports the socket readable).
+        let (mut conn, mut child) = pair();
+        let awaited = await_ready(
+            &mut conn,
+            async {
+                child.write_all(READY.as_bytes()).await.unwrap();
+                Ok(ExitStatus::from_raw(0))
+            },
+            later(),
+        )
+        .await;
+        assert!(matches!(awaited, Awaited::Ready), "{awaited:?}");
+    }
+
+    #[tokio::test]
+    async fn ready_buffered_at_the_deadline_counts() {
+        let (mut conn, mut child) = pair();
+        child.write_all(READY.as_bytes()).await.unwrap();
+        let awaited = await_ready(&mut conn, std::future::pending(), Instant::now()).await;
+        assert!(matches!(awaited, Awaited::Ready), "{awaited:?}");
+    }
+
+    #[tokio::test]
+    async fn exit_without_ready_is_failure() {
+        let (mut conn, _child) = pair();
+        let awaited = await_ready(&mut conn, exited(), later()).await;
+        assert!(
+            matches!(awaited, Awaited::Exited(Ok(s)) if s.success()),
+            "{awaited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn silence_until_the_deadline_is_a_timeout() {
+        let (mut conn, _child) = pair();
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let awaited = await_ready(&mut conn, std::future::pending(), deadline).await;
+        assert!(matches!(awaited, Awaited::TimedOut), "{awaited:?}");
+    }
+
+    #[tokio::test]
+    async fn closed_or_garbled_is_failure() {
+        let (mut conn, child) = pair();
+        drop(child);
+        let awaited = await_ready(&mut conn, std::future::pending(), later()).await;
+        assert!(matches!(awaited, Awaited::Closed), "{awaited:?}");
+
+        let (mut conn, mut child) = pair();
+        child.write_all(b"steady\n").await.unwrap();
+        let awaited = await_ready(&mut conn, std::future::pending(), later()).await;
+        assert!(
+            matches!(&awaited, Awaited::Unexpected(l) if l == "steady\n"),
+            "{awaited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn verdicts() {
+        let (conn, mut old) = pair();
+        let mut pending = Pending { conn };
+        old.write_all(OK.as_bytes()).await.unwrap();
+        assert_eq!(pending.verdict().await, Verdict::Committed);
+
+        // Abandoned: acknowledged, so the old process knows it need not kill us.
+        let (conn, old) = pair();
+        let mut pending = Pending { conn };
+        let mut old = Lines::new(old);
+        old.send(ABORT).await.unwrap();
+        assert_eq!(pending.verdict().await, Verdict::Abandoned);
+        assert_eq!(old.read_line().await.unwrap().as_deref(), Some(ABORTING));
+
+        // The old process is gone: this one is the server.
+        let (conn, old) = pair();
+        let mut pending = Pending { conn };
+        drop(old);
+        assert_eq!(pending.verdict().await, Verdict::Committed);
     }
 }

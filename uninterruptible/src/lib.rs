@@ -29,6 +29,7 @@ mod acl;
 mod address;
 pub mod config;
 mod error;
+mod handler;
 mod handoff;
 mod listener;
 mod logging;
@@ -43,7 +44,8 @@ mod tls;
 pub use address::{AddressParseError, BindAddress};
 pub use config::{Config, Defaults, StartCommand, TlsFiles, TlsVersion};
 pub use error::{Error, Source};
-pub use run::{HandlerOutput, run};
+pub use handler::HandlerOutput;
+pub use run::run;
 pub use stream::{CertificateDer, PeerAddr, Stream};
 pub use uninterruptible_macros::server;
 

@@ -20,24 +20,48 @@ pub(crate) enum Listener {
 }
 
 impl Listener {
-    /// Binds `address`. A UNIX path that a live server answers on is an error; a stale socket
-    /// file (nobody answers) is replaced; any other file is left alone and is an error.
-    pub(crate) async fn bind(address: &BindAddress) -> Result<Listener, Error> {
+    /// Binds `address` with a listen queue of `backlog`. A UNIX path that a live server answers
+    /// on is an error; a stale socket file (nobody answers) is replaced; any other file is left
+    /// alone and is an error.
+    pub(crate) async fn bind(address: &BindAddress, backlog: u32) -> Result<Listener, Error> {
         let fail = |reason: String| Error::Bind {
             address: address.to_string(),
             reason,
         };
-        match address {
+        let listener = match address {
             BindAddress::Tcp { host, port } => TcpListener::bind((host.as_str(), *port))
                 .await
                 .map(Listener::Tcp)
-                .map_err(|e| fail(e.to_string())),
+                .map_err(|e| fail(e.to_string()))?,
             BindAddress::Unix(path) => {
                 clear_stale_socket(path).map_err(fail)?;
                 UnixListener::bind(path)
                     .map(Listener::Unix)
-                    .map_err(|e| fail(e.to_string()))
+                    .map_err(|e| fail(e.to_string()))?
             }
+        };
+        // tokio listens with a queue of 128 for TCP: a burst of clients beyond it has its SYNs
+        // dropped and waits a second for the retransmit. Listening again only sets the length.
+        listener.listen(backlog).map_err(|e| {
+            fail(format!(
+                "cannot set the listen queue length to {backlog}: {e}"
+            ))
+        })?;
+        Ok(listener)
+    }
+
+    fn listen(&self, backlog: u32) -> io::Result<()> {
+        let fd = match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
+        };
+        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+        // SAFETY: `fd` is a socket this listener owns and keeps open for the call. (nix's
+        // `Backlog` stops at the C library's SOMAXCONN, below what Linux allows.)
+        if unsafe { nix::libc::listen(fd, backlog) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
         }
     }
 
@@ -180,18 +204,18 @@ mod tests {
         let path = dir.join("s.sock");
         let address = BindAddress::Unix(path.clone());
 
-        let live = Listener::bind(&address).await.unwrap();
-        let err = Listener::bind(&address).await.unwrap_err().to_string();
+        let live = Listener::bind(&address, 16).await.unwrap();
+        let err = Listener::bind(&address, 16).await.unwrap_err().to_string();
         assert!(err.contains("already answering"), "{err}");
         drop(live); // leaves a stale file behind
-        let again = Listener::bind(&address).await.unwrap();
+        let again = Listener::bind(&address, 16).await.unwrap();
         let file = SocketFile::of(&address).unwrap();
         drop(again);
         file.remove_if_ours();
         assert!(!path.exists());
 
         std::fs::write(&path, b"not a socket").unwrap();
-        let err = Listener::bind(&address).await.unwrap_err().to_string();
+        let err = Listener::bind(&address, 16).await.unwrap_err().to_string();
         assert!(err.contains("not a socket"), "{err}");
         assert!(path.exists());
         std::fs::remove_dir_all(&dir).unwrap();
@@ -199,7 +223,7 @@ mod tests {
 
     #[tokio::test]
     async fn adopts_a_duplicated_tcp_socket() {
-        let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap())
+        let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap(), 16)
             .await
             .unwrap();
         let adopted = Listener::from_fd(listener.duplicate().unwrap()).unwrap();

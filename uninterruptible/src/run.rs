@@ -1,49 +1,33 @@
-//! The process lifecycle: start (bind or take over), serve, restart on `USR1`, drain on `TERM`.
+//! The process lifecycle, in order: start (bind or take over), serve until something ends it
+//! (a stop, a handover, an abandoned takeover), drain, clean up. Each phase is a function of its
+//! own; this module only sequences them.
 
 use crate::acl::Acl;
 use crate::config::{Config, GENERATION};
 use crate::error::Error;
-use crate::handoff::{self, Takeover};
+use crate::handler::HandlerOutput;
+use crate::handoff::{self, Failure, Pending, Takeover, Verdict};
 use crate::listener::{Listener, SocketFile};
 use crate::logging;
 use crate::pidfile;
-use crate::serve::Server;
+use crate::serve::{Accepting, Server};
 use crate::shutdown::Connections;
 use crate::signals::{Request, Signals};
 use crate::stream::Stream;
 use crate::tls::{self, Tls};
 use std::future::Future;
-use std::io;
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 use std::sync::Arc;
-use tokio::sync::{Semaphore, oneshot};
+use std::time::Duration;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-/// What a handler may return: `std::io::Result<()>` or `()`. An error ends only its own
-/// connection (it is logged at debug level with the peer).
-#[diagnostic::on_unimplemented(
-    message = "a server handler must return `std::io::Result<()>` or `()`, not `{Self}`",
-    label = "change the return type to `std::io::Result<()>`"
-)]
-pub trait HandlerOutput: Send + 'static {
-    /// The outcome as an `io::Result`.
-    fn into_result(self) -> io::Result<()>;
-}
-
-impl HandlerOutput for io::Result<()> {
-    #[inline(always)]
-    fn into_result(self) -> io::Result<()> {
-        self
-    }
-}
-
-impl HandlerOutput for () {
-    #[inline(always)]
-    fn into_result(self) -> io::Result<()> {
-        Ok(())
-    }
-}
+/// How often a drain reports the connections still open.
+const DRAIN_PROGRESS: Duration = Duration::from_secs(10);
+/// How long a new process that stops before the old one answered `ready` waits for the answer,
+/// which says whether the UNIX socket file is its to remove.
+const VERDICT_WAIT: Duration = Duration::from_secs(2);
 
 /// Runs a server until it is stopped or replaced, and returns the process's exit status.
 ///
@@ -69,43 +53,63 @@ where
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    if let Err(e) = logging::init(&config) {
+    let generation = std::env::var(GENERATION)
+        .ok()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(1);
+    if let Err(e) = logging::init(&config, generation) {
         e.exit();
+    }
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| Error::io("cannot start the tokio runtime")(e).exit());
-    let code = runtime.block_on(lifecycle(config, handler));
+    let code = runtime.block_on(lifecycle(config, handler, generation));
     // Connections still open after a drain timeout are dropped here, not waited for.
     runtime.shutdown_background();
     code
 }
 
-/// How the serving phase ended.
-enum Ending {
-    /// `TERM`/`INT`: this is the last process; clean up the pidfile and socket file.
-    Stop,
-    /// A new process is serving: leave the pidfile and socket file to it.
-    HandedOver,
-}
-
-/// A restart in flight: the task doing it, and how to call it off.
-struct InFlight {
-    task: JoinHandle<Result<u32, handoff::Failure>>,
-    cancel: oneshot::Sender<()>,
-}
-
-async fn lifecycle<H, F, O>(config: Config, handler: H) -> ExitCode
+async fn lifecycle<H, F, O>(config: Config, handler: H, generation: u64) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    match start(&config).await {
-        Ok(started) => serve(config, handler, started).await,
-        Err(e) => fail(e, None),
+    let started = match start(&config).await {
+        Ok(started) => started,
+        Err(e) => return fail(&config, e, None),
+    };
+    let mut serving = match begin(&config, handler, started, generation) {
+        Ok(serving) => serving,
+        Err(code) => return code,
+    };
+    let ending = serve(&config, &mut serving).await;
+    let drained = match ending {
+        Ending::ExitNow => Drained::Cut,
+        _ => drain(&config, &mut serving).await,
+    };
+    let code = match drained {
+        Drained::Cut => ExitCode::FAILURE,
+        Drained::All | Drained::TimedOut => ExitCode::SUCCESS,
+    };
+    if matches!(ending, Ending::Stop | Ending::ExitNow) {
+        clean_up(&config, &mut serving).await;
     }
+    if logging::dropped() > 0 {
+        logging::to_stderr(format_args!(
+            "{} log lines could not be written",
+            logging::dropped()
+        ));
+    }
+    tracing::info!(
+        "exiting with {}",
+        if drained == Drained::Cut { 1 } else { 0 }
+    );
+    code
 }
 
 /// Everything set up before the first connection is accepted.
@@ -114,7 +118,6 @@ struct Started {
     listener: Listener,
     address: crate::BindAddress,
     takeover: Option<Takeover>,
-    generation: u64,
     tls: Option<Tls>,
 }
 
@@ -122,22 +125,18 @@ struct Started {
 async fn start(config: &Config) -> Result<Started, Error> {
     // First: from here on a USR1 or TERM is ours to handle, not the default (death).
     let signals = Signals::register()?;
-    let generation = std::env::var(GENERATION)
-        .ok()
-        .and_then(|g| g.parse().ok())
-        .unwrap_or(1);
     // Everything that can fail is done before the socket is bound or taken over, so a broken
     // certificate at a restart ends the new process while the old one serves on.
     let tls = config.tls.as_ref().map(tls::load).transpose()?;
 
     let (listener, takeover) = match Takeover::connect(config.ready_timeout) {
-        None => (Listener::bind(&config.bind).await?, None),
+        None => (Listener::bind(&config.bind, config.backlog).await?, None),
         Some(Err(e)) => {
             tracing::warn!(
                 "cannot take over the listening socket from the old process ({e}); binding {}",
                 config.bind
             );
-            (Listener::bind(&config.bind).await?, None)
+            (Listener::bind(&config.bind, config.backlog).await?, None)
         }
         Some(Ok((takeover, fd))) => (adopt(config, fd).await?, Some(takeover)),
     };
@@ -149,7 +148,6 @@ async fn start(config: &Config) -> Result<Started, Error> {
         listener,
         address,
         takeover,
-        generation,
         tls,
     })
 }
@@ -172,47 +170,81 @@ async fn adopt(config: &Config, fd: OwnedFd) -> Result<Listener, Error> {
                 config.bind
             );
             drop(listener);
-            Listener::bind(&config.bind).await
+            Listener::bind(&config.bind, config.backlog).await
         }
         Err(e) => {
             tracing::warn!(
                 "cannot use the received socket ({e}); binding {}",
                 config.bind
             );
-            Listener::bind(&config.bind).await
+            Listener::bind(&config.bind, config.backlog).await
         }
     }
 }
 
-async fn serve<H, F, O>(config: Config, handler: H, started: Started) -> ExitCode
+/// A process that is serving, and what its later phases need.
+struct Serving {
+    signals: Signals,
+    accepting: Option<Accepting>,
+    /// A descriptor of our own to hand over on restart; closed when we stop accepting.
+    handoff_fd: Option<OwnedFd>,
+    connections: Arc<Connections>,
+    socket_file: Option<SocketFile>,
+    /// Until the old process answers our `ready`: we may yet be abandoned.
+    pending: Option<Pending>,
+    /// Whether the UNIX socket file is ours to remove when we stop: we bound it, or the old
+    /// process let go of it.
+    owns_socket_file: bool,
+    /// A `TERM` or `INT` has been received: the next one exits at once.
+    stop_received: bool,
+    plan: handoff::Plan,
+}
+
+/// How the serving phase ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// `TERM`/`INT`: this is the last process; clean up the pidfile and socket file.
+    Stop,
+    /// A new process is serving: leave the pidfile and socket file to it.
+    HandedOver,
+    /// The old process abandoned the restart that started us: it owns everything.
+    Abandoned,
+    /// A second `TERM`/`INT` while a restart was in progress.
+    ExitNow,
+}
+
+/// Writes the pidfile, starts accepting, and tells the old process (if any) that we are ready.
+fn begin<H, F, O>(
+    config: &Config,
+    handler: H,
+    started: Started,
+    generation: u64,
+) -> Result<Serving, ExitCode>
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
     let Started {
-        mut signals,
+        signals,
         listener,
         address,
         takeover,
-        generation,
         tls,
     } = started;
     let pid = std::process::id();
     let socket_file = SocketFile::of(&address);
-    // Before serving, a failure removes the socket file only if we created it: one taken over
-    // is still the old process's, which serves on.
-    let owned_file = socket_file.as_ref().filter(|_| takeover.is_none());
-    // A descriptor of our own to hand over on restart; closed when we stop accepting.
-    let handoff_fd = match listener.duplicate() {
-        Ok(fd) => fd,
-        Err(e) => {
-            return fail(
-                Error::io("cannot duplicate the listening socket")(e),
-                owned_file,
-            );
-        }
-    };
+    // A socket file taken over is the old process's until it lets go: a failure now must not
+    // remove it.
+    let owns_socket_file = takeover.is_none();
+    let owned = socket_file.as_ref().filter(|_| owns_socket_file);
+    let handoff_fd = listener.duplicate().map_err(|e| {
+        fail(
+            config,
+            Error::io("cannot duplicate the listening socket")(e),
+            owned,
+        )
+    })?;
 
     let connections = Arc::new(Connections::new());
     let server = Server {
@@ -225,20 +257,21 @@ where
     // The pidfile before accepting: once a connection is accepted nothing may fail, or that
     // connection would be lost with the process.
     if let Some(path) = &config.pidfile {
-        if let Err(e) = pidfile::write(path, pid) {
-            return fail(e, owned_file);
-        }
+        pidfile::write(path, pid).map_err(|e| fail(config, e, owned))?;
     }
     let accepting = server.start(listener);
-    if let Some(takeover) = takeover {
+    let pending = takeover.and_then(|takeover| {
         let path = takeover.path().to_owned();
-        if let Err(e) = takeover.ready() {
-            tracing::warn!(
-                "cannot tell the old process we are ready on {}: {e}",
-                path.display()
-            );
-        }
-    }
+        takeover
+            .ready()
+            .map_err(|e| {
+                tracing::warn!(
+                    "cannot tell the old process we are ready on {}: {e}",
+                    path.display()
+                );
+            })
+            .ok()
+    });
     let tls_note = if config.tls.is_some() {
         " with TLS"
     } else {
@@ -249,32 +282,61 @@ where
     let plan = handoff::Plan {
         command: config.start_command.clone(),
         ready_timeout: config.ready_timeout,
-        pidfile: config.pidfile.clone(),
         generation: generation + 1,
     };
-    let mut restart: Option<InFlight> = None;
-    let ending = loop {
+    handoff::preflight(&plan);
+    Ok(Serving {
+        signals,
+        accepting: Some(accepting),
+        handoff_fd: Some(handoff_fd),
+        connections,
+        socket_file,
+        pending,
+        owns_socket_file,
+        stop_received: false,
+        plan,
+    })
+}
+
+/// Serves until a stop, a handover or an abandonment. Restarts run on a task of their own.
+async fn serve(config: &Config, s: &mut Serving) -> Ending {
+    let mut restart: Option<JoinHandle<Result<u32, Failure>>> = None;
+    // A restart asked for before the old process let go of us: started once it does.
+    let mut deferred = false;
+    loop {
         tokio::select! {
-            request = signals.recv() => match request {
+            request = s.signals.recv() => match request {
+                Request::Stop(name) if s.stop_received => {
+                    tracing::warn!("second {name} received: exiting now");
+                    return Ending::ExitNow;
+                }
                 Request::Stop(name) => {
-                    tracing::info!("{name} received: stopping");
-                    break Ending::Stop;
+                    s.stop_received = true;
+                    if restart.is_none() {
+                        tracing::info!("{name} received: stopping");
+                        return Ending::Stop;
+                    }
+                    // Cancelling would lose what the new process accepted; finishing costs at
+                    // most READY_TIMEOUT, and either way this process then goes.
+                    tracing::info!(
+                        "{name} received: this process stops once the restart in progress ends (a second {name} exits now)"
+                    );
+                }
+                Request::Restart(name) if s.stop_received => {
+                    tracing::info!("{name} received: ignored while stopping");
                 }
                 Request::Restart(name) if restart.is_some() => {
                     tracing::info!("{name} received: ignored, a restart is already in progress");
                 }
+                Request::Restart(name) if s.pending.is_some() => {
+                    deferred = true;
+                    tracing::info!(
+                        "{name} received: restarting once the old process has let go of the socket"
+                    );
+                }
                 Request::Restart(name) => {
                     tracing::info!("{name} received: restarting");
-                    match handoff_fd.try_clone() {
-                        Ok(fd) => {
-                            let (cancel, cancel_rx) = oneshot::channel();
-                            let task = tokio::spawn(handoff::restart(plan.clone(), fd, cancel_rx));
-                            restart = Some(InFlight { task, cancel });
-                        }
-                        Err(e) => tracing::error!(
-                            "restart failed: cannot duplicate the listening socket: {e}; still serving"
-                        ),
-                    }
+                    restart = begin_restart(s);
                 }
             },
             result = finished(&mut restart) => {
@@ -282,85 +344,182 @@ where
                 match result {
                     Ok(pid) => {
                         tracing::info!("new process {pid} is ready: this process stops accepting");
-                        break Ending::HandedOver;
+                        return Ending::HandedOver;
                     }
-                    Err(failure) => tracing::warn!("restart failed: {failure}; still serving"),
+                    Err(failure) => {
+                        restore_pidfile(config);
+                        tracing::warn!("restart failed: {failure}; still serving");
+                        if s.stop_received {
+                            tracing::info!("stopping, as asked while the restart was in progress");
+                            return Ending::Stop;
+                        }
+                    }
                 }
             }
-        }
-    };
-    // A stop during a restart: the new process is killed and reaped before we go on.
-    if let Some(InFlight { task, cancel }) = restart.take() {
-        let _ = cancel.send(());
-        if let Ok(Err(failure)) = task.await {
-            tracing::info!("{failure}");
-        }
-    }
-
-    // Stop accepting: the accept task drops its listener, and we close our duplicate. Both are
-    // closed, never shut down, so a new process sharing the socket keeps accepting.
-    accepting.stop().await;
-    drop(handoff_fd);
-
-    tracing::info!("draining {} open connections", connections.count());
-    let drain = connections.drained(config.drain_timeout);
-    tokio::pin!(drain);
-    let drained = loop {
-        tokio::select! {
-            drained = &mut drain => break drained,
-            request = signals.recv() => match request {
-                Request::Stop(name) => {
-                    tracing::warn!("second {name} received: exiting now with {} connections open", connections.count());
-                    if let Ending::Stop = ending {
-                        clean_up(&config, socket_file.as_ref());
+            verdict = verdict(&mut s.pending) => match verdict {
+                Verdict::Committed => {
+                    s.owns_socket_file = true;
+                    if std::mem::take(&mut deferred) {
+                        tracing::info!("the old process let go of the socket: restarting");
+                        restart = begin_restart(s);
                     }
-                    return ExitCode::FAILURE;
                 }
-                Request::Restart(name) => tracing::info!("{name} received: ignored while draining"),
+                Verdict::Abandoned => {
+                    tracing::info!(
+                        "the old process abandoned the restart that started this one: stopping"
+                    );
+                    return Ending::Abandoned;
+                }
             },
         }
-    };
-    if !drained {
-        tracing::warn!(
-            "drain timeout: closing {} connections still open",
-            connections.count()
-        );
     }
-    if let Ending::Stop = ending {
-        clean_up(&config, socket_file.as_ref());
+}
+
+fn begin_restart(s: &Serving) -> Option<JoinHandle<Result<u32, Failure>>> {
+    let fd = s.handoff_fd.as_ref()?;
+    match fd.try_clone() {
+        Ok(fd) => Some(tokio::spawn(handoff::restart(s.plan.clone(), fd))),
+        Err(e) => {
+            tracing::error!(
+                "restart failed: cannot duplicate the listening socket: {e}; still serving"
+            );
+            None
+        }
     }
-    tracing::info!("exiting (pid {pid}, generation {generation})");
-    ExitCode::SUCCESS
 }
 
 /// The outcome of the restart in flight; pending while there is none.
-async fn finished(restart: &mut Option<InFlight>) -> Result<u32, handoff::Failure> {
+async fn finished(restart: &mut Option<JoinHandle<Result<u32, Failure>>>) -> Result<u32, String> {
     match restart {
-        Some(in_flight) => match (&mut in_flight.task).await {
-            Ok(result) => result,
-            Err(e) => Err(handoff::Failure::Setup(
-                "the restart task failed",
-                io::Error::other(e),
-            )),
+        Some(task) => match task.await {
+            Ok(result) => result.map_err(|failure| failure.to_string()),
+            Err(e) => Err(format!("the restart task failed: {e}")),
         },
         None => std::future::pending().await,
     }
 }
 
+/// The old process's answer to our `ready`; pending while none is awaited. Once it has come,
+/// there is none to wait for.
+async fn verdict(pending: &mut Option<Pending>) -> Verdict {
+    match pending {
+        Some(p) => {
+            let verdict = p.verdict().await;
+            *pending = None;
+            verdict
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Gives the pidfile back to this process after a failed restart: the new process may have
+/// written its own pid, and it is gone or draining.
+fn restore_pidfile(config: &Config) {
+    if let Some(path) = &config.pidfile {
+        if let Err(e) = pidfile::write(path, std::process::id()) {
+            tracing::warn!("cannot restore the pidfile: {e}");
+        }
+    }
+}
+
+/// How the drain ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Drained {
+    All,
+    TimedOut,
+    /// A second `TERM`/`INT`: exit now with what is still open.
+    Cut,
+}
+
+/// Stops accepting and waits for the open connections, bounded by `DRAIN_TIMEOUT`.
+async fn drain(config: &Config, s: &mut Serving) -> Drained {
+    // The accept task drops its listener, and we close our duplicate. Both are closed, never
+    // shut down, so a new process sharing the socket keeps accepting.
+    if let Some(accepting) = s.accepting.take() {
+        accepting.stop().await;
+    }
+    s.handoff_fd = None;
+
+    let started = tokio::time::Instant::now();
+    tracing::info!("draining {} open connections", s.connections.count());
+    let drain = s.connections.drained(config.drain_timeout);
+    tokio::pin!(drain);
+    let mut progress = tokio::time::interval_at(started + DRAIN_PROGRESS, DRAIN_PROGRESS);
+    loop {
+        tokio::select! {
+            all = &mut drain => {
+                if all {
+                    return Drained::All;
+                }
+                tracing::warn!(
+                    "drain timeout: closing {} connections still open",
+                    s.connections.count()
+                );
+                return Drained::TimedOut;
+            }
+            _ = progress.tick() => {
+                let waited = started.elapsed().as_secs();
+                let open = s.connections.count();
+                match config.drain_timeout {
+                    None => tracing::info!(
+                        "draining: {open} connections still open after {waited} s (no DRAIN_TIMEOUT: waiting for them)"
+                    ),
+                    Some(limit) => tracing::info!(
+                        "draining: {open} connections still open after {waited} s (closed at DRAIN_TIMEOUT, {} s)",
+                        limit.as_secs_f64()
+                    ),
+                }
+            }
+            request = s.signals.recv() => match request {
+                Request::Stop(name) if s.stop_received => {
+                    tracing::warn!(
+                        "second {name} received: exiting now with {} connections open",
+                        s.connections.count()
+                    );
+                    return Drained::Cut;
+                }
+                Request::Stop(name) => {
+                    // A service manager stopping the service signals every process in it; a
+                    // retiring one goes on draining.
+                    s.stop_received = true;
+                    tracing::info!(
+                        "{name} received while retiring: draining goes on (a second {name} exits now)"
+                    );
+                }
+                Request::Restart(name) => tracing::info!("{name} received: ignored while draining"),
+            },
+            verdict = verdict(&mut s.pending) => {
+                s.owns_socket_file = verdict == Verdict::Committed;
+            }
+        }
+    }
+}
+
 /// Removes what the last process leaves: the pidfile and UNIX socket file, if still ours.
-fn clean_up(config: &Config, socket_file: Option<&SocketFile>) {
+async fn clean_up(config: &Config, s: &mut Serving) {
     if let Some(path) = &config.pidfile {
         pidfile::remove_if_ours(path, std::process::id());
     }
-    if let Some(file) = socket_file {
+    if s.pending.is_some() {
+        match tokio::time::timeout(VERDICT_WAIT, verdict(&mut s.pending)).await {
+            Ok(v) => s.owns_socket_file = v == Verdict::Committed,
+            Err(_) => {
+                tracing::warn!("the old process has not answered: leaving the socket file to it")
+            }
+        }
+    }
+    if let Some(file) = s.socket_file.as_ref().filter(|_| s.owns_socket_file) {
         file.remove_if_ours();
     }
 }
 
-/// A failure at startup: reported once, and nothing is left behind.
-fn fail(e: Error, socket_file: Option<&SocketFile>) -> ExitCode {
-    tracing::error!("{e}");
-    eprintln!("uninterruptible: {e}");
+/// A failure at startup: reported once, on stderr (and in the log file, if there is one), and
+/// nothing is left behind.
+fn fail(config: &Config, e: Error, socket_file: Option<&SocketFile>) -> ExitCode {
+    if config.log_path.is_some() {
+        tracing::error!("{e}");
+    }
+    logging::to_stderr(format_args!("{e}"));
     if let Some(file) = socket_file {
         file.remove_if_ours();
     }

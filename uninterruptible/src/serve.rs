@@ -1,12 +1,13 @@
 //! The accept loop and the per-connection task.
 
 use crate::acl::Acl;
+use crate::handler::HandlerOutput;
 use crate::listener::Listener;
-use crate::run::HandlerOutput;
 use crate::shutdown::{ConnectionGuard, Connections};
 use crate::stream::{Io, PeerAddr, Stream};
 use crate::tls::Tls;
 use nix::errno::Errno;
+use pin_project_lite::pin_project;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -123,23 +124,23 @@ where
     }
 }
 
-/// One connection's task: the handler's future, and what to log and release when it ends. A
-/// struct rather than an `async fn`, whose state would hold the stream a second time.
-struct Connection<F> {
-    future: F,
-    peer: PeerAddr,
-    _held: Held,
+pin_project! {
+    /// One connection's task: the handler's future, and what to log and release when it ends.
+    /// A struct rather than an `async fn`, whose state would hold the stream a second time.
+    struct Connection<F> {
+        #[pin]
+        future: F,
+        peer: PeerAddr,
+        _held: Held,
+    }
 }
 
 impl<F: Future<Output: HandlerOutput>> Future for Connection<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // SAFETY: `future` is structurally pinned: never moved out, no `Drop` impl on
-        // `Connection`, which is `Unpin` only when `F` is; `peer` is only read.
-        let this = unsafe { self.get_unchecked_mut() };
-        let future = unsafe { Pin::new_unchecked(&mut this.future) };
-        future.poll(cx).map(|output| {
+        let this = self.project();
+        this.future.poll(cx).map(|output| {
             if let Err(e) = output.into_result() {
                 tracing::debug!(peer = %this.peer, "connection ended with an error: {e}");
             }

@@ -1,7 +1,7 @@
 //! TLS: the certificate, key and client CA read from PEM files at startup (and so afresh by every
 //! new process: a restart rotates certificates), with rustls and its *ring* provider.
 
-use crate::config::{CLIENT_TLS_CERTIFICATE_CA, TLS_CERTIFICATE, TLS_KEY, TlsFiles, TlsVersion};
+use crate::config::{TlsFiles, TlsVersion};
 use crate::error::{Error, Source};
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -28,22 +28,19 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-fn bad(variable: &'static str, path: &Path, reason: impl Into<String>) -> Error {
+fn bad(variable: Source, path: &Path, reason: impl Into<String>) -> Error {
     Error::BadFile {
-        name: Source::Env(variable),
+        name: variable,
         path: path.to_owned(),
         reason: reason.into(),
     }
 }
 
-fn read(variable: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
+fn read(variable: Source, path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| bad(variable, path, format!("cannot read it: {e}")))
 }
 
-fn certificates(
-    variable: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, Error> {
+fn certificates(variable: Source, path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let pem = read(variable, path)?;
     let certificates = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -61,11 +58,13 @@ fn certificates(
 /// Reads and checks every TLS file, and builds the acceptor.
 pub(crate) fn load(files: &TlsFiles) -> Result<Tls, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = certificates(TLS_CERTIFICATE, &files.certificate)?;
-    let key_pem = read(TLS_KEY, &files.key)?;
+    let origins = files.origins;
+    let chain = certificates(origins.certificate, &files.certificate)?;
+    warn_if_out_of_date(&chain[0], origins.certificate, &files.certificate);
+    let key_pem = read(origins.key, &files.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         bad(
-            TLS_KEY,
+            origins.key,
             &files.key,
             format!("no private key in it (expected a PKCS#8, PKCS#1 or SEC1 PEM key): {e}"),
         )
@@ -80,17 +79,19 @@ pub(crate) fn load(files: &TlsFiles) -> Result<Tls, Error> {
         .map_err(|e| Error::InvalidConfig(format!("TLS setup failed: {e}")))?;
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
-        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, &provider)?),
+        Some(ca) => {
+            builder.with_client_cert_verifier(client_verifier(ca, origins.client_ca, &provider)?)
+        }
     };
     let mut config = builder.with_single_cert(chain, key).map_err(|e| {
         let reason = match e {
             rustls::Error::InconsistentKeys(_) => format!(
-                "this key does not belong to the certificate in {TLS_CERTIFICATE}={:?} ({e})",
-                files.certificate
+                "this key does not belong to the certificate in {}={:?} ({e})",
+                origins.certificate, files.certificate
             ),
             e => format!("unusable key: {e}"),
         };
-        bad(TLS_KEY, &files.key, reason)
+        bad(origins.key, &files.key, reason)
     })?;
     // Handlers get a plain byte stream; no ALPN is negotiated.
     config.alpn_protocols.clear();
@@ -102,25 +103,138 @@ pub(crate) fn load(files: &TlsFiles) -> Result<Tls, Error> {
 
 fn client_verifier(
     ca: &Path,
+    origin: Source,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, Error> {
     let mut roots = RootCertStore::empty();
-    for certificate in certificates(CLIENT_TLS_CERTIFICATE_CA, ca)? {
-        roots.add(certificate).map_err(|e| {
-            bad(
-                CLIENT_TLS_CERTIFICATE_CA,
-                ca,
-                format!("not a usable CA certificate: {e}"),
-            )
-        })?;
+    for certificate in certificates(origin, ca)? {
+        roots
+            .add(certificate)
+            .map_err(|e| bad(origin, ca, format!("not a usable CA certificate: {e}")))?;
     }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
         .build()
-        .map_err(|e| {
-            bad(
-                CLIENT_TLS_CERTIFICATE_CA,
-                ca,
-                format!("cannot verify clients with it: {e}"),
-            )
-        })
+        .map_err(|e| bad(origin, ca, format!("cannot verify clients with it: {e}")))
+}
+
+/// Serving a certificate that every verifying client refuses is allowed (a test setup may want
+/// it), but it is the likely cause of failed handshakes, so say so with the dates.
+fn warn_if_out_of_date(certificate: &CertificateDer<'_>, origin: Source, path: &Path) {
+    let Some((not_before, not_after)) = validity(certificate) else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let dates = format!("valid from {} until {}", not_before.1, not_after.1);
+    if now > not_after.0 {
+        tracing::warn!(
+            "the certificate in {origin}={path:?} has expired ({dates}): clients that verify it will refuse to connect"
+        );
+    } else if now < not_before.0 {
+        tracing::warn!(
+            "the certificate in {origin}={path:?} is not valid yet ({dates}): clients that verify it will refuse to connect"
+        );
+    }
+}
+
+/// A time in a certificate: seconds since the epoch, and as written for a log.
+type Time = (i64, String);
+
+/// The `notBefore` and `notAfter` of an X.509 certificate (RFC 5280, 4.1), read from its DER.
+fn validity(der: &[u8]) -> Option<(Time, Time)> {
+    const SEQUENCE: u8 = 0x30;
+    const VERSION: u8 = 0xa0;
+    let (SEQUENCE, certificate, _) = tlv(der)? else {
+        return None;
+    };
+    let (SEQUENCE, mut fields, _) = tlv(certificate)? else {
+        return None;
+    };
+    if fields.first() == Some(&VERSION) {
+        fields = tlv(fields)?.2;
+    }
+    // serialNumber, signature, issuer
+    for _ in 0..3 {
+        fields = tlv(fields)?.2;
+    }
+    let (SEQUENCE, validity, _) = tlv(fields)? else {
+        return None;
+    };
+    let (tag, not_before, rest) = tlv(validity)?;
+    let not_before = time(tag, not_before)?;
+    let (tag, not_after, _) = tlv(rest)?;
+    Some((not_before, time(tag, not_after)?))
+}
+
+/// One DER tag-length-value: the tag, the value, and what follows.
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let (bytes, after) = rest.split_at_checked(n)?;
+        rest = after;
+        bytes.iter().fold(0, |len, &b| len << 8 | usize::from(b))
+    };
+    let (value, rest) = rest.split_at_checked(len)?;
+    Some((tag, value, rest))
+}
+
+/// A UTCTime (`YYMMDDHHMMSSZ`, tag 0x17) or GeneralizedTime (`YYYYMMDDHHMMSSZ`, tag 0x18).
+fn time(tag: u8, value: &[u8]) -> Option<Time> {
+    let text = std::str::from_utf8(value).ok()?.strip_suffix('Z')?;
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (year, rest) = match (tag, text.len()) {
+        (0x17, 12) => {
+            let yy: i64 = text[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
+        }
+        (0x18, 14) => (text[..4].parse().ok()?, &text[4..]),
+        _ => return None,
+    };
+    let field = |i: usize| rest[i..i + 2].parse::<i64>().ok();
+    let (month, day, hour, minute, second) =
+        (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    let shown = format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02} UTC");
+    Some((seconds, shown))
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(2026, 11, 22), 20_779);
+        assert_eq!(
+            time(0x17, b"491231235959Z").unwrap().1,
+            "2049-12-31 23:59:59 UTC"
+        );
+        assert_eq!(time(0x17, b"500101000000Z").unwrap().0, -631_152_000);
+        assert_eq!(time(0x18, b"20261122000000Z").unwrap().0, 20_779 * 86_400);
+        assert_eq!(time(0x18, b"2026112200000Z"), None);
+        assert_eq!(time(0x17, b"26112200000aZ"), None);
+    }
 }
