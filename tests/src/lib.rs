@@ -3,6 +3,7 @@
 //! ([`load`]) that the restart tests and the `load` binary use.
 
 pub mod certs;
+pub mod fake_old;
 pub mod load;
 
 use nix::sys::signal::kill;
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use nix::sys::signal::Signal;
-pub use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+pub use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGUSR1};
 
 /// How long any single wait in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -227,6 +228,32 @@ impl Drop for Server {
         let _ = kill(group, Signal::SIGKILL);
         let _ = self.child.wait();
     }
+}
+
+/// Starts `binary` bound to `bind` with a pidfile in `dir`, plus `env`, and waits until it serves
+/// and has written the pidfile.
+pub fn start_with_pidfile(
+    binary: &str,
+    dir: &TempDir,
+    bind: &str,
+    env: &[(&str, &str)],
+) -> (Server, PathBuf) {
+    let pidfile = dir.join("server.pid");
+    let mut all = vec![("BIND", bind), ("PID_FILE", pidfile.to_str().unwrap())];
+    all.extend_from_slice(env);
+    let server = Server::start(binary, &all);
+    server.address();
+    wait_for("the pidfile", DEADLINE, || read_pidfile(&pidfile));
+    (server, pidfile)
+}
+
+/// The pid in a log line `started new process N ...`.
+pub fn started_pid(line: &str) -> u32 {
+    line.split("started new process ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
 }
 
 /// The address in a `listening on tcp://...` or `listening on unix://...` line.

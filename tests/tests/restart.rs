@@ -8,7 +8,7 @@ use std::time::Duration;
 use uninterruptible_tests::load::{self, Options, Target};
 use uninterruptible_tests::{
     Address, DEADLINE, SIGHUP, SIGTERM, SIGUSR1, Server, TempDir, alive, children, echo, environ,
-    fd_count, read_pidfile, send, wait_for,
+    fd_count, read_pidfile, send, start_with_pidfile, started_pid, wait_for,
 };
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
@@ -26,25 +26,7 @@ fn options(address: &Address, clients: usize, hold: Duration) -> Options {
 
 /// A server with a pidfile in `dir`, plus `env`.
 fn start(dir: &TempDir, bind: &str, env: &[(&str, &str)]) -> (Server, PathBuf) {
-    let pidfile = dir.join("echo.pid");
-    let mut all = vec![("BIND", bind), ("PID_FILE", pidfile.to_str().unwrap())];
-    all.extend_from_slice(env);
-    let server = Server::start(ECHO, &all);
-    server.address();
-    wait_for("the pidfile", DEADLINE, || read_pidfile(&pidfile));
-    (server, pidfile)
-}
-
-/// The pid of the new process named in the log line `started new process N`.
-fn started_pid(line: &str) -> u32 {
-    line.split("started new process ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    start_with_pidfile(ECHO, dir, bind, env)
 }
 
 fn storm(bind: &str) -> (Server, TempDir) {

@@ -264,6 +264,7 @@ async fn abandon(mut conn: Lines, mut child: Child, pid: u32) {
         }
     };
     let draining = tokio::select! {
+        biased;
         answered = tokio::time::timeout(ABORT_GRACE, answered) => matches!(answered, Ok(Ok(true))),
         _ = child.wait() => false,
     };

@@ -32,13 +32,16 @@ impl Signals {
         })
     }
 
-    /// The next signal received.
+    /// The next signal received. A restart and a stop that arrive together (`kill -USR1 $P;
+    /// kill -TERM $P`) are taken in that order: the restart goes on and this process then
+    /// retires, rather than the server stopping with clients still in its queue.
     pub(crate) async fn recv(&mut self) -> Request {
         tokio::select! {
-            _ = self.term.recv() => Request::Stop("TERM"),
-            _ = self.int.recv() => Request::Stop("INT"),
+            biased;
             _ = self.usr1.recv() => Request::Restart("USR1"),
             _ = self.hup.recv() => Request::Restart("HUP"),
+            _ = self.term.recv() => Request::Stop("TERM"),
+            _ = self.int.recv() => Request::Stop("INT"),
         }
     }
 }
