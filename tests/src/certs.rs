@@ -63,11 +63,38 @@ impl Ca {
         self.issue_for(KeyPair::from_pem(key_pem).unwrap(), dir, stem, names)
     }
 
+    /// [`Ca::issue`], valid only from `from` until `until` (year, month, day).
+    pub fn issue_valid(
+        &self,
+        dir: &Path,
+        stem: &str,
+        names: &[&str],
+        from: (i32, u8, u8),
+        until: (i32, u8, u8),
+    ) -> Pair {
+        self.issue_with(KeyPair::generate().unwrap(), dir, stem, names, |params| {
+            params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+            params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        })
+    }
+
     fn issue_for(&self, key: KeyPair, dir: &Path, stem: &str, names: &[&str]) -> Pair {
+        self.issue_with(key, dir, stem, names, |_| {})
+    }
+
+    fn issue_with(
+        &self,
+        key: KeyPair,
+        dir: &Path,
+        stem: &str,
+        names: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Pair {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
         params.distinguished_name.push(DnType::CommonName, stem);
+        adjust(&mut params);
         let certificate = params.signed_by(&key, &self.issuer).unwrap();
         let pair = Pair {
             certificate: dir.join(format!("{stem}.pem")),

@@ -122,14 +122,12 @@ fn a_new_copy_that_exits_leaves_the_old_one_serving() {
         }
     });
     assert_eq!(stats.failed(), 0, "{stats}");
+    let failure = server.log.wait_for("restart failed");
     assert!(
-        server
-            .log
-            .lines()
-            .iter()
-            .any(|l| l.contains("exited before ready")),
-        "{}",
-        server.log.text()
+        failure.contains(
+            "exited before ready (exit status: 1); start command: /bin/false; still serving"
+        ),
+        "the failure names the command: {failure}"
     );
     assert_eq!(
         read_pidfile(&pidfile),
@@ -401,4 +399,107 @@ fn a_handoff_peer_of_another_uid_is_refused() {
         read_pidfile(&pidfile).filter(|&p| p == child)
     });
     assert_eq!(echo(&server.address(), "ours\n").unwrap(), "ours\n");
+}
+
+#[test]
+fn a_restart_that_cannot_create_its_handoff_directory_names_it() {
+    let dir = TempDir::new("no-tmp");
+    let (server, pidfile) = start(&dir, "tcp://127.0.0.1:0", &[("TMPDIR", "/nonexistent/tmp")]);
+    send(server.pid(), SIGUSR1);
+    let failure = server.log.wait_for("restart failed");
+    assert!(
+        failure.contains(
+            "cannot create the handoff directory in /nonexistent/tmp: No such file or directory"
+        ),
+        "{failure}"
+    );
+    assert!(
+        failure.contains(&format!("start command: {ECHO}")),
+        "{failure}"
+    );
+    assert_eq!(read_pidfile(&pidfile), Some(server.pid()));
+    assert_eq!(echo(&server.address(), "on\n").unwrap(), "on\n");
+}
+
+/// The binary a process runs, as the kernel names it.
+fn exe(pid: u32) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/exe")).unwrap()
+}
+
+fn copy_binary(to: &Path) {
+    std::fs::copy(ECHO, to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_server_started_from_a_symlinked_release_restarts_into_the_release_the_link_names() {
+    // /srv/app/current -> releases/1, started as `./server` from current; the deploy points
+    // current at releases/2 and sends USR1.
+    let dir = TempDir::new("releases");
+    for release in ["1", "2"] {
+        std::fs::create_dir_all(dir.join(&format!("releases/{release}"))).unwrap();
+        copy_binary(&dir.join(&format!("releases/{release}/server")));
+    }
+    let current = dir.join("current");
+    std::os::unix::fs::symlink("releases/1", &current).unwrap();
+    let pidfile = dir.join("server.pid");
+    let server = Server::start_in(
+        "./server",
+        Some(&current),
+        &[
+            ("BIND", "tcp://127.0.0.1:0"),
+            ("PID_FILE", pidfile.to_str().unwrap()),
+            // As a shell sets it: the directory as the operator named it.
+            ("PWD", current.to_str().unwrap()),
+        ],
+    );
+    let address = server.address();
+    let old = server.pid();
+    assert_eq!(exe(old), dir.join("releases/1/server"));
+
+    let next = dir.join("current.next");
+    std::os::unix::fs::symlink("releases/2", &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+    send(old, SIGUSR1);
+    let new = wait_for("a new pid", DEADLINE, || {
+        read_pidfile(&pidfile).filter(|&p| p != old)
+    });
+    assert_eq!(exe(new), dir.join("releases/2/server"));
+    let started = server.log.wait_for("started new process");
+    assert!(
+        started.ends_with(&format!("{}/./server", current.display())),
+        "{started}"
+    );
+    assert_eq!(echo(&address, "release 2\n").unwrap(), "release 2\n");
+}
+
+#[test]
+fn a_binary_moved_into_place_is_the_one_a_restart_runs() {
+    let dir = TempDir::new("mv-deploy");
+    let binary = dir.join("server");
+    copy_binary(&binary);
+    let (server, pidfile) =
+        start_with_pidfile(binary.to_str().unwrap(), &dir, "tcp://127.0.0.1:0", &[]);
+    let old = server.pid();
+    // The deploy: write the new build beside it, then rename it over the old one.
+    let staged = dir.join("server.new");
+    copy_binary(&staged);
+    std::fs::rename(&staged, &binary).unwrap();
+    assert!(
+        exe(old).to_string_lossy().ends_with("(deleted)"),
+        "the old process runs the replaced file"
+    );
+    send(old, SIGUSR1);
+    let new = wait_for("a new pid", DEADLINE, || {
+        read_pidfile(&pidfile).filter(|&p| p != old)
+    });
+    assert_eq!(
+        exe(new),
+        binary,
+        "the new process runs the file now at the path"
+    );
+    assert_eq!(
+        echo(&server.address(), "new build\n").unwrap(),
+        "new build\n"
+    );
 }

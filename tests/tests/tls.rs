@@ -173,6 +173,70 @@ fn verify_client_tls_certificate_with_a_ca_works_too() {
     assert!(fixture.client().echo(addr, "localhost", "").is_err());
 }
 
+#[test]
+fn an_explicit_false_wins_over_a_client_ca_and_says_so() {
+    // The CA may be compiled into the attribute; operations turn client certificates off with
+    // VERIFY_CLIENT_TLS_CERTIFICATE=false, without a rebuild.
+    let fixture = Fixture::new("verify-false");
+    let ca_path = fixture.dir.join("ca.pem");
+    let (server, addr) = fixture.start(
+        WHOAMI,
+        &[
+            ("VERIFY_CLIENT_TLS_CERTIFICATE", "false"),
+            ("CLIENT_TLS_CERTIFICATE_CA", ca_path.to_str().unwrap()),
+        ],
+    );
+    let reply = fixture.client().echo(addr, "localhost", "").unwrap();
+    assert!(reply.text.contains("certificates []"), "{}", reply.text);
+    let warning = server.log.wait_for("client certificates are not required");
+    assert!(
+        warning.contains(&format!(
+            "VERIFY_CLIENT_TLS_CERTIFICATE=false wins over CLIENT_TLS_CERTIFICATE_CA={ca_path:?}"
+        )),
+        "{warning}"
+    );
+}
+
+#[test]
+fn an_expired_or_future_certificate_is_served_with_a_warning_naming_file_and_dates() {
+    let fixture = Fixture::new("dates");
+    let cases = [
+        ("expired", (2020, 1, 1), (2021, 6, 30), "has expired"),
+        ("future", (2099, 1, 1), (2100, 1, 1), "is not valid yet"),
+    ];
+    for (stem, from, until, state) in cases {
+        let pair = fixture
+            .ca
+            .issue_valid(fixture.dir.path(), stem, &["localhost"], from, until);
+        let server = Server::start(
+            ECHO,
+            &[
+                ("BIND", "tcp://127.0.0.1:0"),
+                ("TLS_KEY", pair.key.to_str().unwrap()),
+                ("TLS_CERTIFICATE", pair.certificate.to_str().unwrap()),
+            ],
+        );
+        server.address();
+        let warning = server.log.wait_for("the certificate in TLS_CERTIFICATE=");
+        let expected = format!(
+            "the certificate in TLS_CERTIFICATE={:?} {state} (valid from {}-{:02}-{:02} 00:00:00 UTC until {}-{:02}-{:02} 00:00:00 UTC)",
+            pair.certificate, from.0, from.1, from.2, until.0, until.1, until.2
+        );
+        assert!(
+            warning.contains(&expected),
+            "{warning}\nexpected: {expected}"
+        );
+    }
+    // A current certificate brings no such line.
+    let (server, _) = fixture.start(ECHO, &[]);
+    assert_eq!(
+        server.log.count("the certificate in"),
+        0,
+        "{}",
+        server.log.text()
+    );
+}
+
 /// Runs `openssl` with `args` and checks that it succeeded; `None` when it is not installed.
 fn openssl(args: &[&str]) -> Option<()> {
     let out = Command::new("openssl").args(args).output().ok()?;
