@@ -117,7 +117,7 @@ impl Log {
     }
 
     /// [`wait_for`](crate::wait_for) that shows the log as it is when the wait fails.
-    fn wait_until<T>(&self, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    pub fn wait_until<T>(&self, what: &str, check: impl FnMut() -> Option<T>) -> T {
         let describe = || format!("{what}; the log:\n{}", self.text());
         poll(describe, DEADLINE, Duration::from_millis(5), check)
     }
@@ -372,6 +372,32 @@ impl Conn {
         }
         Ok(reply)
     }
+}
+
+/// Opens a connection and waits until the process `pid` has accepted it: a socket it did not
+/// have appears among its descriptors (a count would miss one opened as another closes).
+pub fn open_accepted(pid: u32, address: &Address) -> Conn {
+    let before = sockets(pid);
+    let conn = Conn::open(address).unwrap();
+    wait_for(
+        &format!("process {pid} to accept the connection"),
+        DEADLINE,
+        || sockets(pid).difference(&before).next().map(|_| ()),
+    );
+    conn
+}
+
+/// The sockets a process has open, as `/proc` names them (`socket:[inode]`).
+fn sockets(pid: u32) -> std::collections::HashSet<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|target| target.to_string_lossy().starts_with("socket:"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One echo round trip on a new connection.

@@ -44,6 +44,20 @@ pub struct Options {
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
+impl Options {
+    /// Plain (no TLS) clients of `address`, each holding its connection `hold` before sending,
+    /// with 10 s for a request.
+    pub fn plain(address: &crate::Address, clients: usize, hold: Duration) -> Options {
+        Options {
+            target: Target::from(address),
+            clients,
+            hold,
+            timeout: Duration::from_secs(10),
+            tls: None,
+        }
+    }
+}
+
 /// Counts of requests by outcome.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {

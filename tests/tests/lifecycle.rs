@@ -4,22 +4,12 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 use uninterruptible_tests::{
-    Address, Conn, DEADLINE, SIGINT, SIGTERM, Server, TempDir, echo, fd_count, read_pidfile,
+    Address, Conn, DEADLINE, SIGINT, SIGTERM, Server, TempDir, echo, open_accepted, read_pidfile,
     wait_for,
 };
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
 const UNIX_ECHO: &str = env!("CARGO_BIN_EXE_unix_echo");
-
-/// Opens a connection and waits until the server has accepted it (its descriptor count grows).
-fn open_accepted(server: &Server, address: &Address) -> Conn {
-    let before = fd_count(server.pid());
-    let conn = Conn::open(address).unwrap();
-    wait_for("the server to accept the connection", DEADLINE, || {
-        (fd_count(server.pid()) > before).then_some(())
-    });
-    conn
-}
 
 #[test]
 fn echoes_over_tcp() {
@@ -159,7 +149,7 @@ fn term_drains_an_open_connection_and_refuses_new_ones() {
     for signal in [SIGTERM, SIGINT] {
         let mut server = Server::start(ECHO, &[("BIND", "tcp://127.0.0.1:0")]);
         let address = server.address();
-        let held = open_accepted(&server, &address);
+        let held = open_accepted(server.pid(), &address);
         server.signal(signal);
         server.log.wait_for("draining 1 open connections");
 
@@ -183,7 +173,7 @@ fn term_drains_an_open_connection_and_refuses_new_ones() {
 fn a_second_term_exits_1_at_once() {
     let mut server = Server::start(ECHO, &[("BIND", "tcp://127.0.0.1:0")]);
     let address = server.address();
-    let mut held = match open_accepted(&server, &address) {
+    let mut held = match open_accepted(server.pid(), &address) {
         Conn::Tcp(s) => s,
         Conn::Unix(_) => unreachable!(),
     };
@@ -205,7 +195,7 @@ fn drain_timeout_bounds_the_wait() {
         ECHO,
         &[("BIND", "tcp://127.0.0.1:0"), ("DRAIN_TIMEOUT", "0.3")],
     );
-    let _held = open_accepted(&server, &server.address());
+    let _held = open_accepted(server.pid(), &server.address());
     server.signal(SIGTERM);
     server.log.wait_for("draining 1 open connections");
     assert!(server.wait_exit(DEADLINE).success());
@@ -219,7 +209,7 @@ fn max_connections_queues_the_rest() {
         &[("BIND", "tcp://127.0.0.1:0"), ("MAX_CONNECTIONS", "1")],
     );
     let address = server.address();
-    let first = open_accepted(&server, &address);
+    let first = open_accepted(server.pid(), &address);
     // The second client connects (the kernel queues it) but is served only once the first ends.
     let second = std::thread::spawn({
         let address = address.clone();

@@ -12,24 +12,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use uninterruptible_tests::fake_old::FakeOld;
-use uninterruptible_tests::load::{self, Options, Target};
+use uninterruptible_tests::load::{self, Options};
 use uninterruptible_tests::{
-    Address, Conn, DEADLINE, SIGKILL, SIGTERM, SIGUSR1, Server, TempDir, alive, echo, fd_count,
+    Address, DEADLINE, SIGKILL, SIGTERM, SIGUSR1, Server, TempDir, alive, echo, open_accepted,
     parse_address, read_pidfile, send, start_with_pidfile, started_pid, wait_for,
 };
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
 const PROBE: &str = env!("CARGO_BIN_EXE_handoff_probe");
-
-fn options(address: &Address, clients: usize, hold: Duration) -> Options {
-    Options {
-        target: Target::from(address),
-        clients,
-        hold,
-        timeout: Duration::from_secs(10),
-        tls: None,
-    }
-}
 
 /// Sends USR1 to `old` and waits until the pidfile names the new process; returns its pid.
 fn restart(pidfile: &Path, old: u32) -> u32 {
@@ -43,16 +33,6 @@ fn wait_gone(pid: u32) {
     wait_for(&format!("process {pid} to exit"), DEADLINE, || {
         (!alive(pid)).then_some(())
     });
-}
-
-/// Opens a connection and waits until the process `pid` has accepted it.
-fn open_accepted(pid: u32, address: &Address) -> Conn {
-    let before = fd_count(pid);
-    let conn = Conn::open(address).unwrap();
-    wait_for("the connection to be accepted", DEADLINE, || {
-        (fd_count(pid) > before).then_some(())
-    });
-    conn
 }
 
 #[test]
@@ -124,6 +104,8 @@ fn a_stop_of_the_whole_process_group_lets_every_process_finish_its_connections()
     let old = server.pid();
     let on_old = open_accepted(old, &address);
     let new = restart(&pidfile, old);
+    // From here only the new process accepts.
+    server.log.wait_for("draining 1 open connections");
     let on_new = open_accepted(new, &address);
 
     kill(Pid::from_raw(-(old as i32)), SIGTERM).unwrap();
@@ -148,16 +130,22 @@ fn term_right_after_usr1_under_load_loses_no_request() {
     let dir = TempDir::new("usr1-term");
     let (server, pidfile) = start_with_pidfile(ECHO, &dir, "tcp://127.0.0.1:0", &[]);
     let address = server.address();
-    let ((), stats) = load::with_load(options(&address, 8, Duration::ZERO), || {
+    let ((), stats) = load::with_load(Options::plain(&address, 8, Duration::ZERO), || {
         for round in 0..20u64 {
             let old = read_pidfile(&pidfile).unwrap();
             send(old, SIGUSR1);
             std::thread::sleep(Duration::from_micros(round % 4 * 1000));
             send(old, SIGTERM);
-            wait_for("the pidfile to name a new process", DEADLINE, || {
-                read_pidfile(&pidfile).filter(|&p| p != old)
-            });
-            wait_gone(old);
+            server
+                .log
+                .wait_until(&format!("round {round}: a process after {old}"), || {
+                    read_pidfile(&pidfile).filter(|&p| p != old)
+                });
+            server
+                .log
+                .wait_until(&format!("round {round}: {old} to exit"), || {
+                    (!alive(old)).then_some(())
+                });
         }
     });
     println!("TERM 0-3 ms after USR1, 20 rounds: {stats}");
@@ -231,17 +219,20 @@ fn a_restart_abandoned_after_the_new_process_accepted_loses_no_request() {
     let address = server.address();
     let old = server.pid();
     // Clients hold each connection 100 ms: the new process always has some accepted.
-    let ((), stats) = load::with_load(options(&address, 16, Duration::from_millis(100)), || {
-        send(old, SIGUSR1);
-        let child = started_pid(&server.log.wait_for("started new process"));
-        server.log.wait_for("was not ready within 1s");
-        server.log.wait_for(&format!(
-            "new process {child} drains the connections it accepted"
-        ));
-        server.log.wait_for(&format!(
-            "abandoned new process {child} exited (exit status: 0)"
-        ));
-    });
+    let ((), stats) = load::with_load(
+        Options::plain(&address, 16, Duration::from_millis(100)),
+        || {
+            send(old, SIGUSR1);
+            let child = started_pid(&server.log.wait_for("started new process"));
+            server.log.wait_for("was not ready within 1s");
+            server.log.wait_for(&format!(
+                "new process {child} drains the connections it accepted"
+            ));
+            server.log.wait_for(&format!(
+                "abandoned new process {child} exited (exit status: 0)"
+            ));
+        },
+    );
     println!("abandoned restart: {stats}");
     assert_eq!(stats.failed(), 0, "{stats}");
     assert_eq!(read_pidfile(&pidfile), Some(old));
@@ -513,4 +504,54 @@ fn every_log_line_names_its_process_and_a_drain_reports_progress() {
     }
     assert_eq!(held.echo("done\n").unwrap(), "done\n");
     wait_gone(old);
+}
+
+#[test]
+fn a_restart_asked_before_the_old_process_answered_is_not_lost_to_a_term() {
+    // USR1 then TERM reach a new process whose `ok` from the old one is not read yet: the USR1
+    // waits for the answer, and the TERM must not drop it (the server would stop instead).
+    let tmp = TempDir::new("deferred");
+    let old = FakeOld::new(&tmp);
+    let listening = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = Address::Tcp(listening.local_addr().unwrap());
+    let bind = format!("tcp://{}", listening.local_addr().unwrap());
+    let mut server = Server::start(
+        ECHO,
+        &[
+            ("BIND", &bind),
+            (
+                "FILE_DESCRIPTOR_SERVER_PATH",
+                old.socket().to_str().unwrap(),
+            ),
+        ],
+    );
+    let mut handoff = old.hand_over(&listening);
+    assert_eq!(handoff.read_line(), "ready\n");
+    server.signal(SIGUSR1);
+    server
+        .log
+        .wait_for("USR1 received: restarting once the old process has let go of the socket");
+    server.signal(SIGTERM);
+    server
+        .log
+        .wait_for("TERM received: this process stops once the restart in progress ends");
+    assert!(alive(server.pid()));
+
+    handoff.send("ok\n");
+    server
+        .log
+        .wait_for("the old process let go of the socket: restarting");
+    let next = started_pid(&server.log.wait_for("started new process"));
+    server.log.wait_for(&format!(
+        "new process {next} is ready: this process stops accepting"
+    ));
+    assert!(
+        server.wait_exit(DEADLINE).success(),
+        "{}",
+        server.log.text()
+    );
+    drop(listening);
+    assert_eq!(echo(&address, "next\n").unwrap(), "next\n");
+    assert!(alive(next));
+    send(next, SIGKILL);
 }

@@ -5,24 +5,14 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use uninterruptible_tests::load::{self, Options, Target};
+use uninterruptible_tests::load::{self, Options};
 use uninterruptible_tests::{
-    Address, DEADLINE, SIGHUP, SIGTERM, SIGUSR1, Server, TempDir, alive, children, echo, environ,
-    fd_count, read_pidfile, send, start_with_pidfile, started_pid, wait_for,
+    DEADLINE, SIGHUP, SIGTERM, SIGUSR1, Server, TempDir, alive, children, echo, environ, fd_count,
+    read_pidfile, send, start_with_pidfile, started_pid, wait_for,
 };
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
 const PROBE: &str = env!("CARGO_BIN_EXE_handoff_probe");
-
-fn options(address: &Address, clients: usize, hold: Duration) -> Options {
-    Options {
-        target: Target::from(address),
-        clients,
-        hold,
-        timeout: Duration::from_secs(10),
-        tls: None,
-    }
-}
 
 /// A server with a pidfile in `dir`, plus `env`.
 fn start(dir: &TempDir, bind: &str, env: &[(&str, &str)]) -> (Server, PathBuf) {
@@ -33,7 +23,7 @@ fn storm(bind: &str) -> (Server, TempDir) {
     let dir = TempDir::new("storm");
     let (server, pidfile) = start(&dir, bind, &[]);
     let address = server.address();
-    let (restarts, stats) = load::with_load(options(&address, 16, Duration::ZERO), || {
+    let (restarts, stats) = load::with_load(Options::plain(&address, 16, Duration::ZERO), || {
         load::restart_loop(&pidfile, SIGUSR1, Duration::ZERO, Some(200), None)
     });
     println!(
@@ -74,8 +64,9 @@ fn connections_held_open_across_restarts_complete() {
     let dir = TempDir::new("held");
     let (server, pidfile) = start(&dir, "tcp://127.0.0.1:0", &[]);
     let address = server.address();
-    let (restarts, stats) =
-        load::with_load(options(&address, 16, Duration::from_millis(300)), || {
+    let (restarts, stats) = load::with_load(
+        Options::plain(&address, 16, Duration::from_millis(300)),
+        || {
             load::restart_loop(
                 &pidfile,
                 SIGUSR1,
@@ -83,7 +74,8 @@ fn connections_held_open_across_restarts_complete() {
                 Some(20),
                 None,
             )
-        });
+        },
+    );
     println!("held 300 ms, {} restarts: {stats}", restarts.handoffs.len());
     assert_eq!(stats.failed(), 0, "{stats}");
     assert!(stats.ok > 0);
@@ -115,7 +107,7 @@ fn a_new_copy_that_exits_leaves_the_old_one_serving() {
     );
     let address = server.address();
     let pid = server.pid();
-    let ((), stats) = load::with_load(options(&address, 8, Duration::ZERO), || {
+    let ((), stats) = load::with_load(Options::plain(&address, 8, Duration::ZERO), || {
         for attempt in 1..=3 {
             send(pid, SIGUSR1);
             server.log.wait_for_count("restart failed", attempt);
@@ -180,7 +172,7 @@ fn a_new_copy_that_hangs_is_killed_after_ready_timeout_and_a_later_restart_works
     let address = server.address();
     let old = server.pid();
 
-    let ((), stats) = load::with_load(options(&address, 8, Duration::ZERO), || {
+    let ((), stats) = load::with_load(Options::plain(&address, 8, Duration::ZERO), || {
         send(old, SIGUSR1);
         let child = started_pid(&server.log.wait_for("started new process"));
         // While the attempt is in flight the handoff directory is private to our uid.

@@ -312,7 +312,8 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                 }
                 Request::Stop(name) => {
                     s.stop_received = true;
-                    if restart.is_none() {
+                    // A deferred restart is one in progress: the USR1 came first.
+                    if restart.is_none() && !deferred {
                         tracing::info!("{name} received: stopping");
                         return Ending::Stop;
                     }
@@ -359,6 +360,8 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
             verdict = verdict(&mut s.pending) => match verdict {
                 Verdict::Committed => {
                     s.owns_socket_file = true;
+                    // Even after a TERM: the USR1 came first, and this process retires once
+                    // the restart ends.
                     if std::mem::take(&mut deferred) {
                         tracing::info!("the old process let go of the socket: restarting");
                         restart = begin_restart(s);
