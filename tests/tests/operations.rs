@@ -14,8 +14,8 @@ use std::time::Duration;
 use uninterruptible_tests::fake_old::FakeOld;
 use uninterruptible_tests::load::{self, Options};
 use uninterruptible_tests::{
-    Address, DEADLINE, SIGKILL, SIGTERM, SIGUSR1, Server, TempDir, alive, echo, open_accepted,
-    parse_address, read_pidfile, send, start_with_pidfile, started_pid, wait_for,
+    Address, DEADLINE, SIGCONT, SIGKILL, SIGSTOP, SIGTERM, SIGUSR1, Server, TempDir, alive, echo,
+    open_accepted, parse_address, read_pidfile, send, start_with_pidfile, started_pid, wait_for,
 };
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
@@ -158,6 +158,37 @@ fn term_right_after_usr1_under_load_loses_no_request() {
         server.log.text()
     );
     assert_eq!(echo(&address, "after\n").unwrap(), "after\n");
+}
+
+#[test]
+fn usr1_and_term_pending_together_are_a_restart_then_a_retirement() {
+    // Both queued while the process cannot run (stopped; on a busy machine, not scheduled):
+    // the restart is taken first whatever order they were sent in, and nothing is lost.
+    let dir = TempDir::new("pending-together");
+    let (mut server, pidfile) = start_with_pidfile(ECHO, &dir, "tcp://127.0.0.1:0", &[]);
+    let old = server.pid();
+    send(old, SIGSTOP);
+    send(old, SIGTERM);
+    send(old, SIGUSR1);
+    send(old, SIGCONT);
+    let new = server
+        .log
+        .wait_until("the pidfile to name a new process", || {
+            read_pidfile(&pidfile).filter(|&p| p != old)
+        });
+    assert!(
+        server.wait_exit(DEADLINE).success(),
+        "{}",
+        server.log.text()
+    );
+    let text = server.log.text();
+    let usr1 = text.find("USR1 received: restarting").unwrap();
+    let term = text
+        .find("TERM received: this process stops once the restart in progress ends")
+        .unwrap();
+    assert!(usr1 < term, "{text}");
+    assert_eq!(echo(&server.address(), "new\n").unwrap(), "new\n");
+    assert!(alive(new));
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::logging;
 use crate::pidfile;
 use crate::serve::{Accepting, Server};
 use crate::shutdown::Connections;
-use crate::signals::{Request, Signals};
+use crate::signals::{self, Request, Signals};
 use crate::stream::Stream;
 use crate::tls::{self, Tls};
 use std::future::Future;
@@ -36,6 +36,10 @@ const VERDICT_WAIT: Duration = Duration::from_secs(2);
 /// runtime, binds (or takes over the socket of the process that started this one), and serves
 /// each connection on its own task.
 ///
+/// Call it before starting threads of your own: it blocks `TERM`, `INT`, `USR1` and `HUP` in the
+/// calling thread, which every thread started afterwards inherits, and reads them in the order
+/// they arrive. A thread started earlier would take the default action (end the process).
+///
 /// ```no_run
 /// use tokio::io::AsyncWriteExt;
 ///
@@ -53,6 +57,10 @@ where
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
+    // First: from here on a USR1 or TERM waits to be read instead of ending the process.
+    if let Err(e) = signals::block() {
+        e.exit();
+    }
     let generation = std::env::var(GENERATION)
         .ok()
         .and_then(|g| g.parse().ok())
@@ -123,7 +131,6 @@ struct Started {
 
 /// Registers signals, then takes over the old process's socket or binds a new one.
 async fn start(config: &Config) -> Result<Started, Error> {
-    // First: from here on a USR1 or TERM is ours to handle, not the default (death).
     let signals = Signals::register()?;
     // Everything that can fail is done before the socket is bound or taken over, so a broken
     // certificate at a restart ends the new process while the old one serves on.
