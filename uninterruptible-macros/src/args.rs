@@ -1,7 +1,8 @@
 //! Parsing: the attribute's `key = literal` pairs into typed [`Args`] that keep each value's span.
 //!
-//! Only the *shape* is checked here (known key, said once, literal of the right type); what the
-//! literal says (a bind address, a CIDR, a TLS version) is checked in `check`.
+//! Each key is looked up once, here, in the key table shared with the runtime; its value goes in
+//! that key's slot, and a repeat is refused. Only the literal's *kind* is checked here (a string,
+//! a number, a list); what it says is checked in `check`, with the runtime's own parsers.
 
 use proc_macro2::Span;
 use syn::ext::IdentExt;
@@ -9,62 +10,13 @@ use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprArray, ExprLit, Ident, Lit, Token};
+use uninterruptible_grammar::{KEYS, Key, Literal};
 
-/// What a key's literal must be.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// A string literal.
-    Str,
-    /// A string of comma-separated items, or an array of string literals.
-    List,
-    /// A non-negative number of seconds, integer or decimal.
-    Seconds,
-    /// A positive integer.
-    Count,
-    /// `true` or `false`.
-    Bool,
-}
-
-impl Kind {
-    fn example(self, key: &str) -> String {
-        match self {
-            Kind::Str => format!("{key} = \"...\""),
-            Kind::List => {
-                format!("{key} = \"10.0.0.0/8, ::1\" or {key} = [\"10.0.0.0/8\", \"::1\"]")
-            }
-            Kind::Seconds => format!("{key} = 30 (seconds)"),
-            Kind::Count => format!("{key} = 1000"),
-            Kind::Bool => format!("{key} = true"),
-        }
-    }
-}
-
-/// Every key the attribute accepts, with the type of its literal. `crate` is the path to the
-/// runtime crate when it is renamed; the others are the configuration keys of the runtime.
-pub(crate) const KEYS: &[(&str, Kind)] = &[
-    ("bind", Kind::Str),
-    ("start_command", Kind::Str),
-    ("pidfile", Kind::Str),
-    ("log_path", Kind::Str),
-    ("log_level", Kind::Str),
-    ("tls_key", Kind::Str),
-    ("tls_certificate", Kind::Str),
-    ("tls_version", Kind::Str),
-    ("tls_handshake_timeout", Kind::Seconds),
-    ("verify_client_tls_certificate", Kind::Bool),
-    ("client_tls_certificate_ca", Kind::Str),
-    ("allowed_networks", Kind::List),
-    ("drain_timeout", Kind::Seconds),
-    ("ready_timeout", Kind::Seconds),
-    ("max_connections", Kind::Count),
-    ("crate", Kind::Str),
-];
+/// The key that is not configuration: the path of the runtime crate when it is renamed.
+const CRATE: &str = "crate";
 
 /// One literal value with the span of the tokens that wrote it.
-#[derive(Clone)]
 pub(crate) struct Value {
-    pub(crate) key: &'static str,
-    pub(crate) kind: Kind,
     /// The value as text, in the form the matching environment variable takes.
     pub(crate) text: String,
     /// For lists: each item with its own span.
@@ -72,15 +24,27 @@ pub(crate) struct Value {
     pub(crate) span: Span,
 }
 
-/// The parsed attribute: each key at most once.
-#[derive(Default)]
+/// The parsed attribute: a slot per key of the table (in its order), and `crate`.
 pub(crate) struct Args {
-    pub(crate) values: Vec<Value>,
+    pub(crate) values: Vec<Option<Value>>,
+    pub(crate) krate: Option<(syn::Path, Span)>,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            values: KEYS.iter().map(|_| None).collect(),
+            krate: None,
+        }
+    }
 }
 
 impl Args {
-    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
-        self.values.iter().find(|v| v.key == key)
+    /// Each key given, with its value.
+    pub(crate) fn given(&self) -> impl Iterator<Item = (&'static Key, &Value)> {
+        KEYS.iter()
+            .zip(&self.values)
+            .filter_map(|(key, value)| Some((key, value.as_ref()?)))
     }
 }
 
@@ -109,17 +73,32 @@ impl Parse for Args {
             None => errors = Some(e),
         };
         for pair in pairs {
-            match typed(&pair) {
-                Ok(value) => {
-                    if args.get(value.key).is_some() {
-                        push(syn::Error::new(
-                            pair.key.span(),
-                            format!("`{}` is given twice; keep one", value.key),
-                        ));
-                    } else {
-                        args.values.push(value);
-                    }
+            let name = pair.key.unraw().to_string();
+            let twice = || {
+                syn::Error::new(
+                    pair.key.span(),
+                    format!("`{name}` is given twice; keep one"),
+                )
+            };
+            if name == CRATE {
+                match crate_path(&pair.value) {
+                    Ok(_) if args.krate.is_some() => push(twice()),
+                    Ok(path) => args.krate = Some(path),
+                    Err(e) => push(e),
                 }
+                continue;
+            }
+            let Some(index) = KEYS.iter().position(|k| k.name == name) else {
+                let valid: Vec<&str> = KEYS.iter().map(|k| k.name).chain([CRATE]).collect();
+                push(syn::Error::new(
+                    pair.key.span(),
+                    format!("unknown key `{name}`; valid keys are: {}", valid.join(", ")),
+                ));
+                continue;
+            };
+            match literal(&KEYS[index], &pair.value) {
+                Ok(_) if args.values[index].is_some() => push(twice()),
+                Ok(value) => args.values[index] = Some(value),
                 Err(e) => push(e),
             }
         }
@@ -130,42 +109,45 @@ impl Parse for Args {
     }
 }
 
-fn typed(pair: &Pair) -> syn::Result<Value> {
-    let name = pair.key.unraw().to_string();
-    let Some(&(key, kind)) = KEYS.iter().find(|(k, _)| *k == name) else {
-        let valid: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
-        return Err(syn::Error::new(
-            pair.key.span(),
-            format!("unknown key `{name}`; valid keys are: {}", valid.join(", ")),
-        ));
-    };
+fn example(key: &Key) -> String {
+    let name = key.name;
+    match key.literal {
+        Literal::Str => format!("{name} = \"...\""),
+        Literal::List => {
+            format!("{name} = \"10.0.0.0/8, ::1\" or {name} = [\"10.0.0.0/8\", \"::1\"]")
+        }
+        Literal::Seconds => format!("{name} = 30 (seconds)"),
+        Literal::Count => format!("{name} = 1000"),
+        Literal::Bool => format!("{name} = true"),
+    }
+}
+
+/// The literal as text, if it is of the key's kind.
+fn literal(key: &Key, expr: &Expr) -> syn::Result<Value> {
+    let span = expr.span();
+    let value = |text: String, items: Vec<(String, Span)>| Value { text, items, span };
     let wrong = || {
         syn::Error::new(
-            pair.value.span(),
-            format!("`{key}` takes a literal: write `{}`", kind.example(key)),
+            span,
+            format!("`{}` takes a literal: write `{}`", key.name, example(key)),
         )
     };
-    let span = pair.value.span();
-    let value = |text: String, items: Vec<(String, Span)>| Value {
-        key,
-        kind,
-        text,
-        items,
-        span,
+    let Expr::Lit(ExprLit { lit, .. }) = expr else {
+        return match (key.literal, expr) {
+            (Literal::List, Expr::Array(array)) => list(key, array).map(|items| {
+                let text = items
+                    .iter()
+                    .map(|(i, _)| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                value(text, items)
+            }),
+            _ => Err(wrong()),
+        };
     };
-    match (kind, &pair.value) {
-        (
-            Kind::Str,
-            Expr::Lit(ExprLit {
-                lit: Lit::Str(s), ..
-            }),
-        ) => Ok(value(s.value(), vec![])),
-        (
-            Kind::List,
-            Expr::Lit(ExprLit {
-                lit: Lit::Str(s), ..
-            }),
-        ) => {
+    match (key.literal, lit) {
+        (Literal::Str, Lit::Str(s)) => Ok(value(s.value(), vec![])),
+        (Literal::List, Lit::Str(s)) => {
             let text = s.value();
             let items = text
                 .split(',')
@@ -173,55 +155,55 @@ fn typed(pair: &Pair) -> syn::Result<Value> {
                 .collect();
             Ok(value(text, items))
         }
-        (Kind::List, Expr::Array(ExprArray { elems, .. })) => {
-            let mut items = Vec::new();
-            for elem in elems {
-                match elem {
-                    Expr::Lit(ExprLit {
-                        lit: Lit::Str(s), ..
-                    }) => items.push((s.value().trim().to_owned(), s.span())),
-                    other => {
-                        return Err(syn::Error::new(
-                            other.span(),
-                            format!(
-                                "`{key}` items are string literals: write `{}`",
-                                kind.example(key)
-                            ),
-                        ));
-                    }
-                }
-            }
-            let text = items
-                .iter()
-                .map(|(i, _)| i.as_str())
-                .collect::<Vec<_>>()
-                .join(",");
-            Ok(value(text, items))
+        (Literal::Seconds | Literal::Count, Lit::Int(i)) => {
+            Ok(value(i.base10_digits().to_owned(), vec![]))
         }
-        (
-            Kind::Seconds,
-            Expr::Lit(ExprLit {
-                lit: Lit::Int(i), ..
-            }),
-        ) => Ok(value(i.base10_digits().to_owned(), vec![])),
-        (
-            Kind::Seconds,
-            Expr::Lit(ExprLit {
-                lit: Lit::Float(f), ..
-            }),
-        ) => Ok(value(f.base10_digits().to_owned(), vec![])),
-        (
-            Kind::Count,
-            Expr::Lit(ExprLit {
-                lit: Lit::Int(i), ..
-            }),
-        ) => Ok(value(i.base10_digits().to_owned(), vec![])),
-        (
-            Kind::Bool,
-            Expr::Lit(ExprLit {
-                lit: Lit::Bool(b), ..
-            }),
-        ) => Ok(value(b.value.to_string(), vec![])),
+        (Literal::Seconds, Lit::Float(f)) => Ok(value(f.base10_digits().to_owned(), vec![])),
+        (Literal::Bool, Lit::Bool(b)) => Ok(value(b.value.to_string(), vec![])),
         _ => Err(wrong()),
     }
+}
+
+fn list(key: &Key, array: &ExprArray) -> syn::Result<Vec<(String, Span)>> {
+    array
+        .elems
+        .iter()
+        .map(|elem| match elem {
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            }) => Ok((s.value().trim().to_owned(), s.span())),
+            other => Err(syn::Error::new(
+                other.span(),
+                format!(
+                    "`{}` items are string literals: write `{}`",
+                    key.name,
+                    example(key)
+                ),
+            )),
+        })
+        .collect()
+}
+
+/// `crate = "path"`: the runtime crate's name in the user's Cargo.toml.
+fn crate_path(expr: &Expr) -> syn::Result<(syn::Path, Span)> {
+    let Expr::Lit(ExprLit {
+        lit: Lit::Str(s), ..
+    }) = expr
+    else {
+        return Err(syn::Error::new(
+            expr.span(),
+            "`crate` takes a literal: write `crate = \"...\"`",
+        ));
+    };
+    syn::parse_str::<syn::Path>(&s.value())
+        .map(|path| (path, s.span()))
+        .map_err(|_| {
+            syn::Error::new(
+                s.span(),
+                format!(
+                    "`crate = {:?}` is not a path: write the name the runtime crate has in your Cargo.toml, e.g. `crate = \"my_uninterruptible\"`",
+                    s.value()
+                ),
+            )
+        })
 }

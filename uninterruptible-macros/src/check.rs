@@ -1,9 +1,10 @@
 //! Validation: small `check_*` functions over typed input. [`all`] runs every one of them and
 //! combines their errors, so one compile reports every mistake.
 
-use crate::args::{Args, Kind, Value};
+use crate::args::{Args, Value};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn};
+use uninterruptible_grammar::{Key, Literal};
 
 /// Runs every check on the attribute and the function.
 pub(crate) fn all(args: &Args, item: &ItemFn) -> syn::Result<()> {
@@ -13,19 +14,7 @@ pub(crate) fn all(args: &Args, item: &ItemFn) -> syn::Result<()> {
         check_generics(item),
         check_arguments(item),
     ];
-    for value in &args.values {
-        results.push(match (value.key, value.kind) {
-            ("bind", _) => check_bind(value),
-            ("allowed_networks", _) => check_networks(value),
-            ("tls_version", _) => check_tls_version(value),
-            ("log_level", _) => check_log_level(value),
-            ("crate", _) => check_crate_path(value),
-            ("ready_timeout" | "tls_handshake_timeout", _) => check_seconds(value, false),
-            (_, Kind::Seconds) => check_seconds(value, true),
-            (_, Kind::Count) => check_count(value),
-            _ => Ok(()),
-        });
-    }
+    results.extend(args.given().map(|(key, value)| check_value(key, value)));
     combine(results)
 }
 
@@ -97,129 +86,66 @@ fn check_arguments(item: &ItemFn) -> syn::Result<()> {
     }
 }
 
-/// `tcp://host:port`, `tcp://[v6]:port` or `unix:///absolute/path`, as the runtime parses it.
-fn check_bind(value: &Value) -> syn::Result<()> {
-    let text = value.text.as_str();
-    let ok = if let Some(rest) = text.strip_prefix("tcp://") {
-        tcp_host_port(rest)
-    } else if let Some(path) = text.strip_prefix("unix://") {
-        path.starts_with('/') && path.len() > 1
-    } else {
-        false
-    };
-    if !ok {
-        return error(
-            value.span,
-            format!(
-                "`bind = {text:?}` is not a bind address: write `tcp://host:port` (e.g. `tcp://127.0.0.1:6789`, `tcp://[::1]:6789`) or `unix:///absolute/path`"
-            ),
-        );
+/// A value, checked with the key's parser from the table the runtime reads the environment with:
+/// the attribute accepts exactly what the runtime accepts, and says the same about the rest. A
+/// list is checked item by item, so each error points at its own item.
+fn check_value(key: &Key, value: &Value) -> syn::Result<()> {
+    if key.literal == Literal::List {
+        return combine(value.items.iter().map(|(item, span)| {
+            (key.check)(item).or_else(|expected| {
+                error(
+                    *span,
+                    format!("`{item}` in `{}` is invalid: expected {expected}", key.name),
+                )
+            })
+        }));
     }
-    Ok(())
-}
-
-fn tcp_host_port(rest: &str) -> bool {
-    let Some((host, port)) = rest.rsplit_once(':') else {
-        return false;
-    };
-    let host_ok = match host.strip_prefix('[') {
-        Some(v6) => v6
-            .strip_suffix(']')
-            .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok()),
-        None => !host.is_empty() && !host.contains(':') && !host.contains('/'),
-    };
-    host_ok && port.parse::<u16>().is_ok()
-}
-
-fn check_networks(value: &Value) -> syn::Result<()> {
-    combine(value.items.iter().map(|(item, span)| {
-        let valid = item.parse::<ipnet::IpNet>().is_ok() || item.parse::<std::net::IpAddr>().is_ok();
-        if valid {
-            Ok(())
-        } else {
-            error(
-                *span,
-                format!(
-                    "`{item}` in `allowed_networks` is not a network: write a CIDR such as `10.0.0.0/8` or `2001:db8::/32`, or a bare address"
-                ),
-            )
-        }
-    }))
-}
-
-fn check_tls_version(value: &Value) -> syn::Result<()> {
-    match value.text.as_str() {
-        "TLSv1_2" | "TLSv1_3" => Ok(()),
-        "TLSv1_1" | "TLSv1" | "TLSv1_0" => error(
-            value.span,
-            format!(
-                "`tls_version = {:?}` is refused: TLS 1.0 and 1.1 are deprecated (RFC 8996) and not implemented by rustls; write \"TLSv1_2\" or \"TLSv1_3\"",
-                value.text
-            ),
-        ),
-        other => error(
-            value.span,
-            format!("unknown `tls_version = {other:?}`: write \"TLSv1_2\" or \"TLSv1_3\""),
-        ),
-    }
-}
-
-fn check_log_level(value: &Value) -> syn::Result<()> {
-    const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
-    if LEVELS.contains(&value.text.to_ascii_lowercase().as_str()) {
-        return Ok(());
-    }
-    error(
-        value.span,
-        format!(
-            "unknown `log_level = {:?}`: write one of {}",
-            value.text,
-            LEVELS.join(", ")
-        ),
-    )
-}
-
-fn check_crate_path(value: &Value) -> syn::Result<()> {
-    syn::parse_str::<syn::Path>(&value.text).map(drop).or_else(|_| {
+    (key.check)(&value.text).or_else(|expected| {
+        // As written: a number or a boolean without quotes.
+        let written = match key.literal {
+            Literal::Str => format!("{:?}", value.text),
+            _ => value.text.clone(),
+        };
         error(
             value.span,
-            format!(
-                "`crate = {:?}` is not a path: write the name the runtime crate has in your Cargo.toml, e.g. `crate = \"my_uninterruptible\"`",
-                value.text
-            ),
+            format!("`{} = {written}` is invalid: expected {expected}", key.name),
         )
     })
 }
 
-fn check_seconds(value: &Value, zero_ok: bool) -> syn::Result<()> {
-    let seconds: f64 = value.text.parse().unwrap_or(f64::NAN);
-    let ok = seconds.is_finite() && (seconds > 0.0 || zero_ok && seconds == 0.0);
-    if ok && seconds < 1e9 {
-        return Ok(());
-    }
-    let least = if zero_ok {
-        "zero or more"
-    } else {
-        "more than zero"
-    };
-    error(
-        value.span,
-        format!(
-            "`{}` is a number of seconds, {least}, e.g. `{} = 30`",
-            value.key, value.key
-        ),
-    )
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uninterruptible_grammar::{KEYS, SAMPLES};
 
-fn check_count(value: &Value) -> syn::Result<()> {
-    match value.text.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(()),
-        _ => error(
-            value.span,
-            format!(
-                "`{}` is a whole number of one or more, e.g. `{} = 1000`",
-                value.key, value.key
-            ),
-        ),
+    /// The attribute's verdict on `key = literal`, as a compile would give it.
+    fn verdict(key: &str, literal: &str) -> bool {
+        let tokens: proc_macro2::TokenStream = format!("{key} = {literal}").parse().unwrap();
+        let item: ItemFn = syn::parse_quote!(
+            async fn handle(s: Stream) {}
+        );
+        match syn::parse2::<Args>(tokens) {
+            Ok(args) => all(&args, &item).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    #[test]
+    fn the_attribute_accepts_what_the_runtime_accepts() {
+        for (key, literal, accepted) in SAMPLES {
+            assert_eq!(verdict(key, literal), *accepted, "{key} = {literal}");
+        }
+    }
+
+    #[test]
+    fn every_key_of_the_runtime_is_a_key_of_the_attribute_and_has_samples() {
+        for key in KEYS {
+            assert!(
+                SAMPLES.iter().any(|(k, _, ok)| *k == key.name && *ok),
+                "no accepted sample for `{}`",
+                key.name
+            );
+        }
+        assert!(!verdict("port", "80"), "not a key");
     }
 }

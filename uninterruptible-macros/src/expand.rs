@@ -52,15 +52,11 @@ fn with_error(item: TokenStream, error: syn::Error, named_main: bool) -> TokenSt
 fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
     let krate = crate_path(args);
     let name = &item_fn.sig.ident;
-    let defaults = args
-        .values
-        .iter()
-        .filter(|v| v.key != "crate")
-        .map(|value| {
-            let setter = format_ident!("{}", value.key);
-            let text = &value.text;
-            quote!(.#setter(#text))
-        });
+    let defaults = args.given().map(|(key, value)| {
+        let setter = format_ident!("{}", key.name);
+        let text = &value.text;
+        quote!(.#setter(#text))
+    });
 
     // The user's own type tokens in a qualified path, so that a wrong type is reported by rustc
     // at the user's signature.
@@ -89,9 +85,9 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
         #item_fn
 
         fn main() -> ::std::process::ExitCode {
-            let __uninterruptible_defaults = #krate::__private::Defaults::new() #(#defaults)*;
-            let __uninterruptible_config = #krate::Config::from_env(__uninterruptible_defaults)
-                .unwrap_or_else(|error| error.exit());
+            let __uninterruptible_config = #krate::__private::config_or_exit(
+                #krate::__private::Defaults::new() #(#defaults)*
+            );
             #run
         }
     }
@@ -110,16 +106,15 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
 
 /// `::uninterruptible`, or the path given with `crate = "..."` for a renamed dependency.
 fn crate_path(args: &Args) -> TokenStream {
-    let Some(value) = args.get("crate") else {
+    let Some((path, span)) = &args.krate else {
         return quote!(::uninterruptible);
     };
-    let path: syn::Path = syn::parse_str(&value.text).expect("checked in check_crate_path");
     let plain = path.leading_colon.is_none()
         && path.segments.len() == 1
         && !["crate", "self", "super"].contains(&path.segments[0].ident.to_string().as_str());
     if plain {
-        quote_spanned!(value.span=> ::#path)
+        quote_spanned!(*span=> ::#path)
     } else {
-        quote_spanned!(value.span=> #path)
+        quote_spanned!(*span=> #path)
     }
 }

@@ -5,6 +5,7 @@
 
 mod args;
 mod check;
+mod defaults;
 mod expand;
 
 use proc_macro::TokenStream;
@@ -15,4 +16,11 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn server(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::server(args.into(), item.into()).into()
+}
+
+/// Generates the runtime crate's `Defaults` from the key table. Not part of the public API.
+#[doc(hidden)]
+#[proc_macro]
+pub fn __defaults(input: TokenStream) -> TokenStream {
+    defaults::defaults(input.into()).into()
 }

@@ -17,6 +17,7 @@ use std::str::FromStr;
 /// assert!("tcp://127.0.0.1".parse::<BindAddress>().is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BindAddress {
     /// A TCP address. `host` is an IP address (IPv6 without brackets) or a name to resolve.
     Tcp {
@@ -29,42 +30,25 @@ pub enum BindAddress {
     Unix(PathBuf),
 }
 
-/// What a bind address looks like, for error messages.
-pub(crate) const BIND_SYNTAX: &str =
-    "tcp://host:port (e.g. tcp://127.0.0.1:6789 or tcp://[::1]:6789) or unix:///absolute/path";
-
 /// Why a string is not a [`BindAddress`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected {BIND_SYNTAX}")]
+#[error("expected {}", uninterruptible_grammar::BIND)]
 pub struct AddressParseError(());
 
 impl FromStr for BindAddress {
     type Err = AddressParseError;
 
+    /// The grammar the attribute checks `bind` literals with, so both accept the same.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = AddressParseError(());
-        if let Some(path) = s.strip_prefix("unix://") {
-            if !path.starts_with('/') || path.len() < 2 {
-                return Err(err);
+        match uninterruptible_grammar::bind(s) {
+            Ok(uninterruptible_grammar::Address::Tcp(host, port)) => {
+                Ok(BindAddress::Tcp { host, port })
             }
-            return Ok(BindAddress::Unix(PathBuf::from(path)));
+            Ok(uninterruptible_grammar::Address::Unix(path)) => {
+                Ok(BindAddress::Unix(PathBuf::from(path)))
+            }
+            Err(_) => Err(AddressParseError(())),
         }
-        let rest = s.strip_prefix("tcp://").ok_or(err.clone())?;
-        let (host, port) = rest.rsplit_once(':').ok_or(err.clone())?;
-        let port: u16 = port.parse().map_err(|_| err.clone())?;
-        let host = match host.strip_prefix('[') {
-            Some(v6) => {
-                let v6 = v6.strip_suffix(']').ok_or(err.clone())?;
-                v6.parse::<std::net::Ipv6Addr>().map_err(|_| err.clone())?;
-                v6
-            }
-            None if host.is_empty() || host.contains([':', '/', '[', ']']) => return Err(err),
-            None => host,
-        };
-        Ok(BindAddress::Tcp {
-            host: host.to_owned(),
-            port,
-        })
     }
 }
 

@@ -1,144 +1,37 @@
 //! Configuration: the attribute's literals are defaults, the environment overrides them.
 //!
-//! Every value is parsed and checked here, before anything is bound, with one parser for both
-//! sources; an error names the variable (or key), the value and what is accepted.
+//! Every key is in one table ([`KEYS`], shared with the attribute, which checks its literals
+//! with the same parsers); every value is parsed and checked here, before anything is bound. An
+//! error names the variable or key the value really came from, the value, and what is accepted.
 
-use crate::address::{BIND_SYNTAX, BindAddress};
+use crate::address::BindAddress;
 use crate::error::{Error, Source};
 use ipnet::IpNet;
 use std::ffi::{OsStr, OsString};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use uninterruptible_grammar::{self as grammar, KEYS, Key};
 
-/// Listening address, e.g. `tcp://0.0.0.0:6789`; wins over the attribute and `PORT`.
-pub const BIND: &str = "BIND";
-/// Port: replaces the port of a TCP `bind` literal, or listens on `tcp://0.0.0.0:$PORT`.
-pub const PORT: &str = "PORT";
-/// Command that starts the new copy on a restart, run with `/bin/sh -c`.
-pub const START_COMMAND: &str = "START_COMMAND";
-/// Path of the pidfile.
-pub const PID_FILE: &str = "PID_FILE";
-/// Path of a file to append logs to, instead of stdout.
-pub const LOG_PATH: &str = "LOG_PATH";
-/// `trace`, `debug`, `info`, `warn`, `error` or `off`.
-pub const LOG_LEVEL: &str = "LOG_LEVEL";
-/// A full `tracing` filter; wins over `LOG_LEVEL`.
-pub const RUST_LOG: &str = "RUST_LOG";
-/// PEM file with the TLS private key.
-pub const TLS_KEY: &str = "TLS_KEY";
-/// PEM file with the TLS certificate, optionally followed by its chain.
-pub const TLS_CERTIFICATE: &str = "TLS_CERTIFICATE";
-/// Lowest TLS version offered: `TLSv1_2` or `TLSv1_3`.
-pub const TLS_VERSION: &str = "TLS_VERSION";
-/// Seconds a client has to finish the TLS handshake.
-pub const TLS_HANDSHAKE_TIMEOUT: &str = "TLS_HANDSHAKE_TIMEOUT";
-/// Whether client certificates are required and verified.
-pub const VERIFY_CLIENT_TLS_CERTIFICATE: &str = "VERIFY_CLIENT_TLS_CERTIFICATE";
-/// PEM file with the CA that signs client certificates; implies verification.
-pub const CLIENT_TLS_CERTIFICATE_CA: &str = "CLIENT_TLS_CERTIFICATE_CA";
-/// Comma-separated CIDRs or addresses that may connect.
-pub const ALLOWED_NETWORKS: &str = "ALLOWED_NETWORKS";
-/// Seconds a stopping or retiring process waits for open connections.
-pub const DRAIN_TIMEOUT: &str = "DRAIN_TIMEOUT";
-/// Seconds an old process waits for the new one to report ready.
-pub const READY_TIMEOUT: &str = "READY_TIMEOUT";
-/// Connections served at once.
-pub const MAX_CONNECTIONS: &str = "MAX_CONNECTIONS";
-/// Listen queue length of the sockets this process binds.
-pub const BACKLOG: &str = "BACKLOG";
 /// Set by the old process for the new one: where to fetch the listening socket.
-pub const FILE_DESCRIPTOR_SERVER_PATH: &str = "FILE_DESCRIPTOR_SERVER_PATH";
+pub(crate) const FILE_DESCRIPTOR_SERVER_PATH: &str = "FILE_DESCRIPTOR_SERVER_PATH";
 /// Set by the old process for the new one: the new process's generation, for logs.
-pub const GENERATION: &str = "UNINTERRUPTIBLE_GENERATION";
+pub(crate) const GENERATION: &str = "UNINTERRUPTIBLE_GENERATION";
 
-/// The literals given to `#[uninterruptible::server(...)]`, as text.
-///
-/// Each is parsed exactly as the matching environment variable would be, so the attribute and the
-/// environment accept the same values. The attribute fills this in; without it, set what you need:
-///
-/// ```
-/// let defaults = uninterruptible::Defaults::new()
-///     .bind("tcp://127.0.0.1:6789")
-///     .drain_timeout("30");
-/// # let _ = defaults;
-/// ```
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Defaults {
-    bind: Option<&'static str>,
-    start_command: Option<&'static str>,
-    pidfile: Option<&'static str>,
-    log_path: Option<&'static str>,
-    log_level: Option<&'static str>,
-    tls_key: Option<&'static str>,
-    tls_certificate: Option<&'static str>,
-    tls_version: Option<&'static str>,
-    tls_handshake_timeout: Option<&'static str>,
-    verify_client_tls_certificate: Option<&'static str>,
-    client_tls_certificate_ca: Option<&'static str>,
-    allowed_networks: Option<&'static str>,
-    drain_timeout: Option<&'static str>,
-    ready_timeout: Option<&'static str>,
-    max_connections: Option<&'static str>,
-    backlog: Option<&'static str>,
-}
-
-macro_rules! setters {
-    ($($key:ident => $env:ident),* $(,)?) => {
-        impl Defaults {
-            $(
-                #[doc = concat!("Sets `", stringify!($key), "`; `", stringify!($env), "` overrides it.")]
-                #[must_use]
-                pub const fn $key(mut self, value: &'static str) -> Self {
-                    self.$key = Some(value);
-                    self
-                }
-            )*
-        }
-    };
-}
-
-setters! {
-    bind => BIND,
-    start_command => START_COMMAND,
-    pidfile => PID_FILE,
-    log_path => LOG_PATH,
-    log_level => LOG_LEVEL,
-    tls_key => TLS_KEY,
-    tls_certificate => TLS_CERTIFICATE,
-    tls_version => TLS_VERSION,
-    tls_handshake_timeout => TLS_HANDSHAKE_TIMEOUT,
-    verify_client_tls_certificate => VERIFY_CLIENT_TLS_CERTIFICATE,
-    client_tls_certificate_ca => CLIENT_TLS_CERTIFICATE_CA,
-    allowed_networks => ALLOWED_NETWORKS,
-    drain_timeout => DRAIN_TIMEOUT,
-    ready_timeout => READY_TIMEOUT,
-    max_connections => MAX_CONNECTIONS,
-    backlog => BACKLOG,
-}
-
-impl Defaults {
-    /// No defaults: every key unset.
-    pub const fn new() -> Self {
-        Defaults {
-            bind: None,
-            start_command: None,
-            pidfile: None,
-            log_path: None,
-            log_level: None,
-            tls_key: None,
-            tls_certificate: None,
-            tls_version: None,
-            tls_handshake_timeout: None,
-            verify_client_tls_certificate: None,
-            client_tls_certificate_ca: None,
-            allowed_networks: None,
-            drain_timeout: None,
-            ready_timeout: None,
-            max_connections: None,
-            backlog: None,
-        }
-    }
+uninterruptible_macros::__defaults! {
+    /// The literals given to `#[uninterruptible::server(...)]`, as text: the defaults that the
+    /// environment overrides.
+    ///
+    /// Each is parsed exactly as the matching environment variable would be. The attribute fills
+    /// this in; without it, set what you need and pass it to [`Config::from_env`]:
+    ///
+    /// ```
+    /// let defaults = uninterruptible::Defaults::new()
+    ///     .bind("tcp://127.0.0.1:6789")
+    ///     .drain_timeout("30");
+    /// let config = uninterruptible::Config::from_env(defaults);
+    /// # let _ = config;
+    /// ```
+    pub struct Defaults;
 }
 
 /// Lowest TLS protocol version offered.
@@ -154,6 +47,7 @@ pub enum TlsVersion {
 
 /// How a restart starts the new copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StartCommand {
     /// A command line, run as `/bin/sh -c 'exec <command>'`.
     Shell(String),
@@ -291,14 +185,11 @@ pub struct Config {
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_BACKLOG: u32 = 1024;
-/// The largest listen queue `listen(2)` takes on Linux (it is then capped by `somaxconn`).
-const MAX_BACKLOG: u32 = 65535;
-/// The most connections a semaphore can count.
-pub(crate) const MAX_MAX_CONNECTIONS: usize = tokio::sync::Semaphore::MAX_PERMITS;
-/// Timers tick in milliseconds: a shorter timeout would fire at once.
-const MIN_TIMEOUT: f64 = 0.001;
-/// About 31 years: beyond it a number of seconds is surely a mistake.
-const MAX_SECONDS: f64 = 1e9;
+
+/// The key of this attribute name; every name used here is in the table (a test reads them all).
+fn key(name: &str) -> &'static Key {
+    grammar::key(name).unwrap_or_else(|| panic!("`{name}` is not in the key table"))
+}
 
 /// One value and where it came from.
 struct Setting {
@@ -306,29 +197,44 @@ struct Setting {
     value: String,
 }
 
-/// Reads each setting from the environment, falling back to the attribute's literal.
+/// Reads each key from the environment, falling back to the attribute's literal.
 struct Lookup<'a> {
     env: &'a dyn Fn(&str) -> Option<OsString>,
+    defaults: Defaults,
 }
 
 impl Lookup<'_> {
     /// The environment variable if set and not empty, else the literal.
-    fn get(
-        &self,
-        env: &'static str,
-        key: &'static str,
-        literal: Option<&'static str>,
-    ) -> Result<Option<Setting>, Error> {
-        if let Some(value) = self.env_var(env)? {
+    fn setting(&self, name: &str) -> Result<Option<Setting>, Error> {
+        let key = key(name);
+        if let Some(value) = self.env_var(key.env)? {
             return Ok(Some(Setting {
-                source: Source::Env(env),
+                source: Source::Env(key.env),
                 value,
             }));
         }
-        Ok(literal.map(|value| Setting {
-            source: Source::Attribute(key),
+        let index = KEYS.iter().position(|k| std::ptr::eq(k, key)).unwrap_or(0);
+        Ok(self.defaults.at(index).map(|value| Setting {
+            source: Source::Attribute(key.name),
             value: value.to_owned(),
         }))
+    }
+
+    /// The key's value parsed with `parse`, which says what it expected when it refuses one.
+    fn value<T>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, Error> {
+        self.setting(name)?.map(|s| s.parse(parse)).transpose()
+    }
+
+    /// A path, and where it came from (or the variable that would have set it).
+    fn path(&self, name: &str) -> Result<(Option<PathBuf>, Source), Error> {
+        match self.setting(name)? {
+            Some(s) => Ok((Some(PathBuf::from(s.parse(grammar::path)?)), s.source)),
+            None => Ok((None, Source::Env(key(name).env))),
+        }
     }
 
     fn env_var(&self, name: &'static str) -> Result<Option<String>, Error> {
@@ -343,49 +249,8 @@ impl Lookup<'_> {
 }
 
 impl Setting {
-    fn parse<T>(&self, expected: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T, Error> {
-        parse(self.value.trim()).ok_or_else(|| Error::invalid(self.source, &self.value, expected))
-    }
-
-    fn path(&self) -> Result<PathBuf, Error> {
-        self.parse("a file path", |s| (!s.is_empty()).then(|| PathBuf::from(s)))
-    }
-
-    /// Seconds, decimal allowed: from 0 (`zero_ok`, meaning "at once") or from 0.001.
-    fn seconds(&self, zero_ok: bool) -> Result<Duration, Error> {
-        let expected = if zero_ok {
-            "a number of seconds from 0 to 999999999 (e.g. 30 or 2.5)"
-        } else {
-            "a number of seconds from 0.001 to 999999999 (e.g. 30 or 2.5)"
-        };
-        self.parse(expected, |s| {
-            let secs: f64 = s.parse().ok()?;
-            let ok = secs.is_finite()
-                && (secs >= MIN_TIMEOUT || zero_ok && secs == 0.0)
-                && secs < MAX_SECONDS;
-            ok.then(|| Duration::from_secs_f64(secs))
-        })
-    }
-
-    /// A whole number in `range`.
-    fn count<T>(&self, range: std::ops::RangeInclusive<T>) -> Result<T, Error>
-    where
-        T: std::str::FromStr + PartialOrd + std::fmt::Display,
-    {
-        let expected = format!("a whole number from {} to {}", range.start(), range.end());
-        self.parse(&expected, |s| {
-            s.parse::<T>().ok().filter(|n| range.contains(n))
-        })
-    }
-
-    fn boolean(&self) -> Result<bool, Error> {
-        self.parse("true, false, 1, 0, yes or no", |s| {
-            match s.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => Some(true),
-                "false" | "0" | "no" => Some(false),
-                _ => None,
-            }
-        })
+    fn parse<T>(&self, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, Error> {
+        parse(&self.value).map_err(|expected| Error::invalid(self.source, &self.value, expected))
     }
 }
 
@@ -394,64 +259,59 @@ impl Config {
     /// where a variable is unset or empty.
     ///
     /// Every value is checked; the error names the variable or key, the value and what is
-    /// accepted. [`Error::exit`] prints it and exits with status 2.
+    /// accepted, and [`Error::exit_status`] is 2 for it.
+    ///
+    /// ```
+    /// let defaults = uninterruptible::Defaults::new().bind("tcp://127.0.0.1:6789");
+    /// match uninterruptible::Config::from_env(defaults) {
+    ///     Ok(config) => println!("listening on {}", config.bind),
+    ///     Err(e) => eprintln!("{e}"),
+    /// }
+    /// ```
     pub fn from_env(defaults: Defaults) -> Result<Config, Error> {
-        Self::from_lookup(defaults, &|name| std::env::var_os(name))
+        Self::from_lookup(defaults, &|name| std::env::var_os(name), own_command())
     }
 
-    /// [`Config::from_env`] with the environment given as a function, for tests.
+    /// [`Config::from_env`] as a pure function: the environment as a lookup, and the command
+    /// that restarts this program (read from the process at the edge).
     pub(crate) fn from_lookup(
-        d: Defaults,
+        defaults: Defaults,
         env: &dyn Fn(&str) -> Option<OsString>,
+        own_command: Option<StartCommand>,
     ) -> Result<Config, Error> {
-        let l = Lookup { env };
-
-        let bind = bind(&l, d.bind)?;
-        let start_command = match l.get(START_COMMAND, "start_command", d.start_command)? {
-            Some(s) => StartCommand::Shell(shell_command(&s)?),
-            None => own_command()?,
-        };
-        let pidfile = l
-            .get(PID_FILE, "pidfile", d.pidfile)?
-            .map(|s| s.path())
-            .transpose()?;
-        let log_path_setting = l.get(LOG_PATH, "log_path", d.log_path)?;
-        let origins = Origins {
-            log_path: log_path_setting
-                .as_ref()
-                .map_or(Source::Env(LOG_PATH), |s| s.source),
-        };
-        let log_path = log_path_setting.map(|s| s.path()).transpose()?;
-        let log_filter = log_filter(&l, d.log_level)?;
+        let l = Lookup { env, defaults };
         let mut warnings = Vec::new();
-        let tls = tls(&l, &d, &mut warnings)?;
-        let allowed_networks =
-            match l.get(ALLOWED_NETWORKS, "allowed_networks", d.allowed_networks)? {
-                Some(s) => Some(networks(&s)?),
-                None => None,
-            };
+
+        let bind = bind(&l)?;
+        let start_command = match l.value("start_command", grammar::command)? {
+            Some(line) => StartCommand::Shell(line),
+            None => own_command.ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "cannot find this program's path to restart it: set {}",
+                    key("start_command").env
+                ))
+            })?,
+        };
+        let pidfile = l.value("pidfile", grammar::path)?.map(PathBuf::from);
+        let (log_path, log_path_origin) = l.path("log_path")?;
+        let log_filter = log_filter(&l)?;
+        let tls = tls(&l, &mut warnings)?;
+        let allowed_networks = l.value("allowed_networks", grammar::networks)?;
         if let (Some(_), BindAddress::Unix(_)) = (&allowed_networks, &bind) {
             return Err(Error::InvalidConfig(format!(
-                "{ALLOWED_NETWORKS} cannot be used with a UNIX socket ({bind}): UNIX peers have no network address; unset it or bind to tcp://"
+                "{} cannot be used with a UNIX socket ({bind}): UNIX peers have no network address; unset it or bind to tcp://",
+                key("allowed_networks").env
             )));
         }
-        let drain_timeout = l
-            .get(DRAIN_TIMEOUT, "drain_timeout", d.drain_timeout)?
-            .map(|s| s.seconds(true))
-            .transpose()?;
+        let drain_timeout = l.value("drain_timeout", |s| grammar::seconds(s, true))?;
         let ready_timeout = l
-            .get(READY_TIMEOUT, "ready_timeout", d.ready_timeout)?
-            .map(|s| s.seconds(false))
-            .transpose()?
+            .value("ready_timeout", |s| grammar::seconds(s, false))?
             .unwrap_or(DEFAULT_READY_TIMEOUT);
-        let max_connections = l
-            .get(MAX_CONNECTIONS, "max_connections", d.max_connections)?
-            .map(|s| s.count(1..=MAX_MAX_CONNECTIONS))
-            .transpose()?;
+        let max_connections = l.value("max_connections", |s| {
+            grammar::count(s, 1..=grammar::MAX_CONNECTIONS)
+        })?;
         let backlog = l
-            .get(BACKLOG, "backlog", d.backlog)?
-            .map(|s| s.count(1..=MAX_BACKLOG))
-            .transpose()?
+            .value("backlog", |s| grammar::count(s, 1..=grammar::MAX_BACKLOG))?
             .unwrap_or(DEFAULT_BACKLOG);
 
         Ok(Config {
@@ -466,64 +326,52 @@ impl Config {
             ready_timeout,
             max_connections,
             backlog,
-            origins,
+            origins: Origins {
+                log_path: log_path_origin,
+            },
             warnings,
         })
     }
 }
 
 /// `BIND` wins; else the literal, with `PORT` replacing a TCP port; else `tcp://0.0.0.0:$PORT`.
-fn bind(l: &Lookup<'_>, literal: Option<&'static str>) -> Result<BindAddress, Error> {
-    let address = |s: Setting| s.parse(BIND_SYNTAX, |v| v.parse::<BindAddress>().ok());
+fn bind(l: &Lookup<'_>) -> Result<BindAddress, Error> {
+    let key = key("bind");
+    let port_var = key.also[0];
     let port = l
-        .env_var(PORT)?
+        .env_var(port_var)?
         .map(|value| {
-            value.trim().parse::<u16>().map_err(|_| {
-                Error::invalid(Source::Env(PORT), &value, "a port number from 0 to 65535")
-            })
+            grammar::port(&value)
+                .map_err(|expected| Error::invalid(Source::Env(port_var), &value, expected))
         })
         .transpose()?;
-    if let Some(value) = l.env_var(BIND)? {
-        return address(Setting {
-            source: Source::Env(BIND),
-            value,
-        });
-    }
-    match (literal, port) {
-        (Some(value), port) => {
-            let literal = address(Setting {
-                source: Source::Attribute("bind"),
-                value: value.to_owned(),
-            })?;
-            Ok(match port {
-                Some(port) => literal.with_port(port),
-                None => literal,
-            })
-        }
+    let address = |s: &str| {
+        s.parse::<BindAddress>()
+            .map_err(|_| grammar::BIND.to_owned())
+    };
+    let from_env = l.env_var(key.env)?.is_some();
+    match (l.value("bind", address)?, port) {
+        (Some(address), Some(port)) if !from_env => Ok(address.with_port(port)),
+        (Some(address), _) => Ok(address),
         (None, Some(port)) => Ok(BindAddress::Tcp {
             host: "0.0.0.0".into(),
             port,
         }),
         (None, None) => Err(Error::InvalidConfig(format!(
-            "no address to listen on: set {BIND} (e.g. {BIND}=tcp://0.0.0.0:6789) or {PORT}, or write bind = \"...\" in #[uninterruptible::server]"
+            "no address to listen on: set {0} (e.g. {0}=tcp://0.0.0.0:6789) or {port_var}, or write bind = \"...\" in #[uninterruptible::server]",
+            key.env
         ))),
     }
 }
 
 /// The binary's own path, made absolute now (so a later `cd` or a replaced binary does not
 /// matter), and its arguments. Not `/proc/self/exe`: that names a deleted file once replaced.
-fn own_command() -> Result<StartCommand, Error> {
+fn own_command() -> Option<StartCommand> {
     let mut argv = std::env::args_os();
     let argv0 = argv.next().unwrap_or_default();
     let args: Vec<OsString> = argv.collect();
-    let program = resolve_program(&argv0)
-        .or_else(|| std::env::current_exe().ok())
-        .ok_or_else(|| {
-            Error::InvalidConfig(format!(
-                "cannot find this program's path from {argv0:?} to restart it: set {START_COMMAND}"
-            ))
-        })?;
-    Ok(StartCommand::Exec { program, args })
+    let program = resolve_program(&argv0).or_else(|| std::env::current_exe().ok())?;
+    Some(StartCommand::Exec { program, args })
 }
 
 fn resolve_program(argv0: &OsStr) -> Option<PathBuf> {
@@ -557,88 +405,15 @@ fn logical_cwd() -> Option<PathBuf> {
     }
 }
 
-/// What `/bin/sh -c 'exec <command>'` can run: a program and its arguments. A command that
-/// starts with a variable assignment or a shell builtin, or chains commands, can never be
-/// `exec`ed, so it is refused now rather than at the first restart.
-fn shell_command(s: &Setting) -> Result<String, Error> {
-    let trimmed = s.value.trim();
-    // The restart adds `exec` itself; one written by hand is taken off.
-    let line = match trimmed.strip_prefix("exec") {
-        Some(rest) if rest.starts_with(char::is_whitespace) => rest.trim_start(),
-        _ => trimmed,
-    };
-    let refuse = |why: &str| {
-        Err(Error::invalid(
-            s.source,
-            &s.value,
-            format!(
-                "a program and its arguments, which the restart runs with exec; {why}: put the steps in a script that ends with `exec <server>` and name the script"
-            ),
-        ))
-    };
-    let Some(first) = line.split_whitespace().next() else {
-        return refuse("it is empty");
-    };
-    let assignment = first.split_once('=').is_some_and(|(name, _)| {
-        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    });
-    if assignment {
-        return refuse(
-            "it starts with a variable assignment (set variables in the environment, or write `env NAME=value program`)",
-        );
-    }
-    const BUILTINS: &[&str] = &[
-        "cd", "export", "set", "unset", "source", ".", "eval", "exec", "if", "for", "while",
-        "until", "case", "{", "(", "!", "ulimit", "umask",
-    ];
-    if BUILTINS.contains(&first) {
-        return refuse(&format!("it starts with the shell builtin `{first}`"));
-    }
-    if let Some(op) = unquoted_operator(line) {
-        return refuse(&format!("it chains commands with `{op}`"));
-    }
-    Ok(line.to_owned())
-}
-
-/// The first `&&`, `||`, `;`, `|` or `&` outside quotes, if any.
-fn unquoted_operator(line: &str) -> Option<&'static str> {
-    let mut quote = None;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '\\') => {
-                chars.next();
-            }
-            (None, '\'' | '"') => quote = Some(c),
-            (None, ';') => return Some(";"),
-            (None, '&') if chars.peek() == Some(&'&') => return Some("&&"),
-            (None, '|') if chars.peek() == Some(&'|') => return Some("||"),
-            (None, '&') => return Some("&"),
-            (None, '|') => return Some("|"),
-            _ => {}
-        }
-    }
-    None
-}
-
-const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
-
 /// `RUST_LOG` (a full filter) wins over `LOG_LEVEL` (one level).
-fn log_filter(l: &Lookup<'_>, literal: Option<&'static str>) -> Result<String, Error> {
-    let level = match l.get(LOG_LEVEL, "log_level", literal)? {
-        Some(s) => Some(s.parse(&format!("one of {}", LEVELS.join(", ")), |v| {
-            let v = v.to_ascii_lowercase();
-            LEVELS.contains(&v.as_str()).then_some(v)
-        })?),
-        None => None,
-    };
-    if let Some(filter) = l.env_var(RUST_LOG)? {
+fn log_filter(l: &Lookup<'_>) -> Result<String, Error> {
+    let level = l.value("log_level", grammar::log_level)?;
+    let rust_log = key("log_level").also[0];
+    if let Some(filter) = l.env_var(rust_log)? {
         return match tracing_subscriber::EnvFilter::builder().parse(&filter) {
             Ok(_) => Ok(filter),
             Err(e) => Err(Error::invalid(
-                Source::Env(RUST_LOG),
+                Source::Env(rust_log),
                 &filter,
                 format!("a tracing filter such as info or uninterruptible=debug,warn ({e})"),
             )),
@@ -647,67 +422,21 @@ fn log_filter(l: &Lookup<'_>, literal: Option<&'static str>) -> Result<String, E
     Ok(level.unwrap_or_else(|| "info".into()))
 }
 
-/// A path setting and where it came from.
-fn located(
-    setting: Option<Setting>,
-    default: &'static str,
-) -> Result<(Option<PathBuf>, Source), Error> {
-    match setting {
-        Some(s) => Ok((Some(s.path()?), s.source)),
-        None => Ok((None, Source::Env(default))),
-    }
-}
-
-fn tls(
-    l: &Lookup<'_>,
-    d: &Defaults,
-    warnings: &mut Vec<String>,
-) -> Result<Option<TlsFiles>, Error> {
-    let (key, key_origin) = located(l.get(TLS_KEY, "tls_key", d.tls_key)?, TLS_KEY)?;
-    let (certificate, certificate_origin) = located(
-        l.get(TLS_CERTIFICATE, "tls_certificate", d.tls_certificate)?,
-        TLS_CERTIFICATE,
-    )?;
-    let version = match l.get(TLS_VERSION, "tls_version", d.tls_version)? {
-        None => TlsVersion::default(),
-        Some(s) => match s.value.trim() {
-            "TLSv1_2" => TlsVersion::Tls12,
-            "TLSv1_3" => TlsVersion::Tls13,
-            "TLSv1_1" | "TLSv1" | "TLSv1_0" | "SSLv3" => {
-                return Err(Error::invalid(
-                    s.source,
-                    &s.value,
-                    "TLSv1_2 or TLSv1_3 (TLS 1.0 and 1.1 are deprecated by RFC 8996 and not implemented by rustls)",
-                ));
-            }
-            _ => return Err(Error::invalid(s.source, &s.value, "TLSv1_2 or TLSv1_3")),
-        },
+fn tls(l: &Lookup<'_>, warnings: &mut Vec<String>) -> Result<Option<TlsFiles>, Error> {
+    let (key_path, key_origin) = l.path("tls_key")?;
+    let (certificate, certificate_origin) = l.path("tls_certificate")?;
+    let version = match l.value("tls_version", grammar::tls_version)? {
+        None | Some(grammar::TlsVersion::Tls12) => TlsVersion::Tls12,
+        Some(grammar::TlsVersion::Tls13) => TlsVersion::Tls13,
     };
     let handshake_timeout = l
-        .get(
-            TLS_HANDSHAKE_TIMEOUT,
-            "tls_handshake_timeout",
-            d.tls_handshake_timeout,
-        )?
-        .map(|s| s.seconds(false))
-        .transpose()?
+        .value("tls_handshake_timeout", |s| grammar::seconds(s, false))?
         .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
     let verify = l
-        .get(
-            VERIFY_CLIENT_TLS_CERTIFICATE,
-            "verify_client_tls_certificate",
-            d.verify_client_tls_certificate,
-        )?
-        .map(|s| s.boolean().map(|v| (v, s.source)))
+        .setting("verify_client_tls_certificate")?
+        .map(|s| s.parse(grammar::boolean).map(|v| (v, s.source)))
         .transpose()?;
-    let (mut client_ca, client_ca_origin) = located(
-        l.get(
-            CLIENT_TLS_CERTIFICATE_CA,
-            "client_tls_certificate_ca",
-            d.client_tls_certificate_ca,
-        )?,
-        CLIENT_TLS_CERTIFICATE_CA,
-    )?;
+    let (mut client_ca, client_ca_origin) = l.path("client_tls_certificate_ca")?;
     // An explicit `false` wins over a CA: it is how operations turn client certificates off
     // without a rebuild when the CA is compiled into the attribute.
     if let (Some((false, verify_origin)), Some(ca)) = (verify, &client_ca) {
@@ -717,13 +446,18 @@ fn tls(
         client_ca = None;
     }
     let verify = verify.map(|(v, _)| v);
+    let (verify_var, ca_var) = (
+        key("verify_client_tls_certificate").env,
+        key("client_tls_certificate_ca").env,
+    );
+    let (key_var, certificate_var) = (key("tls_key").env, key("tls_certificate").env);
 
     if verify == Some(true) && client_ca.is_none() {
         return Err(Error::InvalidConfig(format!(
-            "{VERIFY_CLIENT_TLS_CERTIFICATE}=true needs {CLIENT_TLS_CERTIFICATE_CA}: set it to the PEM file of the CA that signs client certificates"
+            "{verify_var}=true needs {ca_var}: set it to the PEM file of the CA that signs client certificates"
         )));
     }
-    match (key, certificate) {
+    match (key_path, certificate) {
         (Some(key), Some(certificate)) => Ok(Some(TlsFiles {
             key,
             certificate,
@@ -736,59 +470,122 @@ fn tls(
                 client_ca: client_ca_origin,
             },
         })),
-        (None, None) if client_ca.is_some() || verify == Some(true) => {
-            Err(Error::InvalidConfig(format!(
-                "{CLIENT_TLS_CERTIFICATE_CA} needs TLS: set {TLS_KEY} and {TLS_CERTIFICATE} too"
-            )))
-        }
+        (None, None) if client_ca.is_some() || verify == Some(true) => Err(Error::InvalidConfig(
+            format!("{ca_var} needs TLS: set {key_var} and {certificate_var} too"),
+        )),
         (None, None) => Ok(None),
         (Some(_), None) => Err(Error::InvalidConfig(format!(
-            "{TLS_KEY} is set but {TLS_CERTIFICATE} is not: TLS needs both files"
+            "{key_var} is set but {certificate_var} is not: TLS needs both files"
         ))),
         (None, Some(_)) => Err(Error::InvalidConfig(format!(
-            "{TLS_CERTIFICATE} is set but {TLS_KEY} is not: TLS needs both files"
+            "{certificate_var} is set but {key_var} is not: TLS needs both files"
         ))),
     }
-}
-
-/// Comma-separated CIDRs or bare addresses (a /32 or /128).
-fn networks(s: &Setting) -> Result<Vec<IpNet>, Error> {
-    let expected = "comma-separated networks such as 10.0.0.0/8, 2001:db8::/32 or 127.0.0.1";
-    let mut networks = Vec::new();
-    for item in s.value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let net = item
-            .parse::<IpNet>()
-            .ok()
-            .or_else(|| item.parse::<IpAddr>().ok().map(IpNet::from))
-            .ok_or_else(|| {
-                Error::invalid(
-                    s.source,
-                    &s.value,
-                    format!("{expected}; {item:?} is neither"),
-                )
-            })?;
-        networks.push(net);
-    }
-    if networks.is_empty() {
-        return Err(Error::invalid(s.source, &s.value, expected));
-    }
-    Ok(networks)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    const BIND: &str = "BIND";
+    const PORT: &str = "PORT";
+    const START_COMMAND: &str = "START_COMMAND";
+    const LOG_LEVEL: &str = "LOG_LEVEL";
+    const RUST_LOG: &str = "RUST_LOG";
+    const TLS_VERSION: &str = "TLS_VERSION";
+    const TLS_KEY: &str = "TLS_KEY";
+    const VERIFY_CLIENT_TLS_CERTIFICATE: &str = "VERIFY_CLIENT_TLS_CERTIFICATE";
+    const CLIENT_TLS_CERTIFICATE_CA: &str = "CLIENT_TLS_CERTIFICATE_CA";
+    const ALLOWED_NETWORKS: &str = "ALLOWED_NETWORKS";
+    const DRAIN_TIMEOUT: &str = "DRAIN_TIMEOUT";
+    const READY_TIMEOUT: &str = "READY_TIMEOUT";
+    const MAX_CONNECTIONS: &str = "MAX_CONNECTIONS";
+
+    #[test]
+    fn reads_exactly_the_variables_of_the_key_table() {
+        let asked = Mutex::new(BTreeSet::new());
+        let lookup = |name: &str| {
+            asked.lock().unwrap().insert(name.to_owned());
+            None
+        };
+        let defaults = Defaults::new().bind("tcp://127.0.0.1:1");
+        let own = StartCommand::Shell("./server".into());
+        Config::from_lookup(defaults, &lookup, Some(own)).unwrap();
+        let table: BTreeSet<String> = KEYS
+            .iter()
+            .flat_map(|k| std::iter::once(k.env).chain(k.also.iter().copied()))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(*asked.lock().unwrap(), table);
+    }
+
+    /// The text a literal stands for, as the attribute passes it on (and as the environment
+    /// would give it).
+    fn text_of(literal: &str) -> String {
+        if let Some(items) = literal.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            return items
+                .split(',')
+                .map(|item| item.trim().trim_matches('"'))
+                .collect::<Vec<_>>()
+                .join(",");
+        }
+        literal.trim_matches('"').to_owned()
+    }
+
+    #[test]
+    fn the_runtime_accepts_what_the_attribute_accepts() {
+        for (name, literal, accepted) in grammar::SAMPLES {
+            let key = key(name);
+            let text: &'static str = Box::leak(text_of(literal).into_boxed_str());
+            let index = KEYS.iter().position(|k| std::ptr::eq(k, key)).unwrap();
+            let mut defaults = Defaults::new().bind("tcp://127.0.0.1:1");
+            defaults.set_at(index, text);
+            // TLS keys need their partner to be valid; the partner is fine in every row.
+            let partner: &[(&str, &str)] = match *name {
+                "tls_key" => &[("TLS_CERTIFICATE", "c.pem")],
+                "tls_certificate"
+                | "client_tls_certificate_ca"
+                | "tls_version"
+                | "tls_handshake_timeout" => &[("TLS_KEY", "k.pem"), ("TLS_CERTIFICATE", "c.pem")],
+                _ => &[],
+            };
+            let from_literal = config(defaults, partner).is_ok();
+            assert_eq!(from_literal, *accepted, "literal {name} = {literal}");
+            let mut env = partner.to_vec();
+            env.push((key.env, text));
+            let from_env = config(Defaults::new().bind("tcp://127.0.0.1:1"), &env).is_ok();
+            assert_eq!(from_env, *accepted, "{}={text}", key.env);
+        }
+    }
+
+    #[test]
+    fn the_semaphore_counts_what_max_connections_accepts() {
+        assert_eq!(
+            grammar::MAX_CONNECTIONS,
+            tokio::sync::Semaphore::MAX_PERMITS
+        );
+    }
 
     fn config(defaults: Defaults, env: &[(&str, &str)]) -> Result<Config, Error> {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Config::from_lookup(defaults, &move |name| {
-            env.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| OsString::from(v))
-        })
+        let own = StartCommand::Exec {
+            program: PathBuf::from("/srv/app/server"),
+            args: vec![],
+        };
+        Config::from_lookup(
+            defaults,
+            &move |name| {
+                env.iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| OsString::from(v))
+            },
+            Some(own),
+        )
     }
 
     fn bind_of(defaults: Defaults, env: &[(&str, &str)]) -> String {

@@ -21,13 +21,14 @@
 //!   drains its open connections and exits. No client sees a refused or reset connection.
 //! - `kill -TERM <pid>` (or `INT`) stops accepting, drains and exits 0; a second one exits 1 at once.
 //!
-//! The keys and variables are listed in [`config`]; the README has the full table.
+//! The keys, their environment variables and the lifecycle are documented on [`server`]; the
+//! same table is in [`KEYS`].
 
 #![warn(missing_docs)]
 
 mod acl;
 mod address;
-pub mod config;
+mod config;
 mod error;
 mod handler;
 mod handoff;
@@ -47,13 +48,14 @@ pub use error::{Error, Source};
 pub use handler::HandlerOutput;
 pub use run::run;
 pub use stream::{CertificateDer, PeerAddr, Stream};
+pub use uninterruptible_grammar::{KEYS, Key, Literal};
 pub use uninterruptible_macros::server;
 
 /// Used by the code `#[uninterruptible::server]` generates. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::config::Defaults;
-    pub use crate::run::run;
+    pub use crate::run::{config_or_exit, run};
     use crate::stream::Stream;
 
     /// The handler's argument: only [`Stream`](crate::Stream).

@@ -24,27 +24,26 @@ impl Listener {
     /// on is an error; a stale socket file (nobody answers) is replaced; any other file is left
     /// alone and is an error.
     pub(crate) async fn bind(address: &BindAddress, backlog: u32) -> Result<Listener, Error> {
-        let fail = |reason: String| Error::Bind {
+        let fail = |source: io::Error| Error::Bind {
             address: address.to_string(),
-            reason,
+            source,
         };
         let listener = match address {
             BindAddress::Tcp { host, port } => TcpListener::bind((host.as_str(), *port))
                 .await
                 .map(Listener::Tcp)
-                .map_err(|e| fail(e.to_string()))?,
+                .map_err(fail)?,
             BindAddress::Unix(path) => {
                 clear_stale_socket(path).map_err(fail)?;
-                UnixListener::bind(path)
-                    .map(Listener::Unix)
-                    .map_err(|e| fail(e.to_string()))?
+                UnixListener::bind(path).map(Listener::Unix).map_err(fail)?
             }
         };
         // tokio listens with a queue of 128 for TCP: a burst of clients beyond it has its SYNs
         // dropped and waits a second for the retransmit. Listening again only sets the length.
         listener.listen(backlog).map_err(|e| {
-            fail(format!(
-                "cannot set the listen queue length to {backlog}: {e}"
+            fail(io::Error::new(
+                e.kind(),
+                format!("cannot set the listen queue length to {backlog}: {e}"),
             ))
         })?;
         Ok(listener)
@@ -139,25 +138,36 @@ impl Listener {
     }
 }
 
-fn clear_stale_socket(path: &Path) -> Result<(), String> {
+fn clear_stale_socket(path: &Path) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e),
     };
     if !meta.file_type().is_socket() {
-        return Err("the path exists and is not a socket (left as it is)".into());
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket (left as it is)",
+        ));
     }
     match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(
-            "a server is already answering on this socket; stop it or choose another path".into(),
-        ),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "a server is already answering on this socket; stop it or choose another path",
+        )),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             tracing::info!("removing stale socket file {}", path.display());
-            std::fs::remove_file(path)
-                .map_err(|e| format!("cannot remove the stale socket file: {e}"))
+            std::fs::remove_file(path).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot remove the stale socket file: {e}"),
+                )
+            })
         }
-        Err(e) => Err(format!("cannot check whether a server answers on it: {e}")),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot check whether a server answers on it: {e}"),
+        )),
     }
 }
 
@@ -205,7 +215,7 @@ mod tests {
         let address = BindAddress::Unix(path.clone());
 
         let live = Listener::bind(&address, 16).await.unwrap();
-        let err = Listener::bind(&address, 16).await.unwrap_err().to_string();
+        let err = Listener::bind(&address, 16).await.unwrap_err().report();
         assert!(err.contains("already answering"), "{err}");
         drop(live); // leaves a stale file behind
         let again = Listener::bind(&address, 16).await.unwrap();
@@ -215,7 +225,7 @@ mod tests {
         assert!(!path.exists());
 
         std::fs::write(&path, b"not a socket").unwrap();
-        let err = Listener::bind(&address, 16).await.unwrap_err().to_string();
+        let err = Listener::bind(&address, 16).await.unwrap_err().report();
         assert!(err.contains("not a socket"), "{err}");
         assert!(path.exists());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -44,7 +44,8 @@ pub(crate) fn init(config: &Config, generation: u64) -> Result<(), Error> {
                 .map_err(|e| Error::BadFile {
                     name: config.origins.log_path,
                     path: path.clone(),
-                    reason: format!("cannot open the log file for appending: {e}"),
+                    reason: "cannot open the log file for appending".into(),
+                    source: Some(e),
                 })?;
             let layer = layer
                 .with_ansi(false)

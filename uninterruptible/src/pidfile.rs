@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 /// Writes `pid` to `path` through a temporary file in the same directory and a rename, so a
 /// reader never sees a partial pidfile.
 pub(crate) fn write(path: &Path, pid: u32) -> Result<(), Error> {
-    let fail = |error| Error::Pidfile {
+    let fail = |source| Error::Pidfile {
         path: path.to_owned(),
-        error,
+        source,
     };
     let tmp = temporary(path, pid);
     let result = std::fs::File::create(&tmp)

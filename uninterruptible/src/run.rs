@@ -45,7 +45,13 @@ const VERDICT_WAIT: Duration = Duration::from_secs(2);
 ///
 /// fn main() -> std::process::ExitCode {
 ///     let defaults = uninterruptible::Defaults::new().bind("tcp://127.0.0.1:7000");
-///     let config = uninterruptible::Config::from_env(defaults).unwrap_or_else(|e| e.exit());
+///     let config = match uninterruptible::Config::from_env(defaults) {
+///         Ok(config) => config,
+///         Err(e) => {
+///             eprintln!("{e}");
+///             return std::process::ExitCode::from(e.exit_status());
+///         }
+///     };
 ///     uninterruptible::run(config, |mut stream: uninterruptible::Stream| async move {
 ///         stream.write_all(b"hello\n").await
 ///     })
@@ -59,26 +65,45 @@ where
 {
     // First: from here on a USR1 or TERM waits to be read instead of ending the process.
     if let Err(e) = signals::block() {
-        e.exit();
+        return report(None, &e);
     }
     let generation = std::env::var(GENERATION)
         .ok()
         .and_then(|g| g.parse().ok())
         .unwrap_or(1);
     if let Err(e) = logging::init(&config, generation) {
-        e.exit();
+        return report(None, &e);
     }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .unwrap_or_else(|e| Error::io("cannot start the tokio runtime")(e).exit());
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return report(
+                Some(&config),
+                &Error::io("cannot start the tokio runtime")(e),
+            );
+        }
+    };
     let code = runtime.block_on(lifecycle(config, handler, generation));
     // Connections still open after a drain timeout are dropped here, not waited for.
     runtime.shutdown_background();
     code
+}
+
+/// What the `main` that `#[uninterruptible::server]` generates calls first: the configuration
+/// from the environment over the attribute's literals. A bad value is reported like every other
+/// start-up failure, and ends the process with its exit status (2).
+#[doc(hidden)]
+pub fn config_or_exit(defaults: crate::Defaults) -> Config {
+    Config::from_env(defaults).unwrap_or_else(|e| {
+        let _ = report(None, &e);
+        std::process::exit(e.exit_status().into())
+    })
 }
 
 async fn lifecycle<H, F, O>(config: Config, handler: H, generation: u64) -> ExitCode
@@ -523,15 +548,21 @@ async fn clean_up(config: &Config, s: &mut Serving) {
     }
 }
 
-/// A failure at startup: reported once, on stderr (and in the log file, if there is one), and
-/// nothing is left behind.
+/// A failure at startup after something was made: nothing is left behind.
 fn fail(config: &Config, e: Error, socket_file: Option<&SocketFile>) -> ExitCode {
-    if config.log_path.is_some() {
-        tracing::error!("{e}");
-    }
-    logging::to_stderr(format_args!("{e}"));
     if let Some(file) = socket_file {
         file.remove_if_ours();
     }
+    report(Some(config), &e)
+}
+
+/// The one place a fatal start-up error is reported: once, on one line on stderr with its
+/// causes (and in the log file, if there is one); the exit status says what kind it was.
+fn report(config: Option<&Config>, e: &Error) -> ExitCode {
+    let line = e.report();
+    if config.is_some_and(|c| c.log_path.is_some()) {
+        tracing::error!("{line}");
+    }
+    logging::to_stderr(format_args!("{line}"));
     ExitCode::from(e.exit_status())
 }

@@ -33,11 +33,17 @@ fn bad(variable: Source, path: &Path, reason: impl Into<String>) -> Error {
         name: variable,
         path: path.to_owned(),
         reason: reason.into(),
+        source: None,
     }
 }
 
 fn read(variable: Source, path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|e| bad(variable, path, format!("cannot read it: {e}")))
+    std::fs::read(path).map_err(|e| Error::BadFile {
+        name: variable,
+        path: path.to_owned(),
+        reason: "cannot read it".into(),
+        source: Some(e),
+    })
 }
 
 fn certificates(variable: Source, path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {

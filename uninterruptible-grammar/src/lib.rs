@@ -1,0 +1,558 @@
+//! The configuration keys of [uninterruptible](https://docs.rs/uninterruptible) and the grammar of
+//! their values: one table and one set of parsers, compiled into both the runtime (which reads
+//! the environment) and the `#[server]` attribute (which checks its literals at compile time),
+//! so that every value one accepts, the other accepts too.
+//!
+//! This crate is an implementation detail; use `uninterruptible`.
+
+#![doc(hidden)]
+#![warn(missing_docs)]
+
+use ipnet::IpNet;
+use std::net::{IpAddr, Ipv6Addr};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+/// What a key's literal is in the attribute; in the environment every value is text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Literal {
+    /// A string literal.
+    Str,
+    /// A string of comma-separated items, or an array of string literals.
+    List,
+    /// A number of seconds, integer or decimal.
+    Seconds,
+    /// A whole number.
+    Count,
+    /// `true` or `false`.
+    Bool,
+}
+
+/// One configuration key.
+#[derive(Debug)]
+pub struct Key {
+    /// The attribute key, e.g. `drain_timeout`.
+    pub name: &'static str,
+    /// The environment variable that overrides it, e.g. `DRAIN_TIMEOUT`.
+    pub env: &'static str,
+    /// Other variables that bear on it (`PORT` for `bind`, `RUST_LOG` for `log_level`).
+    pub also: &'static [&'static str],
+    /// The attribute literal's kind.
+    pub literal: Literal,
+    /// The default, as documented.
+    pub default: &'static str,
+    /// What the value means, as documented.
+    pub meaning: &'static str,
+    /// What is accepted, as said in errors and documentation.
+    pub accepted: &'static str,
+    /// Whether a value (as text, the way the environment gives it) is accepted; the error says
+    /// what is expected, more precisely than `accepted` where it can.
+    pub check: fn(&str) -> Result<(), String>,
+}
+
+/// A file path: any text that is not empty.
+pub const PATH: &str = "a file path";
+/// [`seconds`] from 0.
+pub const SECONDS_FROM_ZERO: &str = "a number of seconds from 0 to 999999999 (e.g. 30 or 2.5)";
+/// [`seconds`] from a millisecond: a shorter timer fires at once.
+pub const SECONDS_FROM_A_MILLISECOND: &str =
+    "a number of seconds from 0.001 to 999999999 (e.g. 30 or 2.5)";
+/// [`bind`].
+pub const BIND: &str =
+    "tcp://host:port (e.g. tcp://127.0.0.1:6789 or tcp://[::1]:6789) or unix:///absolute/path";
+/// [`boolean`].
+pub const BOOLEAN: &str = "true, false, 1, 0, yes or no";
+/// [`networks`].
+pub const NETWORKS: &str =
+    "comma-separated networks such as 10.0.0.0/8, 2001:db8::/32 or 127.0.0.1";
+/// [`tls_version`].
+pub const TLS_VERSIONS: &str = "TLSv1_2 or TLSv1_3";
+/// [`log_level`].
+pub const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+/// [`command`].
+pub const COMMAND: &str = "a program and its arguments, which the restart runs with exec";
+/// The most connections tokio's semaphore counts (`Semaphore::MAX_PERMITS`).
+pub const MAX_CONNECTIONS: usize = usize::MAX >> 3;
+/// The longest listen queue `listen(2)` takes on Linux (the kernel then caps it at somaxconn).
+pub const MAX_BACKLOG: u32 = 65535;
+
+/// Every configuration key, in the order of the documentation.
+pub static KEYS: &[Key] = &[
+    Key {
+        name: "bind",
+        env: "BIND",
+        also: &["PORT"],
+        literal: Literal::Str,
+        default: "none",
+        meaning: "`tcp://host:port`, `tcp://[::1]:port`, `unix:///path`. `BIND` wins; else the literal, with `PORT` replacing its port when it is tcp; else `tcp://0.0.0.0:$PORT`; else a config error",
+        accepted: BIND,
+        check: |s| bind(s).map(drop),
+    },
+    Key {
+        name: "start_command",
+        env: "START_COMMAND",
+        also: &[],
+        literal: Literal::Str,
+        default: "the binary's own path and arguments, as captured at startup",
+        meaning: "command for the new copy, run as `/bin/sh -c 'exec <command>'`: a program and its arguments",
+        accepted: COMMAND,
+        check: |s| command(s).map(drop),
+    },
+    Key {
+        name: "pidfile",
+        env: "PID_FILE",
+        also: &[],
+        literal: Literal::Str,
+        default: "none",
+        meaning: "written atomically (temp file + rename) once the process is serving",
+        accepted: PATH,
+        check: |s| path(s).map(drop),
+    },
+    Key {
+        name: "log_path",
+        env: "LOG_PATH",
+        also: &[],
+        literal: Literal::Str,
+        default: "stdout",
+        meaning: "append logs to this file instead",
+        accepted: PATH,
+        check: |s| path(s).map(drop),
+    },
+    Key {
+        name: "log_level",
+        env: "LOG_LEVEL",
+        also: &["RUST_LOG"],
+        literal: Literal::Str,
+        default: "`info`",
+        meaning: "`RUST_LOG` (a full tracing filter) wins over `LOG_LEVEL`",
+        accepted: "one of trace, debug, info, warn, error, off",
+        check: |s| log_level(s).map(drop),
+    },
+    Key {
+        name: "tls_key",
+        env: "TLS_KEY",
+        also: &[],
+        literal: Literal::Str,
+        default: "none",
+        meaning: "PEM file of the private key (PKCS#8, PKCS#1 or SEC1); with `tls_certificate`, enables TLS",
+        accepted: PATH,
+        check: |s| path(s).map(drop),
+    },
+    Key {
+        name: "tls_certificate",
+        env: "TLS_CERTIFICATE",
+        also: &[],
+        literal: Literal::Str,
+        default: "none",
+        meaning: "PEM file of the certificate, optionally followed by its chain; with `tls_key`, enables TLS",
+        accepted: PATH,
+        check: |s| path(s).map(drop),
+    },
+    Key {
+        name: "tls_version",
+        env: "TLS_VERSION",
+        also: &[],
+        literal: Literal::Str,
+        default: "`TLSv1_2`",
+        meaning: "minimum version: `TLSv1_2` (offers 1.2 and 1.3) or `TLSv1_3`; `TLSv1_1` is refused (RFC 8996)",
+        accepted: TLS_VERSIONS,
+        check: |s| tls_version(s).map(drop),
+    },
+    Key {
+        name: "tls_handshake_timeout",
+        env: "TLS_HANDSHAKE_TIMEOUT",
+        also: &[],
+        literal: Literal::Seconds,
+        default: "`10`",
+        meaning: "seconds a client has to finish the TLS handshake",
+        accepted: SECONDS_FROM_A_MILLISECOND,
+        check: |s| seconds(s, false).map(drop),
+    },
+    Key {
+        name: "verify_client_tls_certificate",
+        env: "VERIFY_CLIENT_TLS_CERTIFICATE",
+        also: &[],
+        literal: Literal::Bool,
+        default: "`false`",
+        meaning: "`true` needs `client_tls_certificate_ca`; an explicit `false` turns client certificates off even when a CA is set (logged as a warning)",
+        accepted: BOOLEAN,
+        check: |s| boolean(s).map(drop),
+    },
+    Key {
+        name: "client_tls_certificate_ca",
+        env: "CLIENT_TLS_CERTIFICATE_CA",
+        also: &[],
+        literal: Literal::Str,
+        default: "none",
+        meaning: "PEM file of the CA that signs client certificates; clients must then present one",
+        accepted: PATH,
+        check: |s| path(s).map(drop),
+    },
+    Key {
+        name: "allowed_networks",
+        env: "ALLOWED_NETWORKS",
+        also: &[],
+        literal: Literal::List,
+        default: "all allowed",
+        meaning: "CIDRs or bare addresses: `\"10.0.0.0/8, ::1\"` or `[\"10.0.0.0/8\", \"::1\"]` in the attribute, comma-separated in the environment; TCP only",
+        accepted: NETWORKS,
+        check: |s| networks(s).map(drop),
+    },
+    Key {
+        name: "drain_timeout",
+        env: "DRAIN_TIMEOUT",
+        also: &[],
+        literal: Literal::Seconds,
+        default: "none (wait)",
+        meaning: "seconds a stopping or retiring process waits for open connections",
+        accepted: SECONDS_FROM_ZERO,
+        check: |s| seconds(s, true).map(drop),
+    },
+    Key {
+        name: "ready_timeout",
+        env: "READY_TIMEOUT",
+        also: &[],
+        literal: Literal::Seconds,
+        default: "`60`",
+        meaning: "seconds an old process waits for the new one to report ready",
+        accepted: SECONDS_FROM_A_MILLISECOND,
+        check: |s| seconds(s, false).map(drop),
+    },
+    Key {
+        name: "max_connections",
+        env: "MAX_CONNECTIONS",
+        also: &[],
+        literal: Literal::Count,
+        default: "unlimited",
+        meaning: "connections served at once; beyond it the process stops accepting (the kernel queues new clients)",
+        accepted: "a whole number from 1 to 2305843009213693951",
+        check: |s| count(s, 1..=MAX_CONNECTIONS).map(drop),
+    },
+    Key {
+        name: "backlog",
+        env: "BACKLOG",
+        also: &[],
+        literal: Literal::Count,
+        default: "`1024`",
+        meaning: "listen queue length of the sockets this process binds, capped by the kernel's `net.core.somaxconn`; a socket taken over keeps its queue",
+        accepted: "a whole number from 1 to 65535",
+        check: |s| count(s, 1..=MAX_BACKLOG).map(drop),
+    },
+];
+
+/// The key of this attribute name.
+pub fn key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// A listening address as written: `tcp://host:port`, `tcp://[v6]:port` or `unix:///path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// A host (an IP address, IPv6 without brackets, or a name) and a port.
+    Tcp(String, u16),
+    /// An absolute path.
+    Unix(String),
+}
+
+/// `tcp://host:port`, `tcp://[v6]:port` or `unix:///absolute/path`.
+pub fn bind(s: &str) -> Result<Address, String> {
+    let err = || BIND.to_owned();
+    if let Some(path) = s.strip_prefix("unix://") {
+        if !path.starts_with('/') || path.len() < 2 {
+            return Err(err());
+        }
+        return Ok(Address::Unix(path.to_owned()));
+    }
+    let rest = s.strip_prefix("tcp://").ok_or_else(err)?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(err)?;
+    let port = port.parse::<u16>().map_err(|_| err())?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => {
+            let v6 = v6.strip_suffix(']').ok_or_else(err)?;
+            v6.parse::<Ipv6Addr>().map_err(|_| err())?;
+            v6
+        }
+        None if host.is_empty() || host.contains([':', '/', '[', ']']) => return Err(err()),
+        None => host,
+    };
+    Ok(Address::Tcp(host.to_owned(), port))
+}
+
+/// A port number, for `PORT`.
+pub fn port(s: &str) -> Result<u16, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| "a port number from 0 to 65535".to_owned())
+}
+
+/// Any text that is not empty (surrounding spaces are not part of it).
+pub fn path(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(PATH.to_owned());
+    }
+    Ok(s.to_owned())
+}
+
+/// Seconds, decimal allowed, below a billion: from 0 (`zero_ok`: "at once") or from 0.001.
+pub fn seconds(s: &str, zero_ok: bool) -> Result<Duration, String> {
+    let expected = if zero_ok {
+        SECONDS_FROM_ZERO
+    } else {
+        SECONDS_FROM_A_MILLISECOND
+    };
+    let secs: f64 = s.trim().parse().map_err(|_| expected.to_owned())?;
+    let ok = secs.is_finite() && (secs >= 0.001 || zero_ok && secs == 0.0) && secs < 1e9;
+    if !ok {
+        return Err(expected.to_owned());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A whole number in `range`.
+pub fn count<T>(s: &str, range: RangeInclusive<T>) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    s.trim()
+        .parse::<T>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| format!("a whole number from {} to {}", range.start(), range.end()))
+}
+
+/// `true`, `false`, `1`, `0`, `yes` or `no`, in any case.
+pub fn boolean(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(BOOLEAN.to_owned()),
+    }
+}
+
+/// One of [`LEVELS`], in any case; returned in lower case.
+pub fn log_level(s: &str) -> Result<String, String> {
+    let level = s.trim().to_ascii_lowercase();
+    if LEVELS.contains(&level.as_str()) {
+        return Ok(level);
+    }
+    Err(format!("one of {}", LEVELS.join(", ")))
+}
+
+/// The lowest TLS version offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// 1.2 and 1.3.
+    Tls12,
+    /// 1.3 only.
+    Tls13,
+}
+
+/// `TLSv1_2` or `TLSv1_3`; older versions are refused with the reason.
+pub fn tls_version(s: &str) -> Result<TlsVersion, String> {
+    match s.trim() {
+        "TLSv1_2" => Ok(TlsVersion::Tls12),
+        "TLSv1_3" => Ok(TlsVersion::Tls13),
+        "TLSv1_1" | "TLSv1" | "TLSv1_0" | "SSLv3" => Err(format!(
+            "{TLS_VERSIONS} (TLS 1.0 and 1.1 are deprecated by RFC 8996 and not implemented by rustls)"
+        )),
+        _ => Err(TLS_VERSIONS.to_owned()),
+    }
+}
+
+/// One network: a CIDR, or a bare address (a /32 or /128).
+pub fn network(item: &str) -> Result<IpNet, String> {
+    let item = item.trim();
+    item.parse::<IpNet>()
+        .ok()
+        .or_else(|| item.parse::<IpAddr>().ok().map(IpNet::from))
+        .ok_or_else(|| format!("{NETWORKS}; {item:?} is neither"))
+}
+
+/// Comma-separated networks, at least one.
+pub fn networks(s: &str) -> Result<Vec<IpNet>, String> {
+    let networks = s
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .map(network)
+        .collect::<Result<Vec<_>, _>>()?;
+    if networks.is_empty() {
+        return Err(NETWORKS.to_owned());
+    }
+    Ok(networks)
+}
+
+/// What `/bin/sh -c 'exec <command>'` can run: a program and its arguments. A leading `exec` is
+/// taken off (the restart adds it). A command that starts with a variable assignment or a shell
+/// builtin, or chains commands, can never be `exec`ed.
+pub fn command(s: &str) -> Result<String, String> {
+    let trimmed = s.trim();
+    let line = match trimmed.strip_prefix("exec") {
+        Some(rest) if rest.starts_with(char::is_whitespace) => rest.trim_start(),
+        _ => trimmed,
+    };
+    let refuse = |why: &str| {
+        Err(format!(
+            "{COMMAND}; {why}: put the steps in a script that ends with `exec <server>` and name the script"
+        ))
+    };
+    let Some(first) = line.split_whitespace().next() else {
+        return refuse("it is empty");
+    };
+    let assignment = first.split_once('=').is_some_and(|(name, _)| {
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    });
+    if assignment {
+        return refuse(
+            "it starts with a variable assignment (set variables in the environment, or write `env NAME=value program`)",
+        );
+    }
+    const BUILTINS: &[&str] = &[
+        "cd", "export", "set", "unset", "source", ".", "eval", "exec", "if", "for", "while",
+        "until", "case", "{", "(", "!", "ulimit", "umask",
+    ];
+    if BUILTINS.contains(&first) {
+        return refuse(&format!("it starts with the shell builtin `{first}`"));
+    }
+    if let Some(op) = unquoted_operator(line) {
+        return refuse(&format!("it chains commands with `{op}`"));
+    }
+    Ok(line.to_owned())
+}
+
+/// The first `&&`, `||`, `;`, `|` or `&` outside quotes, if any.
+fn unquoted_operator(line: &str) -> Option<&'static str> {
+    let mut quote = None;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\\') => {
+                chars.next();
+            }
+            (None, '\'' | '"') => quote = Some(c),
+            (None, ';') => return Some(";"),
+            (None, '&') if chars.peek() == Some(&'&') => return Some("&&"),
+            (None, '|') if chars.peek() == Some(&'|') => return Some("||"),
+            (None, '&') => return Some("&"),
+            (None, '|') => return Some("|"),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_unique_and_documented() {
+        let mut names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), KEYS.len());
+        for key in KEYS {
+            assert_eq!(
+                key.env,
+                key.name.to_ascii_uppercase().replace("PIDFILE", "PID_FILE")
+            );
+            assert!(!key.meaning.is_empty() && !key.accepted.is_empty());
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        for s in [
+            "tcp://127.0.0.1:6789",
+            "tcp://[::1]:80",
+            "tcp://localhost:0",
+            "unix:///tmp/x.sock",
+        ] {
+            assert!(bind(s).is_ok(), "{s}");
+        }
+        for s in [
+            "",
+            "tcp://a]b:80",
+            "tcp://[::1:80",
+            "tcp://::1:80",
+            "tcp://127.0.0.1",
+            "tcp://x:99999",
+            "unix://relative",
+            "unix:///",
+        ] {
+            assert_eq!(bind(s), Err(BIND.to_owned()), "{s}");
+        }
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(command("exec ./server --x").unwrap(), "./server --x");
+        assert!(command("./server 'a;b' \"c && d\"").is_ok());
+        for (line, why) in [
+            ("A=1 ./server", "variable assignment"),
+            ("cd /srv && ./server", "builtin `cd`"),
+            ("./a; ./b", "`;`"),
+            ("./a | logger", "`|`"),
+            ("./a & ", "`&`"),
+            ("  ", "it is empty"),
+        ] {
+            let error = command(line).unwrap_err();
+            assert!(error.contains(why), "{line}: {error}");
+        }
+    }
+}
+
+/// Values for every key, as the attribute writes them (Rust literal tokens), with whether they
+/// are accepted. The attribute's tests and the runtime's tests both check every row, so the two
+/// cannot disagree on any of them.
+pub const SAMPLES: &[(&str, &str, bool)] = &[
+    ("bind", r#""tcp://127.0.0.1:6789""#, true),
+    ("bind", r#""tcp://[::1]:0""#, true),
+    ("bind", r#""tcp://localhost:80""#, true),
+    ("bind", r#""unix:///run/app.sock""#, true),
+    ("bind", r#""tcp://a]b:80""#, false),
+    ("bind", r#""tcp://127.0.0.1""#, false),
+    ("bind", r#""udp://0.0.0.0:53""#, false),
+    ("bind", r#""unix://relative""#, false),
+    ("start_command", r#""/srv/app/server --flag""#, true),
+    ("start_command", r#""exec ./server""#, true),
+    ("start_command", r#""RUST_LOG=debug ./server""#, false),
+    ("start_command", r#""cd /srv && ./server""#, false),
+    ("pidfile", r#""/run/app.pid""#, true),
+    ("pidfile", r#""  ""#, false),
+    ("log_path", r#""app.log""#, true),
+    ("log_level", r#""DEBUG""#, true),
+    ("log_level", r#""off""#, true),
+    ("log_level", r#""loud""#, false),
+    ("tls_key", r#""key.pem""#, true),
+    ("tls_certificate", r#""cert.pem""#, true),
+    ("tls_version", r#""TLSv1_3""#, true),
+    ("tls_version", r#""TLSv1_1""#, false),
+    ("tls_version", r#""tls1.2""#, false),
+    ("tls_handshake_timeout", "2.5", true),
+    ("tls_handshake_timeout", "0.0004", false),
+    ("verify_client_tls_certificate", "false", true),
+    ("client_tls_certificate_ca", r#""ca.pem""#, true),
+    ("allowed_networks", r#""10.0.0.0/8, ::1""#, true),
+    (
+        "allowed_networks",
+        r#"["192.0.2.7", "2001:db8::/32"]"#,
+        true,
+    ),
+    ("allowed_networks", r#""10.0.0.0/33""#, false),
+    ("allowed_networks", r#"["10.0.0.0/8", "banana"]"#, false),
+    ("drain_timeout", "0", true),
+    ("drain_timeout", "30", true),
+    ("drain_timeout", "1000000000", false),
+    ("ready_timeout", "0.001", true),
+    ("ready_timeout", "0", false),
+    ("max_connections", "1", true),
+    ("max_connections", "2305843009213693951", true),
+    ("max_connections", "0", false),
+    ("max_connections", "2305843009213693952", false),
+    ("backlog", "65535", true),
+    ("backlog", "65536", false),
+];
