@@ -444,6 +444,58 @@ fn unquoted_operator(line: &str) -> Option<&'static str> {
     None
 }
 
+/// Values for every key, as the attribute writes them (Rust literal tokens), with whether they
+/// are accepted. The attribute's tests and the runtime's tests both check every row, so the two
+/// cannot disagree on any of them.
+pub const SAMPLES: &[(&str, &str, bool)] = &[
+    ("bind", r#""tcp://127.0.0.1:6789""#, true),
+    ("bind", r#""tcp://[::1]:0""#, true),
+    ("bind", r#""tcp://localhost:80""#, true),
+    ("bind", r#""unix:///run/app.sock""#, true),
+    ("bind", r#""tcp://a]b:80""#, false),
+    ("bind", r#""tcp://127.0.0.1""#, false),
+    ("bind", r#""udp://0.0.0.0:53""#, false),
+    ("bind", r#""unix://relative""#, false),
+    ("start_command", r#""/srv/app/server --flag""#, true),
+    ("start_command", r#""exec ./server""#, true),
+    ("start_command", r#""RUST_LOG=debug ./server""#, false),
+    ("start_command", r#""cd /srv && ./server""#, false),
+    ("pidfile", r#""/run/app.pid""#, true),
+    ("pidfile", r#""  ""#, false),
+    ("log_path", r#""app.log""#, true),
+    ("log_level", r#""DEBUG""#, true),
+    ("log_level", r#""off""#, true),
+    ("log_level", r#""loud""#, false),
+    ("tls_key", r#""key.pem""#, true),
+    ("tls_certificate", r#""cert.pem""#, true),
+    ("tls_version", r#""TLSv1_3""#, true),
+    ("tls_version", r#""TLSv1_1""#, false),
+    ("tls_version", r#""tls1.2""#, false),
+    ("tls_handshake_timeout", "2.5", true),
+    ("tls_handshake_timeout", "0.0004", false),
+    ("verify_client_tls_certificate", "false", true),
+    ("client_tls_certificate_ca", r#""ca.pem""#, true),
+    ("allowed_networks", r#""10.0.0.0/8, ::1""#, true),
+    (
+        "allowed_networks",
+        r#"["192.0.2.7", "2001:db8::/32"]"#,
+        true,
+    ),
+    ("allowed_networks", r#""10.0.0.0/33""#, false),
+    ("allowed_networks", r#"["10.0.0.0/8", "banana"]"#, false),
+    ("drain_timeout", "0", true),
+    ("drain_timeout", "30", true),
+    ("drain_timeout", "1000000000", false),
+    ("ready_timeout", "0.001", true),
+    ("ready_timeout", "0", false),
+    ("max_connections", "1", true),
+    ("max_connections", "2305843009213693951", true),
+    ("max_connections", "0", false),
+    ("max_connections", "2305843009213693952", false),
+    ("backlog", "65535", true),
+    ("backlog", "65536", false),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,55 +556,3 @@ mod tests {
         }
     }
 }
-
-/// Values for every key, as the attribute writes them (Rust literal tokens), with whether they
-/// are accepted. The attribute's tests and the runtime's tests both check every row, so the two
-/// cannot disagree on any of them.
-pub const SAMPLES: &[(&str, &str, bool)] = &[
-    ("bind", r#""tcp://127.0.0.1:6789""#, true),
-    ("bind", r#""tcp://[::1]:0""#, true),
-    ("bind", r#""tcp://localhost:80""#, true),
-    ("bind", r#""unix:///run/app.sock""#, true),
-    ("bind", r#""tcp://a]b:80""#, false),
-    ("bind", r#""tcp://127.0.0.1""#, false),
-    ("bind", r#""udp://0.0.0.0:53""#, false),
-    ("bind", r#""unix://relative""#, false),
-    ("start_command", r#""/srv/app/server --flag""#, true),
-    ("start_command", r#""exec ./server""#, true),
-    ("start_command", r#""RUST_LOG=debug ./server""#, false),
-    ("start_command", r#""cd /srv && ./server""#, false),
-    ("pidfile", r#""/run/app.pid""#, true),
-    ("pidfile", r#""  ""#, false),
-    ("log_path", r#""app.log""#, true),
-    ("log_level", r#""DEBUG""#, true),
-    ("log_level", r#""off""#, true),
-    ("log_level", r#""loud""#, false),
-    ("tls_key", r#""key.pem""#, true),
-    ("tls_certificate", r#""cert.pem""#, true),
-    ("tls_version", r#""TLSv1_3""#, true),
-    ("tls_version", r#""TLSv1_1""#, false),
-    ("tls_version", r#""tls1.2""#, false),
-    ("tls_handshake_timeout", "2.5", true),
-    ("tls_handshake_timeout", "0.0004", false),
-    ("verify_client_tls_certificate", "false", true),
-    ("client_tls_certificate_ca", r#""ca.pem""#, true),
-    ("allowed_networks", r#""10.0.0.0/8, ::1""#, true),
-    (
-        "allowed_networks",
-        r#"["192.0.2.7", "2001:db8::/32"]"#,
-        true,
-    ),
-    ("allowed_networks", r#""10.0.0.0/33""#, false),
-    ("allowed_networks", r#"["10.0.0.0/8", "banana"]"#, false),
-    ("drain_timeout", "0", true),
-    ("drain_timeout", "30", true),
-    ("drain_timeout", "1000000000", false),
-    ("ready_timeout", "0.001", true),
-    ("ready_timeout", "0", false),
-    ("max_connections", "1", true),
-    ("max_connections", "2305843009213693951", true),
-    ("max_connections", "0", false),
-    ("max_connections", "2305843009213693952", false),
-    ("backlog", "65535", true),
-    ("backlog", "65536", false),
-];
