@@ -116,7 +116,7 @@ impl Log {
         })
     }
 
-    /// [`wait_for`](crate::wait_for) that shows the log as it is when the wait fails.
+    /// [`wait_for`] that shows the log as it is when the wait fails.
     pub fn wait_until<T>(&self, what: &str, check: impl FnMut() -> Option<T>) -> T {
         let describe = || format!("{what}; the log:\n{}", self.text());
         poll(describe, DEADLINE, Duration::from_millis(5), check)
@@ -155,28 +155,12 @@ impl Server {
         if let Some(dir) = dir {
             command.current_dir(dir);
         }
-        for var in [
-            "BIND",
-            "PORT",
-            "PID_FILE",
-            "LOG_PATH",
-            "LOG_LEVEL",
-            "RUST_LOG",
-            "START_COMMAND",
-            "DRAIN_TIMEOUT",
-            "READY_TIMEOUT",
-            "MAX_CONNECTIONS",
-            "BACKLOG",
-            "ALLOWED_NETWORKS",
-            "FILE_DESCRIPTOR_SERVER_PATH",
-            "UNINTERRUPTIBLE_GENERATION",
-            "TLS_KEY",
-            "TLS_CERTIFICATE",
-            "TLS_VERSION",
-            "TLS_HANDSHAKE_TIMEOUT",
-            "VERIFY_CLIENT_TLS_CERTIFICATE",
-            "CLIENT_TLS_CERTIFICATE_CA",
-        ] {
+        // Every variable of the key table, and the restart protocol's own.
+        let variables = uninterruptible::KEYS
+            .iter()
+            .flat_map(|key| std::iter::once(key.env).chain(key.also.iter().copied()))
+            .chain(["FILE_DESCRIPTOR_SERVER_PATH", "UNINTERRUPTIBLE_GENERATION"]);
+        for var in variables {
             command.env_remove(var);
         }
         command

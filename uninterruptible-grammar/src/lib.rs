@@ -240,6 +240,29 @@ pub static KEYS: &[Key] = &[
     },
 ];
 
+/// The table of keys as Markdown, as the README and the attribute's documentation carry it.
+pub fn markdown_table() -> String {
+    let mut table = String::from(
+        "| attribute key | environment | default | accepted | meaning |\n|---|---|---|---|---|\n",
+    );
+    for key in KEYS {
+        let variables: Vec<String> = std::iter::once(key.env)
+            .chain(key.also.iter().copied())
+            .map(|v| format!("`{v}`"))
+            .collect();
+        table.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            key.name,
+            variables.join(", "),
+            key.default,
+            // Brackets outside code would be read as links.
+            key.accepted.replace('[', "\\[").replace(']', "\\]"),
+            key.meaning
+        ));
+    }
+    table
+}
+
 /// The key of this attribute name.
 pub fn key(name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.name == name)

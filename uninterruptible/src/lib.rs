@@ -3,7 +3,7 @@
 //! ```no_run
 //! use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 //!
-//! #[uninterruptible::server(bind = "tcp://127.0.0.1:6789")]
+//! #[uninterruptible::server(bind = "tcp://127.0.0.1:6789", drain_timeout = 30)]
 //! async fn echo(stream: uninterruptible::Stream) -> std::io::Result<()> {
 //!     let (reader, mut writer) = tokio::io::split(stream);
 //!     let mut line = String::new();

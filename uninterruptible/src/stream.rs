@@ -14,6 +14,7 @@ pub use rustls_pki_types::CertificateDer;
 
 /// The address of the peer of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PeerAddr {
     /// A TCP peer. On a `[::]` listener an IPv4 client appears as an IPv4-mapped IPv6 address.
     Tcp(SocketAddr),

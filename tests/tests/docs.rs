@@ -1,0 +1,48 @@
+//! The tables of keys in the README and in the attribute's documentation are the key table's.
+
+const BEGIN: &str = "<!-- keys: generated from the key table (uninterruptible-grammar); tests/tests/docs.rs checks it -->";
+const END: &str = "<!-- /keys -->";
+
+/// The lines between the markers, with `prefix` taken off each.
+fn block(path: &str, prefix: &str) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.strip_prefix(prefix).unwrap_or(l))
+        .collect();
+    let begin = lines
+        .iter()
+        .position(|l| *l == BEGIN)
+        .expect("the begin marker");
+    let end = lines
+        .iter()
+        .position(|l| *l == END)
+        .expect("the end marker");
+    lines[begin + 1..end]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn check(file: &str, prefix: &str) {
+    let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+    let expected = uninterruptible_grammar::markdown_table();
+    assert!(
+        block(&path, prefix) == expected,
+        "the table of keys in {file} is not the key table's; it should read:\n{}",
+        expected
+            .lines()
+            .map(|l| format!("{prefix}{l}\n"))
+            .collect::<String>()
+    );
+}
+
+#[test]
+fn the_readme_lists_every_key() {
+    check("README.md", "");
+}
+
+#[test]
+fn the_attribute_documents_every_key() {
+    check("uninterruptible-macros/src/lib.rs", "/// ");
+}
