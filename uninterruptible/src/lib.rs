@@ -29,6 +29,7 @@
 mod acl;
 mod address;
 mod config;
+mod drain;
 mod error;
 mod handler;
 mod handoff;
@@ -44,6 +45,7 @@ mod tls;
 
 pub use address::{AddressParseError, BindAddress};
 pub use config::{Config, Defaults, StartCommand, TlsFiles, TlsVersion};
+pub use drain::Draining;
 pub use error::{Error, Source};
 pub use handler::HandlerOutput;
 pub use run::run;

@@ -4,6 +4,7 @@
 
 use crate::acl::Acl;
 use crate::config::{Config, GENERATION};
+use crate::drain;
 use crate::error::Error;
 use crate::handler::HandlerOutput;
 use crate::handoff::{self, Failure, Pending, Takeover, Verdict};
@@ -474,6 +475,8 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
         accepting.stop().await;
     }
     s.handoff_fd = None;
+    // Long-lived handlers that listen for it now finish their exchange and close.
+    drain::announce();
 
     let started = tokio::time::Instant::now();
     tracing::info!("draining {} open connections", s.connections.count());

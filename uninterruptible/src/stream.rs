@@ -63,6 +63,13 @@ impl Stream {
         Stream { io, peer }
     }
 
+    /// Completes when this process stops accepting (a new process took over, or `TERM`/`INT`
+    /// arrived): the signal for a long-lived handler to finish its current exchange and close.
+    /// See [`Draining`](crate::Draining).
+    pub fn draining(&self) -> crate::Draining {
+        crate::Draining::new()
+    }
+
     /// The address of the client.
     pub fn peer_addr(&self) -> &PeerAddr {
         &self.peer
