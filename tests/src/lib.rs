@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod fake_old;
+pub mod http;
 pub mod load;
 
 use nix::sys::signal::kill;
