@@ -68,16 +68,26 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
         ReturnType::Type(_, ty) => ty.span(),
         ReturnType::Default => name.span(),
     };
-    let stream = quote_spanned!(arg_ty.span()=>
-        <#arg_ty as #krate::__private::IsStream>::from_stream(__uninterruptible_stream)
-    );
+    // The shape, told by the argument's type: `Incoming` takes the whole listener; anything
+    // else must be `Stream` (a task per connection), which rustc checks at the user's type.
+    let (runner, argument) = if names_incoming(item_fn) {
+        let incoming = quote_spanned!(arg_ty.span()=>
+            <#arg_ty as #krate::__private::IsIncoming>::from_incoming(__uninterruptible_arg)
+        );
+        (quote!(#krate::__private::run_incoming), incoming)
+    } else {
+        let stream = quote_spanned!(arg_ty.span()=>
+            <#arg_ty as #krate::__private::IsStream>::from_stream(__uninterruptible_arg)
+        );
+        (quote!(#krate::__private::run), stream)
+    };
     // Spanned on the return type: a handler whose output is not `io::Result<()>` or `()`, or
     // whose future is not `Send`, is reported there.
-    let run_path = respan(quote!(#krate::__private::run), ret_span);
+    let run_path = respan(runner, ret_span);
     let run = quote_spanned!(ret_span=>
         #run_path(
             __uninterruptible_config,
-            |__uninterruptible_stream| #name(#stream),
+            |__uninterruptible_arg| #name(#argument),
         )
     );
 
@@ -90,6 +100,22 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
             );
             #run
         }
+    }
+}
+
+/// Whether the handler's argument type is written `Incoming` (`uninterruptible::Incoming`, or
+/// imported): the whole-listener shape.
+fn names_incoming(item_fn: &ItemFn) -> bool {
+    let Some(FnArg::Typed(pat)) = item_fn.sig.inputs.first() else {
+        return false;
+    };
+    match &*pat.ty {
+        syn::Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "Incoming"),
+        _ => false,
     }
 }
 

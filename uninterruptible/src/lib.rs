@@ -33,6 +33,7 @@ mod drain;
 mod error;
 mod handler;
 mod handoff;
+mod incoming;
 mod listener;
 mod logging;
 mod pidfile;
@@ -48,7 +49,8 @@ pub use config::{Config, Defaults, StartCommand, TlsFiles, TlsVersion};
 pub use drain::Draining;
 pub use error::{Error, Source};
 pub use handler::HandlerOutput;
-pub use run::run;
+pub use incoming::Incoming;
+pub use run::{run, run_incoming};
 pub use stream::{CertificateDer, PeerAddr, Stream};
 pub use uninterruptible_grammar::{KEYS, Key, Literal};
 pub use uninterruptible_macros::server;
@@ -57,12 +59,13 @@ pub use uninterruptible_macros::server;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::config::Defaults;
-    pub use crate::run::{config_or_exit, run};
+    use crate::incoming::Incoming;
+    pub use crate::run::{config_or_exit, run, run_incoming};
     use crate::stream::Stream;
 
-    /// The handler's argument: only [`Stream`](crate::Stream).
+    /// The per-connection handler's argument: only [`Stream`](crate::Stream).
     #[diagnostic::on_unimplemented(
-        message = "the server handler's argument must be `uninterruptible::Stream`, not `{Self}`",
+        message = "the server handler's argument must be `uninterruptible::Stream` (a task per connection) or `uninterruptible::Incoming` (the whole listener), not `{Self}`",
         label = "write `stream: uninterruptible::Stream` here"
     )]
     pub trait IsStream: Sized {
@@ -73,6 +76,22 @@ pub mod __private {
         #[inline(always)]
         fn from_stream(stream: Stream) -> Self {
             stream
+        }
+    }
+
+    /// The whole-listener handler's argument: only [`Incoming`](crate::Incoming).
+    #[diagnostic::on_unimplemented(
+        message = "a handler taking the listener takes `uninterruptible::Incoming`, not `{Self}`",
+        label = "write `incoming: uninterruptible::Incoming` here"
+    )]
+    pub trait IsIncoming: Sized {
+        fn from_incoming(incoming: Incoming) -> Self;
+    }
+
+    impl IsIncoming for Incoming {
+        #[inline(always)]
+        fn from_incoming(incoming: Incoming) -> Self {
+            incoming
         }
     }
 }

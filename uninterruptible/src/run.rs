@@ -8,20 +8,23 @@ use crate::drain;
 use crate::error::Error;
 use crate::handler::HandlerOutput;
 use crate::handoff::{self, Failure, Pending, Takeover, Verdict};
+use crate::incoming::Incoming;
 use crate::listener::{Listener, SocketFile};
 use crate::logging;
 use crate::pidfile;
-use crate::serve::{Accepting, Server};
+use crate::serve::{Accepting, Server, Target};
 use crate::shutdown::Connections;
 use crate::signals::{self, Request, Signals};
 use crate::stream::Stream;
 use crate::tls::{self, Tls};
 use std::future::Future;
+use std::io;
 use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 /// How often a drain reports the connections still open.
@@ -59,6 +62,56 @@ const VERDICT_WAIT: Duration = Duration::from_secs(2);
 /// }
 /// ```
 pub fn run<H, F, O>(config: Config, handler: H) -> ExitCode
+where
+    H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    start_process(config, Handler::PerConnection(handler))
+}
+
+/// Runs a server whose handler takes the whole listener: [`run`] for an
+/// `async fn(uninterruptible::Incoming)`, which decides itself how connections are run (see
+/// [`Incoming`]). The process retires when the handler returns, or at `DRAIN_TIMEOUT`.
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     let defaults = uninterruptible::Defaults::new().bind("tcp://127.0.0.1:7000");
+///     let Ok(config) = uninterruptible::Config::from_env(defaults) else {
+///         return std::process::ExitCode::from(2);
+///     };
+///     uninterruptible::run_incoming(config, |incoming: uninterruptible::Incoming| async move {
+///         while let Some(stream) = incoming.accept().await {
+///             drop(stream); // serve it
+///         }
+///     })
+/// }
+/// ```
+pub fn run_incoming<G, F, O>(config: Config, handler: G) -> ExitCode
+where
+    G: FnOnce(Incoming) -> F + Send + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    let listener: ListenerHandler =
+        Box::new(move |incoming| Box::pin(async move { handler(incoming).await.into_result() }));
+    start_process::<NoHandler, _, ()>(config, Handler::Listener(listener))
+}
+
+/// The two shapes of handler.
+enum Handler<H> {
+    /// `async fn(Stream)`: one task per connection.
+    PerConnection(H),
+    /// `async fn(Incoming)`: one task for the whole listener (boxed: it is made once).
+    Listener(ListenerHandler),
+}
+
+type ListenerHandler =
+    Box<dyn FnOnce(Incoming) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send>> + Send>;
+/// The per-connection handler type of a process whose handler takes the listener.
+type NoHandler = fn(Stream) -> std::future::Ready<()>;
+
+fn start_process<H, F, O>(config: Config, handler: Handler<H>) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
@@ -107,7 +160,7 @@ pub fn config_or_exit(defaults: crate::Defaults) -> Config {
     })
 }
 
-async fn lifecycle<H, F, O>(config: Config, handler: H, generation: u64) -> ExitCode
+async fn lifecycle<H, F, O>(config: Config, handler: Handler<H>, generation: u64) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
@@ -231,6 +284,8 @@ struct Serving {
     /// A `TERM` or `INT` has been received: the next one exits at once.
     stop_received: bool,
     plan: handoff::Plan,
+    /// An `async fn(Incoming)` handler's task: the process retires when it returns.
+    listener: Option<JoinHandle<io::Result<()>>>,
 }
 
 /// How the serving phase ended.
@@ -249,7 +304,7 @@ enum Ending {
 /// Writes the pidfile, starts accepting, and tells the old process (if any) that we are ready.
 fn begin<H, F, O>(
     config: &Config,
-    handler: H,
+    handler: Handler<H>,
     started: Started,
     generation: u64,
 ) -> Result<Serving, ExitCode>
@@ -280,8 +335,16 @@ where
     })?;
 
     let connections = Arc::new(Connections::new());
+    let (target, listener_task) = match handler {
+        Handler::PerConnection(handler) => (Target::PerConnection(handler), None),
+        Handler::Listener(handler) => {
+            let (streams, incoming) = mpsc::unbounded_channel();
+            let task = tokio::spawn(handler(Incoming::new(incoming)));
+            (Target::Listener(streams), Some(task))
+        }
+    };
     let server = Server {
-        handler,
+        target,
         connections: Arc::clone(&connections),
         limit: config.max_connections.map(|n| Arc::new(Semaphore::new(n))),
         acl: config.allowed_networks.clone().map(Acl::new),
@@ -328,6 +391,7 @@ where
         owns_socket_file,
         stop_received: false,
         plan,
+        listener: listener_task,
     })
 }
 
@@ -390,6 +454,13 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                     }
                 }
             }
+            result = returned(&mut s.listener) => {
+                match result {
+                    Ok(()) => tracing::warn!("the handler returned while the process was accepting: stopping"),
+                    Err(e) => tracing::error!("the handler failed while the process was accepting: {e}; stopping"),
+                }
+                return Ending::Stop;
+            }
             verdict = verdict(&mut s.pending) => match verdict {
                 Verdict::Committed => {
                     s.owns_socket_file = true;
@@ -448,6 +519,20 @@ async fn verdict(pending: &mut Option<Pending>) -> Verdict {
     }
 }
 
+/// What an `async fn(Incoming)` handler returned; pending while it runs, or when there is none.
+/// Once it has returned, there is nothing left to wait for.
+async fn returned(listener: &mut Option<JoinHandle<io::Result<()>>>) -> io::Result<()> {
+    let Some(task) = listener else {
+        return std::future::pending().await;
+    };
+    let result = match task.await {
+        Ok(result) => result,
+        Err(e) => Err(io::Error::other(format!("it panicked: {e}"))),
+    };
+    *listener = None;
+    result
+}
+
 /// Gives the pidfile back to this process after a failed restart: the new process may have
 /// written its own pid, and it is gone or draining.
 fn restore_pidfile(config: &Config) {
@@ -479,8 +564,26 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
     drain::announce();
 
     let started = tokio::time::Instant::now();
-    tracing::info!("draining {} open connections", s.connections.count());
-    let drain = s.connections.drained(config.drain_timeout);
+    let mut listener = s.listener.take();
+    match &listener {
+        None => tracing::info!("draining {} open connections", s.connections.count()),
+        Some(_) => tracing::info!("draining: waiting for the handler to return"),
+    }
+    let connections = Arc::clone(&s.connections);
+    let drain = async {
+        match &mut listener {
+            None => connections.drained(config.drain_timeout).await,
+            Some(_) => match config.drain_timeout {
+                None => {
+                    let _ = returned(&mut listener).await;
+                    true
+                }
+                Some(limit) => tokio::time::timeout(limit, returned(&mut listener))
+                    .await
+                    .is_ok(),
+            },
+        }
+    };
     tokio::pin!(drain);
     let mut progress = tokio::time::interval_at(started + DRAIN_PROGRESS, DRAIN_PROGRESS);
     loop {

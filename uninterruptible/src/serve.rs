@@ -14,16 +14,25 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Where accepted connections go.
+#[derive(Debug)]
+pub(crate) enum Target<H> {
+    /// Each to a task of its own running the handler (`async fn(Stream)`).
+    PerConnection(H),
+    /// To the one [`Incoming`](crate::Incoming) of an `async fn(Incoming)` handler.
+    Listener(mpsc::UnboundedSender<Stream>),
+}
+
 /// What every connection of one process shares.
 #[derive(Debug)]
 pub(crate) struct Server<H> {
-    pub(crate) handler: H,
+    pub(crate) target: Target<H>,
     pub(crate) connections: Arc<Connections>,
     /// `MAX_CONNECTIONS`: a permit per open connection.
     pub(crate) limit: Option<Arc<Semaphore>>,
@@ -88,8 +97,11 @@ where
     }
 
     fn spawn(&self, io: Io, peer: PeerAddr, permit: Option<OwnedSemaphorePermit>) {
+        let handler = match &self.target {
+            Target::PerConnection(handler) => handler.clone(),
+            Target::Listener(incoming) => return self.deliver(incoming, io, peer, permit),
+        };
         let held = (self.connections.guard(), permit);
-        let handler = self.handler.clone();
         // Two kinds of task rather than one with a branch: a task's size is fixed when it is
         // spawned, and a plain connection should not carry room for a TLS handshake's state.
         match &self.tls {
@@ -101,6 +113,33 @@ where
                 tokio::spawn(async move {
                     if let Some(io) = handshake(&tls, io, &peer).await {
                         serve_connection(handler, Stream::new(io, peer), held).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl<H> Server<H> {
+    /// Hands a connection to the listener handler, after its TLS handshake if there is one. The
+    /// stream carries its `MAX_CONNECTIONS` permit, released when the handler drops it.
+    fn deliver(
+        &self,
+        incoming: &mpsc::UnboundedSender<Stream>,
+        io: Io,
+        peer: PeerAddr,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        // A send fails only once the handler has dropped its `Incoming`: the connection closes.
+        match &self.tls {
+            None => {
+                let _ = incoming.send(Stream::new(io, peer).holding(permit));
+            }
+            Some(tls) => {
+                let (tls, incoming) = (tls.clone(), incoming.clone());
+                tokio::spawn(async move {
+                    if let Some(io) = handshake(&tls, io, &peer).await {
+                        let _ = incoming.send(Stream::new(io, peer).holding(permit));
                     }
                 });
             }

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 
 pub use rustls_pki_types::CertificateDer;
@@ -48,6 +49,8 @@ impl fmt::Display for PeerAddr {
 pub struct Stream {
     io: Io,
     peer: PeerAddr,
+    /// With an `Incoming` handler and `MAX_CONNECTIONS`: this connection's place.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 pub(crate) enum Io {
@@ -60,7 +63,17 @@ pub(crate) enum Io {
 
 impl Stream {
     pub(crate) fn new(io: Io, peer: PeerAddr) -> Stream {
-        Stream { io, peer }
+        Stream {
+            io,
+            peer,
+            _permit: None,
+        }
+    }
+
+    /// This stream, holding `permit` until it is dropped.
+    pub(crate) fn holding(mut self, permit: Option<OwnedSemaphorePermit>) -> Stream {
+        self._permit = permit;
+        self
     }
 
     /// Completes when this process stops accepting (a new process took over, or `TERM`/`INT`
