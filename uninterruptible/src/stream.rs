@@ -49,8 +49,6 @@ impl fmt::Display for PeerAddr {
 pub struct Stream {
     io: Io,
     peer: PeerAddr,
-    /// With an `Incoming` handler and `MAX_CONNECTIONS`: this connection's place.
-    _permit: Option<OwnedSemaphorePermit>,
 }
 
 pub(crate) enum Io {
@@ -59,21 +57,33 @@ pub(crate) enum Io {
     // Boxed: a TLS session is large, and plain connections should not pay for it.
     TlsTcp(Box<TlsStream<TcpStream>>),
     TlsUnix(Box<TlsStream<UnixStream>>),
+    /// A stream holding a `MAX_CONNECTIONS` permit (`Incoming` handlers only): boxed, so that
+    /// every other stream stays the size it is.
+    Limited(Box<Limited>),
+}
+
+pub(crate) struct Limited {
+    stream: Stream,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Stream {
     pub(crate) fn new(io: Io, peer: PeerAddr) -> Stream {
-        Stream {
-            io,
-            peer,
-            _permit: None,
-        }
+        Stream { io, peer }
     }
 
     /// This stream, holding `permit` until it is dropped.
-    pub(crate) fn holding(mut self, permit: Option<OwnedSemaphorePermit>) -> Stream {
-        self._permit = permit;
-        self
+    pub(crate) fn holding(self, permit: Option<OwnedSemaphorePermit>) -> Stream {
+        match permit {
+            None => self,
+            Some(permit) => Stream {
+                peer: self.peer.clone(),
+                io: Io::Limited(Box::new(Limited {
+                    stream: self,
+                    _permit: permit,
+                })),
+            },
+        }
     }
 
     /// Completes when this process stops accepting (a new process took over, or `TERM`/`INT`
@@ -90,7 +100,11 @@ impl Stream {
 
     /// Whether the connection is TLS.
     pub fn is_tls(&self) -> bool {
-        matches!(self.io, Io::TlsTcp(_) | Io::TlsUnix(_))
+        match &self.io {
+            Io::TlsTcp(_) | Io::TlsUnix(_) => true,
+            Io::Tcp(_) | Io::Unix(_) => false,
+            Io::Limited(limited) => limited.stream.is_tls(),
+        }
     }
 
     /// The client's certificate chain, end-entity first, when it presented one. With
@@ -100,17 +114,23 @@ impl Stream {
             Io::TlsTcp(tls) => tls.get_ref().1.peer_certificates(),
             Io::TlsUnix(tls) => tls.get_ref().1.peer_certificates(),
             Io::Tcp(_) | Io::Unix(_) => None,
+            Io::Limited(limited) => limited.stream.peer_certificates(),
         }
     }
 }
 
 impl fmt::Debug for Stream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.io {
+        let mut io = &self.io;
+        while let Io::Limited(limited) = io {
+            io = &limited.stream.io;
+        }
+        let kind = match io {
             Io::Tcp(_) => "tcp",
             Io::Unix(_) => "unix",
             Io::TlsTcp(_) => "tls over tcp",
             Io::TlsUnix(_) => "tls over unix",
+            Io::Limited(_) => unreachable!(),
         };
         f.debug_struct("Stream")
             .field("kind", &kind)
@@ -127,7 +147,8 @@ impl Drop for Stream {
         match &mut self.io {
             Io::TlsTcp(tls) => close_tls(tls.get_mut()),
             Io::TlsUnix(tls) => close_tls(tls.get_mut()),
-            Io::Tcp(_) | Io::Unix(_) => {}
+            // The inner stream does it when it drops.
+            Io::Tcp(_) | Io::Unix(_) | Io::Limited(_) => {}
         }
     }
 }
@@ -179,6 +200,10 @@ macro_rules! forward {
             Io::Unix($io) => $call,
             Io::TlsTcp($io) => $call,
             Io::TlsUnix($io) => $call,
+            Io::Limited(limited) => {
+                let $io = &mut limited.stream;
+                $call
+            }
         }
     };
 }
@@ -216,6 +241,7 @@ impl AsyncWrite for Stream {
             Io::Unix(io) => io.is_write_vectored(),
             Io::TlsTcp(io) => io.is_write_vectored(),
             Io::TlsUnix(io) => io.is_write_vectored(),
+            Io::Limited(limited) => limited.stream.is_write_vectored(),
         }
     }
 
