@@ -232,6 +232,27 @@ pub fn start_with_pidfile(
     (server, pidfile)
 }
 
+/// Waits until every generation the server's log names, except the one the pidfile names now,
+/// has exited; returns how many generations there were.
+pub fn wait_for_retired_generations(server: &Server, pidfile: &Path) -> usize {
+    let current = read_pidfile(pidfile).expect("the pidfile names the server");
+    let pids: Vec<u32> = server
+        .log
+        .lines()
+        .iter()
+        .filter(|l| l.contains("listening on "))
+        .filter_map(|l| l.split("(pid ").nth(1)?.split(',').next()?.parse().ok())
+        .collect();
+    for &pid in pids.iter().filter(|&&p| p != current) {
+        server
+            .log
+            .wait_until(&format!("generation with pid {pid} to exit"), || {
+                (!alive(pid)).then_some(())
+            });
+    }
+    pids.len()
+}
+
 /// The pid in a log line `started new process N ...`.
 pub fn started_pid(line: &str) -> u32 {
     line.split("started new process ")

@@ -295,17 +295,31 @@ pub fn restart_loop(
     }
 }
 
-/// Runs the clients on their own runtime while `during` runs on this thread, then stops them.
+/// Runs the echo clients on their own runtime while `during` runs on this thread, then stops them.
 pub fn with_load<R>(options: Options, during: impl FnOnce() -> R) -> (R, Stats) {
+    while_running(|stop| run(options, stop), during)
+}
+
+/// Runs `clients` (told to stop through the flag they are given) on a runtime of their own, with
+/// two worker threads, while `during` runs on this thread; then stops them and returns both
+/// outcomes.
+pub fn while_running<C, T, R>(
+    clients: impl FnOnce(Arc<AtomicBool>) -> C,
+    during: impl FnOnce() -> R,
+) -> (R, T)
+where
+    C: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = runtime.spawn(run(options, Arc::clone(&stop)));
+    let clients = runtime.spawn(clients(Arc::clone(&stop)));
     let result = during();
     stop.store(true, Ordering::Relaxed);
-    let stats = runtime.block_on(clients).expect("load clients");
-    (result, stats)
+    let outcome = runtime.block_on(clients).expect("the clients panicked");
+    (result, outcome)
 }

@@ -3,13 +3,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use uninterruptible_tests::http::keep_alive_load;
-use uninterruptible_tests::load::restart_loop;
+use uninterruptible_tests::load::{restart_loop, while_running};
 use uninterruptible_tests::{
-    Address, DEADLINE, SIGUSR1, Server, TempDir, alive, send, start_with_pidfile, wait_for,
+    Address, SIGUSR1, Server, TempDir, send, start_with_pidfile, wait_for_retired_generations,
 };
 
 const HTTP: &str = env!("CARGO_BIN_EXE_http");
@@ -214,32 +212,18 @@ fn keep_alive_storm(binary: &str, h2: bool, restarts: usize) {
     let dir = TempDir::new("http-storm");
     let (server, pidfile) = start_with_pidfile(binary, &dir, "tcp://127.0.0.1:0", &[]);
     let addr = tcp(&server);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = runtime.spawn(keep_alive_load(addr, 64, h2, Arc::clone(&stop)));
-    let done = restart_loop(&pidfile, SIGUSR1, Duration::ZERO, Some(restarts), None);
-    // Let the last generation serve a while too.
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let stats = runtime.block_on(load).unwrap();
-
-    // Every retired generation exits, promptly.
+    let (done, stats) = while_running(
+        |stop| keep_alive_load(addr, 64, h2, stop),
+        || {
+            let done = restart_loop(&pidfile, SIGUSR1, Duration::ZERO, Some(restarts), None);
+            // Let the last generation serve a while too.
+            std::thread::sleep(Duration::from_millis(500));
+            done
+        },
+    );
     let current = uninterruptible_tests::read_pidfile(&pidfile).unwrap();
-    let pids: Vec<u32> = server
-        .log
-        .lines()
-        .iter()
-        .filter_map(|l| l.split("(pid ").nth(1)?.split(',').next()?.parse().ok())
-        .collect();
-    for pid in pids.iter().copied().filter(|&p| p != current) {
-        wait_for(&format!("generation {pid} to exit"), DEADLINE, || {
-            (!alive(pid)).then_some(())
-        });
-    }
+    // Every retired generation exits, promptly.
+    wait_for_retired_generations(&server, &pidfile);
     let mut times = retirement_times(&server);
     times.sort_by(f64::total_cmp);
     let max = times.last().copied().unwrap_or_default();

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use uninterruptible_tests::load::restart_loop;
+use uninterruptible_tests::load::{restart_loop, while_running};
 use uninterruptible_tests::{
-    Address, DEADLINE, SIGUSR1, TempDir, alive, start_with_pidfile, wait_for,
+    Address, SIGUSR1, TempDir, start_with_pidfile, wait_for_retired_generations,
 };
 
 const SESSION: &str = env!("CARGO_BIN_EXE_session");
@@ -71,26 +71,29 @@ fn line_sessions_say_goodbye_across_restarts_and_no_generation_lingers() {
     let Address::Tcp(addr) = server.address() else {
         unreachable!()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..16)
-        .map(|id| runtime.spawn(client(addr, id, Arc::clone(&stop))))
-        .collect();
-    let restarts = restart_loop(
-        &pidfile,
-        SIGUSR1,
-        Duration::from_millis(100),
-        Some(20),
-        None,
+    let (restarts, tallies) = while_running(
+        |stop| async move {
+            let clients: Vec<_> = (0..16)
+                .map(|id| tokio::spawn(client(addr, id, Arc::clone(&stop))))
+                .collect();
+            let mut tallies = Vec::new();
+            for client in clients {
+                tallies.push(client.await.unwrap());
+            }
+            tallies
+        },
+        || {
+            restart_loop(
+                &pidfile,
+                SIGUSR1,
+                Duration::from_millis(100),
+                Some(20),
+                None,
+            )
+        },
     );
-    stop.store(true, Ordering::Relaxed);
     let mut total = Tally::default();
-    for client in clients {
-        let tally = runtime.block_on(client).unwrap();
+    for tally in tallies {
         total.answered += tally.answered;
         total.byes += tally.byes;
         total.failures.extend(tally.failures);
@@ -115,17 +118,5 @@ fn line_sessions_say_goodbye_across_restarts_and_no_generation_lingers() {
     );
 
     // Every generation but the last exits, once its sessions have said goodbye.
-    let current = uninterruptible_tests::read_pidfile(&pidfile).unwrap();
-    let pids: Vec<u32> = server
-        .log
-        .lines()
-        .iter()
-        .filter_map(|l| l.split("(pid ").nth(1)?.split(',').next()?.parse().ok())
-        .collect();
-    assert_eq!(pids.len(), 21, "{}", server.log.text());
-    for pid in pids.into_iter().filter(|&p| p != current) {
-        wait_for(&format!("generation {pid} to exit"), DEADLINE, || {
-            (!alive(pid)).then_some(())
-        });
-    }
+    assert_eq!(wait_for_retired_generations(&server, &pidfile), 21);
 }
