@@ -253,6 +253,16 @@ pub fn wait_for_retired_generations(server: &Server, pidfile: &Path) -> usize {
     pids.len()
 }
 
+/// Copies an executable to `to`, mode 0755. The copy is made by `cp`, in a process of its own:
+/// written from this multi-threaded test process, the file could be held open for writing by a
+/// child another test forks meanwhile, and executing it would then fail with ETXTBSY.
+pub fn copy_executable(from: &Path, to: &Path) {
+    let status = Command::new("cp").arg(from).arg(to).status().unwrap();
+    assert!(status.success(), "cp {} {}", from.display(), to.display());
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(to, mode).unwrap();
+}
+
 /// The pid in a log line `started new process N ...`.
 pub fn started_pid(line: &str) -> u32 {
     line.split("started new process ")

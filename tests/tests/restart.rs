@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use uninterruptible_tests::load::{self, Options};
 use uninterruptible_tests::{
-    DEADLINE, SIGHUP, SIGTERM, SIGUSR1, Server, TempDir, alive, children, echo, environ, fd_count,
-    read_pidfile, send, start_with_pidfile, started_pid, wait_for,
+    DEADLINE, SIGHUP, SIGTERM, SIGUSR1, Server, TempDir, alive, children, copy_executable, echo,
+    environ, fd_count, read_pidfile, send, start_with_pidfile, started_pid, wait_for,
 };
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
@@ -345,8 +345,7 @@ fn a_handoff_peer_of_another_uid_is_refused() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     // The probe runs as nobody, which may not reach the build directory: copy it out.
     let probe = dir.join("handoff_probe");
-    std::fs::copy(PROBE, &probe).unwrap();
-    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy_executable(Path::new(PROBE), &probe);
     let flag = dir.join("wait");
     std::fs::write(&flag, "").unwrap();
     let command = start_script(
@@ -419,8 +418,7 @@ fn exe(pid: u32) -> PathBuf {
 }
 
 fn copy_binary(to: &Path) {
-    std::fs::copy(ECHO, to).unwrap();
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy_executable(Path::new(ECHO), to);
 }
 
 #[test]
