@@ -190,26 +190,21 @@ pub(crate) async fn restart(plan: Plan, listener: OwnedFd) -> Result<u32, Failur
     drop(listener);
     tracing::info!("handed the listening socket to new process {pid}");
 
-    match await_ready(&mut conn, child.wait(), deadline).await {
+    let reason = match await_ready(&mut conn, child.wait(), deadline).await {
         Awaited::Ready => {
             // Best effort: a new process that is gone by now needs no verdict.
             let _ = conn.send(OK).await;
             // Dropped, the child is reaped by tokio in the background if it exits first.
-            Ok(pid)
+            return Ok(pid);
         }
-        awaited => {
-            let reason = match awaited {
-                Awaited::Ready => unreachable!(),
-                Awaited::Exited(Ok(status)) => Reason::Exited(pid, status),
-                Awaited::Exited(Err(e)) | Awaited::Failed(e) => Reason::Handoff(pid, e),
-                Awaited::Closed => Reason::Closed(pid),
-                Awaited::Unexpected(line) => Reason::Protocol(pid, line),
-                Awaited::TimedOut => Reason::Timeout(pid, plan.ready_timeout),
-            };
-            abandon(conn, child, pid).await;
-            Err(fail(reason))
-        }
-    }
+        Awaited::Exited(Ok(status)) => Reason::Exited(pid, status),
+        Awaited::Exited(Err(e)) | Awaited::Failed(e) => Reason::Handoff(pid, e),
+        Awaited::Closed => Reason::Closed(pid),
+        Awaited::Unexpected(line) => Reason::Protocol(pid, line),
+        Awaited::TimedOut => Reason::Timeout(pid, plan.ready_timeout),
+    };
+    abandon(conn, child, pid).await;
+    Err(fail(reason))
 }
 
 /// What the old process heard while it waited for `ready`.

@@ -565,9 +565,12 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
 
     let started = tokio::time::Instant::now();
     let mut listener = s.listener.take();
-    match &listener {
-        None => tracing::info!("draining {} open connections", s.connections.count()),
-        Some(_) => tracing::info!("draining: waiting for the handler to return"),
+    // An `async fn(Incoming)` handler is waited for; per-connection handlers are counted.
+    let waits_for_handler = listener.is_some();
+    if waits_for_handler {
+        tracing::info!("draining: waiting for the handler to return");
+    } else {
+        tracing::info!("draining {} open connections", s.connections.count());
     }
     let connections = Arc::clone(&s.connections);
     let drain = async {
@@ -600,13 +603,17 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
             }
             _ = progress.tick() => {
                 let waited = started.elapsed().as_secs();
-                let open = s.connections.count();
+                let open = if waits_for_handler {
+                    "the handler has not returned".to_owned()
+                } else {
+                    format!("{} connections still open", s.connections.count())
+                };
                 match config.drain_timeout {
                     None => tracing::info!(
-                        "draining: {open} connections still open after {waited} s (no DRAIN_TIMEOUT: waiting for them)"
+                        "draining: {open} after {waited} s (no DRAIN_TIMEOUT: waiting)"
                     ),
                     Some(limit) => tracing::info!(
-                        "draining: {open} connections still open after {waited} s (closed at DRAIN_TIMEOUT, {} s)",
+                        "draining: {open} after {waited} s (ended at DRAIN_TIMEOUT, {} s)",
                         limit.as_secs_f64()
                     ),
                 }
