@@ -160,7 +160,11 @@ impl Server {
         let variables = uninterruptible::KEYS
             .iter()
             .flat_map(|key| std::iter::once(key.env).chain(key.also.iter().copied()))
-            .chain(["FILE_DESCRIPTOR_SERVER_PATH", "UNINTERRUPTIBLE_GENERATION"]);
+            .chain([
+                "FILE_DESCRIPTOR_SERVER_PATH",
+                "UNINTERRUPTIBLE_GENERATION",
+                "NOTIFY_SOCKET",
+            ]);
         for var in variables {
             command.env_remove(var);
         }

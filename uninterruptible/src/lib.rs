@@ -36,6 +36,7 @@ mod handoff;
 mod incoming;
 mod listener;
 mod logging;
+mod notify;
 mod pidfile;
 mod run;
 mod serve;

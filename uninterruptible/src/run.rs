@@ -3,7 +3,7 @@
 //! own; this module only sequences them.
 
 use crate::acl::Acl;
-use crate::config::{Config, GENERATION};
+use crate::config::{Config, FILE_DESCRIPTOR_SERVER_PATH, GENERATION};
 use crate::drain;
 use crate::error::Error;
 use crate::handler::HandlerOutput;
@@ -11,6 +11,7 @@ use crate::handoff::{self, Failure, Pending, Takeover, Verdict};
 use crate::incoming::Incoming;
 use crate::listener::{Listener, SocketFile};
 use crate::logging;
+use crate::notify::Notifier;
 use crate::pidfile;
 use crate::serve::{Accepting, Server, Target};
 use crate::shutdown::Connections;
@@ -175,6 +176,12 @@ where
         Err(code) => return code,
     };
     let ending = serve(&config, &mut serving).await;
+    // A retiring process is not the service any more; only a real stop is announced.
+    if matches!(ending, Ending::Stop | Ending::ExitNow) {
+        serving
+            .notifier
+            .stopping("stopping: draining open connections");
+    }
     let drained = match ending {
         Ending::ExitNow => Drained::Cut,
         _ => drain(&config, &mut serving).await,
@@ -201,6 +208,8 @@ where
 
 /// Everything set up before the first connection is accepted.
 struct Started {
+    /// Started by a restart: the old process tells the service manager about this one.
+    by_restart: bool,
     signals: Signals,
     listener: Listener,
     address: crate::BindAddress,
@@ -211,6 +220,7 @@ struct Started {
 /// Registers signals, then takes over the old process's socket or binds a new one.
 async fn start(config: &Config) -> Result<Started, Error> {
     let signals = Signals::register()?;
+    let by_restart = std::env::var_os(FILE_DESCRIPTOR_SERVER_PATH).is_some();
     // Everything that can fail is done before the socket is bound or taken over, so a broken
     // certificate at a restart ends the new process while the old one serves on.
     let tls = config.tls.as_ref().map(tls::load).transpose()?;
@@ -230,6 +240,7 @@ async fn start(config: &Config) -> Result<Started, Error> {
         .local_addr()
         .map_err(Error::io("cannot read the listening address"))?;
     Ok(Started {
+        by_restart,
         signals,
         listener,
         address,
@@ -286,6 +297,8 @@ struct Serving {
     plan: handoff::Plan,
     /// An `async fn(Incoming)` handler's task: the process retires when it returns.
     listener: Option<JoinHandle<io::Result<()>>>,
+    /// systemd, when it asked to be told (`NOTIFY_SOCKET`).
+    notifier: Notifier,
 }
 
 /// How the serving phase ended.
@@ -314,6 +327,7 @@ where
     O: HandlerOutput,
 {
     let Started {
+        by_restart,
         signals,
         listener,
         address,
@@ -374,6 +388,10 @@ where
         ""
     };
     tracing::info!("listening on {address}{tls_note} (pid {pid}, generation {generation})");
+    let notifier = Notifier::from_env();
+    if !by_restart {
+        notifier.ready(&format!("serving on {address} (pid {pid})"));
+    }
 
     let plan = handoff::Plan {
         command: config.start_command.clone(),
@@ -392,6 +410,7 @@ where
         stop_received: false,
         plan,
         listener: listener_task,
+        notifier,
     })
 }
 
@@ -442,11 +461,14 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                 match result {
                     Ok(pid) => {
                         tracing::info!("new process {pid} is ready: this process stops accepting");
+                        // The new process wrote the pidfile before it said ready.
+                        s.notifier.handed_over(pid, &format!("new process {pid} is serving"));
                         return Ending::HandedOver;
                     }
                     Err(failure) => {
                         restore_pidfile(config);
                         tracing::warn!("restart failed: {failure}; still serving");
+                        s.notifier.restart_failed(&failure);
                         if s.stop_received {
                             tracing::info!("stopping, as asked while the restart was in progress");
                             return Ending::Stop;
@@ -485,7 +507,11 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
 fn begin_restart(s: &Serving) -> Option<JoinHandle<Result<u32, Failure>>> {
     let fd = s.handoff_fd.as_ref()?;
     match fd.try_clone() {
-        Ok(fd) => Some(tokio::spawn(handoff::restart(s.plan.clone(), fd))),
+        Ok(fd) => {
+            s.notifier
+                .reloading(&format!("restarting: starting {}", s.plan.command));
+            Some(tokio::spawn(handoff::restart(s.plan.clone(), fd)))
+        }
         Err(e) => {
             tracing::error!(
                 "restart failed: cannot duplicate the listening socket: {e}; still serving"
