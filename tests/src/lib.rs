@@ -282,7 +282,12 @@ pub fn parse_address(line: &str) -> Address {
         .split("listening on ")
         .nth(1)
         .expect("a listening line");
-    let url = rest.split_whitespace().next().unwrap();
+    // The first of the addresses, `listening on tcp://a, unix:///b (pid ...)`.
+    let url = rest
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches(',');
     if let Some(tcp) = url.strip_prefix("tcp://") {
         Address::Tcp(tcp.parse().unwrap())
     } else {

@@ -358,7 +358,7 @@ fn an_old_process_killed_during_the_handoff_leaves_nothing_in_tmpdir() {
     send(old, SIGUSR1);
     server
         .log
-        .wait_for("handed the listening socket to new process");
+        .wait_for("handed the listening sockets to new process");
     send(old, SIGKILL);
     let new = wait_for("the new process in the pidfile", DEADLINE, || {
         read_pidfile(&pidfile).filter(|&p| p != old)

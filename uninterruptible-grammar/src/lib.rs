@@ -82,11 +82,11 @@ pub static KEYS: &[Key] = &[
         name: "bind",
         env: "BIND",
         also: &["PORT"],
-        literal: Literal::Str,
+        literal: Literal::List,
         default: "none",
-        meaning: "`tcp://host:port`, `tcp://[::1]:port`, `unix:///path`. `BIND` wins; else the literal, with `PORT` replacing its port when it is tcp; else `tcp://0.0.0.0:$PORT`; else a config error",
+        meaning: "one address or several (`[\"tcp://0.0.0.0:8080\", \"unix:///run/app.sock\"]`, comma-separated in `BIND`), all served by the handler. `BIND` wins; else the literal, with `PORT` replacing the port of its tcp addresses; else `tcp://0.0.0.0:$PORT`; else a config error",
         accepted: BIND,
-        check: |s| bind(s).map(drop),
+        check: |s| binds(s).map(drop),
     },
     Key {
         name: "start_command",
@@ -301,6 +301,22 @@ pub fn bind(s: &str) -> Result<Address, String> {
     Ok(Address::Tcp(host.to_owned(), port))
 }
 
+/// One address or several, comma-separated, each said once.
+pub fn binds(s: &str) -> Result<Vec<Address>, String> {
+    let mut addresses = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let address = bind(item).map_err(|expected| format!("{expected}; {item:?} is not one"))?;
+        if addresses.contains(&address) {
+            return Err(format!("each address once; {item:?} is there twice"));
+        }
+        addresses.push(address);
+    }
+    if addresses.is_empty() {
+        return Err(BIND.to_owned());
+    }
+    Ok(addresses)
+}
+
 /// A port number, for `PORT`.
 pub fn port(s: &str) -> Result<u16, String> {
     s.trim()
@@ -479,6 +495,18 @@ pub const SAMPLES: &[(&str, &str, bool)] = &[
     ("bind", r#""tcp://127.0.0.1""#, false),
     ("bind", r#""udp://0.0.0.0:53""#, false),
     ("bind", r#""unix://relative""#, false),
+    (
+        "bind",
+        r#"["tcp://127.0.0.1:80", "tcp://[::1]:80", "unix:///run/a.sock"]"#,
+        true,
+    ),
+    ("bind", r#""tcp://127.0.0.1:80, unix:///run/a.sock""#, true),
+    (
+        "bind",
+        r#"["tcp://127.0.0.1:80", "tcp://127.0.0.1:80"]"#,
+        false,
+    ),
+    ("bind", r#"["tcp://127.0.0.1:80", "udp://x:1"]"#, false),
     ("start_command", r#""/srv/app/server --flag""#, true),
     ("start_command", r#""exec ./server""#, true),
     ("start_command", r#""RUST_LOG=debug ./server""#, false),

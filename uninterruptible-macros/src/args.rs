@@ -113,9 +113,7 @@ fn example(key: &Key) -> String {
     let name = key.name;
     match key.literal {
         Literal::Str => format!("{name} = \"...\""),
-        Literal::List => {
-            format!("{name} = \"10.0.0.0/8, ::1\" or {name} = [\"10.0.0.0/8\", \"::1\"]")
-        }
+        Literal::List => format!("{name} = \"...\" or {name} = [\"...\", \"...\"]"),
         Literal::Seconds => format!("{name} = 30 (seconds)"),
         Literal::Count => format!("{name} = 1000"),
         Literal::Bool => format!("{name} = true"),

@@ -91,7 +91,7 @@ fn check_arguments(item: &ItemFn) -> syn::Result<()> {
 /// list is checked item by item, so each error points at its own item.
 fn check_value(key: &Key, value: &Value) -> syn::Result<()> {
     if key.literal == Literal::List {
-        return combine(value.items.iter().map(|(item, span)| {
+        let items = combine(value.items.iter().map(|(item, span)| {
             (key.check)(item).or_else(|expected| {
                 error(
                     *span,
@@ -99,6 +99,15 @@ fn check_value(key: &Key, value: &Value) -> syn::Result<()> {
                 )
             })
         }));
+        // Items that are each valid may still not go together (the same address twice).
+        return items.and_then(|()| {
+            (key.check)(&value.text).or_else(|expected| {
+                error(
+                    value.span,
+                    format!("`{}` is invalid: expected {expected}", key.name),
+                )
+            })
+        });
     }
     (key.check)(&value.text).or_else(|expected| {
         // As written: a number or a boolean without quotes.

@@ -40,14 +40,17 @@ impl FromStr for BindAddress {
 
     /// The grammar the attribute checks `bind` literals with, so both accept the same.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match uninterruptible_grammar::bind(s) {
-            Ok(uninterruptible_grammar::Address::Tcp(host, port)) => {
-                Ok(BindAddress::Tcp { host, port })
-            }
-            Ok(uninterruptible_grammar::Address::Unix(path)) => {
-                Ok(BindAddress::Unix(PathBuf::from(path)))
-            }
-            Err(_) => Err(AddressParseError(())),
+        uninterruptible_grammar::bind(s)
+            .map(BindAddress::from)
+            .map_err(|_| AddressParseError(()))
+    }
+}
+
+impl From<uninterruptible_grammar::Address> for BindAddress {
+    fn from(address: uninterruptible_grammar::Address) -> Self {
+        match address {
+            uninterruptible_grammar::Address::Tcp(host, port) => BindAddress::Tcp { host, port },
+            uninterruptible_grammar::Address::Unix(path) => BindAddress::Unix(PathBuf::from(path)),
         }
     }
 }

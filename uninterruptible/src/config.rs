@@ -154,8 +154,8 @@ pub(crate) struct Origins {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
-    /// Where to listen.
-    pub bind: BindAddress,
+    /// Where to listen: one address or several, all served by the handler.
+    pub bind: Vec<BindAddress>,
     /// How a restart starts the new copy.
     pub start_command: StartCommand,
     /// Pidfile path.
@@ -264,7 +264,7 @@ impl Config {
     /// ```
     /// let defaults = uninterruptible::Defaults::new().bind("tcp://127.0.0.1:6789");
     /// match uninterruptible::Config::from_env(defaults) {
-    ///     Ok(config) => println!("listening on {}", config.bind),
+    ///     Ok(config) => println!("listening on {:?}", config.bind),
     ///     Err(e) => eprintln!("{e}"),
     /// }
     /// ```
@@ -297,10 +297,12 @@ impl Config {
         let log_filter = log_filter(&l)?;
         let tls = tls(&l, &mut warnings)?;
         let allowed_networks = l.value("allowed_networks", grammar::networks)?;
-        if let (Some(_), BindAddress::Unix(_)) = (&allowed_networks, &bind) {
+        let only_unix = bind.iter().all(|a| matches!(a, BindAddress::Unix(_)));
+        if allowed_networks.is_some() && only_unix {
             return Err(Error::InvalidConfig(format!(
-                "{} cannot be used with a UNIX socket ({bind}): UNIX peers have no network address; unset it or bind to tcp://",
-                key("allowed_networks").env
+                "{} cannot be used with a UNIX socket ({}): UNIX peers have no network address; unset it or bind to tcp://",
+                key("allowed_networks").env,
+                list(&bind)
             )));
         }
         let drain_timeout = l.value("drain_timeout", |s| grammar::seconds(s, true))?;
@@ -334,8 +336,18 @@ impl Config {
     }
 }
 
-/// `BIND` wins; else the literal, with `PORT` replacing a TCP port; else `tcp://0.0.0.0:$PORT`.
-fn bind(l: &Lookup<'_>) -> Result<BindAddress, Error> {
+/// Addresses as a list, as they are written in `BIND`.
+pub(crate) fn list(addresses: &[BindAddress]) -> String {
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `BIND` wins; else the literal, with `PORT` replacing the port of its tcp addresses; else
+/// `tcp://0.0.0.0:$PORT`.
+fn bind(l: &Lookup<'_>) -> Result<Vec<BindAddress>, Error> {
     let key = key("bind");
     let port_var = key.also[0];
     let port = l
@@ -345,18 +357,19 @@ fn bind(l: &Lookup<'_>) -> Result<BindAddress, Error> {
                 .map_err(|expected| Error::invalid(Source::Env(port_var), &value, expected))
         })
         .transpose()?;
-    let address = |s: &str| {
-        s.parse::<BindAddress>()
-            .map_err(|_| grammar::BIND.to_owned())
+    let addresses = |s: &str| {
+        grammar::binds(s).map(|all| all.into_iter().map(BindAddress::from).collect::<Vec<_>>())
     };
     let from_env = l.env_var(key.env)?.is_some();
-    match (l.value("bind", address)?, port) {
-        (Some(address), Some(port)) if !from_env => Ok(address.with_port(port)),
-        (Some(address), _) => Ok(address),
-        (None, Some(port)) => Ok(BindAddress::Tcp {
+    match (l.value("bind", addresses)?, port) {
+        (Some(addresses), Some(port)) if !from_env => {
+            Ok(addresses.into_iter().map(|a| a.with_port(port)).collect())
+        }
+        (Some(addresses), _) => Ok(addresses),
+        (None, Some(port)) => Ok(vec![BindAddress::Tcp {
             host: "0.0.0.0".into(),
             port,
-        }),
+        }]),
         (None, None) => Err(Error::InvalidConfig(format!(
             "no address to listen on: set {0} (e.g. {0}=tcp://0.0.0.0:6789) or {port_var}, or write bind = \"...\" in #[uninterruptible::server]",
             key.env
@@ -589,7 +602,7 @@ mod tests {
     }
 
     fn bind_of(defaults: Defaults, env: &[(&str, &str)]) -> String {
-        config(defaults, env).unwrap().bind.to_string()
+        list(&config(defaults, env).unwrap().bind)
     }
 
     #[test]

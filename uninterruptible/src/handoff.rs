@@ -16,7 +16,7 @@
 //!    *handoff socket*, and starts the new copy with `FILE_DESCRIPTOR_SERVER_PATH` naming it.
 //!    It keeps accepting clients throughout.
 //! 2. Accepts a connection on the handoff socket from a peer of its own uid (`SO_PEERCRED`) and
-//!    sends it the listening socket.
+//!    sends it the listening sockets, all in one message.
 //! 3. Waits for `ready` ([`await_ready`]). A `ready` received is success, whatever the new
 //!    process does next. Otherwise (it exits, closes the connection, or is silent past
 //!    `READY_TIMEOUT`) the restart fails: a new process that may have accepted connections is
@@ -132,7 +132,7 @@ pub(crate) fn preflight(plan: &Plan) {
 /// Starts a new copy of the program and hands it `listener`. Returns the new pid once it is
 /// ready. On failure the new copy is gone, or is draining what it accepted and has let go of
 /// the pidfile: the caller may write its own pid back.
-pub(crate) async fn restart(plan: Plan, listener: OwnedFd) -> Result<u32, Failure> {
+pub(crate) async fn restart(plan: Plan, listeners: Vec<OwnedFd>) -> Result<u32, Failure> {
     let command = plan.command.to_string();
     let fail = |reason| Failure {
         reason,
@@ -183,12 +183,12 @@ pub(crate) async fn restart(plan: Plan, listener: OwnedFd) -> Result<u32, Failur
         }
     };
     let mut conn = Lines::new(conn);
-    if let Err(e) = send_socket(&conn.stream, &listener).await {
+    if let Err(e) = send_sockets(&conn.stream, &listeners).await {
         kill(&mut child).await;
         return Err(fail(Reason::Handoff(pid, e)));
     }
-    drop(listener);
-    tracing::info!("handed the listening socket to new process {pid}");
+    drop(listeners);
+    tracing::info!("handed the listening sockets to new process {pid}");
 
     let reason = match await_ready(&mut conn, child.wait(), deadline).await {
         Awaited::Ready => {
@@ -325,8 +325,11 @@ async fn accept_own(server: &UnixListener) -> io::Result<UnixStream> {
     }
 }
 
-async fn send_socket(conn: &UnixStream, listener: &OwnedFd) -> io::Result<()> {
-    let fds = [listener.as_raw_fd()];
+/// The most listening sockets a handoff carries.
+const MAX_LISTENERS: usize = 64;
+
+async fn send_sockets(conn: &UnixStream, listeners: &[OwnedFd]) -> io::Result<()> {
+    let fds: Vec<_> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
     let sent = conn
         .async_io(Interest::WRITABLE, || {
             sendmsg::<UnixAddr>(
@@ -485,17 +488,17 @@ pub(crate) struct Takeover {
 impl Takeover {
     /// Connects to the handoff socket named by `FILE_DESCRIPTOR_SERVER_PATH` and receives the
     /// listening socket. `None` when this process was not started by a restart.
-    pub(crate) fn connect(limit: Duration) -> Option<io::Result<(Takeover, OwnedFd)>> {
+    pub(crate) fn connect(limit: Duration) -> Option<io::Result<(Takeover, Vec<OwnedFd>)>> {
         let path = PathBuf::from(std::env::var_os(FILE_DESCRIPTOR_SERVER_PATH)?);
         Some(Self::receive(path, limit))
     }
 
-    fn receive(path: PathBuf, limit: Duration) -> io::Result<(Takeover, OwnedFd)> {
+    fn receive(path: PathBuf, limit: Duration) -> io::Result<(Takeover, Vec<OwnedFd>)> {
         let conn = StdUnixStream::connect(&path)?;
         conn.set_read_timeout(Some(limit))?;
         conn.set_write_timeout(Some(limit))?;
         let mut hello = [0u8; HELLO.len()];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; MAX_LISTENERS]);
         let mut iov = [IoSliceMut::new(&mut hello)];
         let msg = recvmsg::<UnixAddr>(
             conn.as_raw_fd(),
@@ -519,12 +522,11 @@ impl Takeover {
         if &hello[..bytes] != HELLO {
             return Err(io::Error::other("unexpected message on the handoff socket"));
         }
-        let mut fds = fds.into_iter();
-        let listener = fds
-            .next()
-            .ok_or_else(|| io::Error::other("no socket received on the handoff socket"))?;
+        if fds.is_empty() {
+            return Err(io::Error::other("no socket received on the handoff socket"));
+        }
         remove_handoff_path(&path);
-        Ok((Takeover { conn, path }, listener))
+        Ok((Takeover { conn, path }, fds))
     }
 
     pub(crate) fn path(&self) -> &Path {

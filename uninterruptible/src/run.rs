@@ -3,7 +3,7 @@
 //! own; this module only sequences them.
 
 use crate::acl::Acl;
-use crate::config::{Config, FILE_DESCRIPTOR_SERVER_PATH, GENERATION};
+use crate::config::{self, Config, FILE_DESCRIPTOR_SERVER_PATH, GENERATION};
 use crate::drain;
 use crate::error::Error;
 use crate::handler::HandlerOutput;
@@ -169,7 +169,7 @@ where
 {
     let started = match start(&config).await {
         Ok(started) => started,
-        Err(e) => return fail(&config, e, None),
+        Err(e) => return fail(&config, e, &[]),
     };
     let mut serving = match begin(&config, handler, started, generation) {
         Ok(serving) => serving,
@@ -211,82 +211,113 @@ struct Started {
     /// Started by a restart: the old process tells the service manager about this one.
     by_restart: bool,
     signals: Signals,
-    listener: Listener,
-    address: crate::BindAddress,
+    listeners: Vec<Listener>,
+    addresses: Vec<crate::BindAddress>,
     takeover: Option<Takeover>,
     tls: Option<Tls>,
 }
 
-/// Registers signals, then takes over the old process's socket or binds a new one.
+/// Registers signals, then takes over the old process's sockets or binds new ones.
 async fn start(config: &Config) -> Result<Started, Error> {
     let signals = Signals::register()?;
     let by_restart = std::env::var_os(FILE_DESCRIPTOR_SERVER_PATH).is_some();
-    // Everything that can fail is done before the socket is bound or taken over, so a broken
+    // Everything that can fail is done before the sockets are bound or taken over, so a broken
     // certificate at a restart ends the new process while the old one serves on.
     let tls = config.tls.as_ref().map(tls::load).transpose()?;
 
-    let (listener, takeover) = match Takeover::connect(config.ready_timeout) {
-        None => (Listener::bind(&config.bind, config.backlog).await?, None),
+    let (listeners, takeover) = match Takeover::connect(config.ready_timeout) {
+        None => (bind_all(config, Vec::new()).await?, None),
         Some(Err(e)) => {
             tracing::warn!(
-                "cannot take over the listening socket from the old process ({e}); binding {}",
-                config.bind
+                "cannot take over the listening sockets from the old process ({e}); binding {}",
+                config::list(&config.bind)
             );
-            (Listener::bind(&config.bind, config.backlog).await?, None)
+            (bind_all(config, Vec::new()).await?, None)
         }
-        Some(Ok((takeover, fd))) => (adopt(config, fd).await?, Some(takeover)),
+        Some(Ok((takeover, fds))) => (adopt(config, fds).await?, Some(takeover)),
     };
-    let address = listener
-        .local_addr()
-        .map_err(Error::io("cannot read the listening address"))?;
+    let addresses = listeners
+        .iter()
+        .map(Listener::local_addr)
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(Error::io("cannot read a listening address"))?;
     Ok(Started {
         by_restart,
         signals,
-        listener,
-        address,
+        listeners,
+        addresses,
         takeover,
         tls,
     })
 }
 
-/// Adopts the received socket if it serves the configured address; otherwise binds that
-/// address and closes the received socket (the configuration changed across the restart).
-async fn adopt(config: &Config, fd: OwnedFd) -> Result<Listener, Error> {
-    match Listener::from_fd(fd) {
-        Ok(listener) if listener.serves(&config.bind).await => {
-            tracing::info!("took over the listening socket from the old process");
-            Ok(listener)
+/// Binds every configured address that `received` (sockets taken over) does not serve. On a
+/// failure, UNIX socket files bound so far are removed: nothing is left behind.
+async fn bind_all(config: &Config, mut received: Vec<Listener>) -> Result<Vec<Listener>, Error> {
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for address in &config.bind {
+        let mut found = None;
+        for (i, listener) in received.iter().enumerate() {
+            if listener.serves(address).await {
+                found = Some(i);
+                break;
+            }
         }
-        Ok(listener) => {
-            let received = listener
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            tracing::info!(
-                "received a socket for {received} but configured for {}: binding that instead",
-                config.bind
-            );
-            drop(listener);
-            Listener::bind(&config.bind, config.backlog).await
-        }
-        Err(e) => {
-            tracing::warn!(
-                "cannot use the received socket ({e}); binding {}",
-                config.bind
-            );
-            Listener::bind(&config.bind, config.backlog).await
+        match found {
+            Some(i) => listeners.push(received.remove(i)),
+            None => match Listener::bind(address, config.backlog).await {
+                Ok(listener) => {
+                    bound.extend(SocketFile::of(address));
+                    listeners.push(listener);
+                }
+                Err(e) => {
+                    drop(listeners);
+                    for file in &bound {
+                        file.remove_if_ours();
+                    }
+                    return Err(e);
+                }
+            },
         }
     }
+    for listener in received {
+        let address = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(
+            "received a socket for {address}, which is no longer configured: closing it"
+        );
+    }
+    Ok(listeners)
+}
+
+/// Adopts the received sockets that serve configured addresses, binds the other addresses (the
+/// configuration changed across the restart), and closes received sockets nobody wants.
+async fn adopt(config: &Config, fds: Vec<OwnedFd>) -> Result<Vec<Listener>, Error> {
+    let received: Vec<Listener> = fds
+        .into_iter()
+        .filter_map(|fd| {
+            Listener::from_fd(fd)
+                .map_err(|e| tracing::warn!("cannot use a received socket: {e}"))
+                .ok()
+        })
+        .collect();
+    let count = received.len();
+    let listeners = bind_all(config, received).await?;
+    tracing::info!("took over {count} listening sockets from the old process");
+    Ok(listeners)
 }
 
 /// A process that is serving, and what its later phases need.
 struct Serving {
     signals: Signals,
     accepting: Option<Accepting>,
-    /// A descriptor of our own to hand over on restart; closed when we stop accepting.
-    handoff_fd: Option<OwnedFd>,
+    /// Descriptors of our own to hand over on restart; closed when we stop accepting.
+    handoff_fds: Vec<OwnedFd>,
     connections: Arc<Connections>,
-    socket_file: Option<SocketFile>,
+    socket_files: Vec<SocketFile>,
     /// Until the old process answers our `ready`: we may yet be abandoned.
     pending: Option<Pending>,
     /// Whether the UNIX socket file is ours to remove when we stop: we bound it, or the old
@@ -329,24 +360,28 @@ where
     let Started {
         by_restart,
         signals,
-        listener,
-        address,
+        listeners,
+        addresses,
         takeover,
         tls,
     } = started;
     let pid = std::process::id();
-    let socket_file = SocketFile::of(&address);
-    // A socket file taken over is the old process's until it lets go: a failure now must not
-    // remove it.
+    let socket_files: Vec<SocketFile> = addresses.iter().filter_map(SocketFile::of).collect();
+    // Socket files taken over are the old process's until it lets go: a failure now must not
+    // remove them.
     let owns_socket_file = takeover.is_none();
-    let owned = socket_file.as_ref().filter(|_| owns_socket_file);
-    let handoff_fd = listener.duplicate().map_err(|e| {
-        fail(
-            config,
-            Error::io("cannot duplicate the listening socket")(e),
-            owned,
-        )
-    })?;
+    let owned: &[SocketFile] = if owns_socket_file { &socket_files } else { &[] };
+    let handoff_fds = listeners
+        .iter()
+        .map(Listener::duplicate)
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|e| {
+            fail(
+                config,
+                Error::io("cannot duplicate a listening socket")(e),
+                owned,
+            )
+        })?;
 
     let connections = Arc::new(Connections::new());
     let (target, listener_task) = match handler {
@@ -369,7 +404,7 @@ where
     if let Some(path) = &config.pidfile {
         pidfile::write(path, pid).map_err(|e| fail(config, e, owned))?;
     }
-    let accepting = server.start(listener);
+    let accepting = server.start(listeners);
     let pending = takeover.and_then(|takeover| {
         let path = takeover.path().to_owned();
         takeover
@@ -387,6 +422,7 @@ where
     } else {
         ""
     };
+    let address = config::list(&addresses);
     tracing::info!("listening on {address}{tls_note} (pid {pid}, generation {generation})");
     let notifier = Notifier::from_env();
     if !by_restart {
@@ -402,9 +438,9 @@ where
     Ok(Serving {
         signals,
         accepting: Some(accepting),
-        handoff_fd: Some(handoff_fd),
+        handoff_fds,
         connections,
-        socket_file,
+        socket_files,
         pending,
         owns_socket_file,
         stop_received: false,
@@ -505,16 +541,18 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
 }
 
 fn begin_restart(s: &Serving) -> Option<JoinHandle<Result<u32, Failure>>> {
-    let fd = s.handoff_fd.as_ref()?;
-    match fd.try_clone() {
-        Ok(fd) => {
+    if s.handoff_fds.is_empty() {
+        return None;
+    }
+    match s.handoff_fds.iter().map(OwnedFd::try_clone).collect() {
+        Ok(fds) => {
             s.notifier
                 .reloading(&format!("restarting: starting {}", s.plan.command));
-            Some(tokio::spawn(handoff::restart(s.plan.clone(), fd)))
+            Some(tokio::spawn(handoff::restart(s.plan.clone(), fds)))
         }
         Err(e) => {
             tracing::error!(
-                "restart failed: cannot duplicate the listening socket: {e}; still serving"
+                "restart failed: cannot duplicate a listening socket: {e}; still serving"
             );
             None
         }
@@ -585,7 +623,7 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
     if let Some(accepting) = s.accepting.take() {
         accepting.stop().await;
     }
-    s.handoff_fd = None;
+    s.handoff_fds.clear();
     // Long-lived handlers that listen for it now finish their exchange and close.
     drain::announce();
 
@@ -682,14 +720,16 @@ async fn clean_up(config: &Config, s: &mut Serving) {
             }
         }
     }
-    if let Some(file) = s.socket_file.as_ref().filter(|_| s.owns_socket_file) {
-        file.remove_if_ours();
+    if s.owns_socket_file {
+        for file in &s.socket_files {
+            file.remove_if_ours();
+        }
     }
 }
 
 /// A failure at startup after something was made: nothing is left behind.
-fn fail(config: &Config, e: Error, socket_file: Option<&SocketFile>) -> ExitCode {
-    if let Some(file) = socket_file {
+fn fail(config: &Config, e: Error, socket_files: &[SocketFile]) -> ExitCode {
+    for file in socket_files {
         file.remove_if_ours();
     }
     report(Some(config), &e)

@@ -47,17 +47,21 @@ where
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    /// Starts accepting on a task of its own.
-    pub(crate) fn start(self, listener: Listener) -> Accepting {
+    /// Starts accepting, one task per listener.
+    pub(crate) fn start(self, listeners: Vec<Listener>) -> Accepting {
+        let server = Arc::new(self);
         Accepting {
-            task: tokio::spawn(self.accept_loop(listener)),
+            tasks: listeners
+                .into_iter()
+                .map(|listener| tokio::spawn(Arc::clone(&server).accept_loop(listener)))
+                .collect(),
         }
     }
 
     /// Accepts until the task is aborted ([`Accepting::stop`]). Between taking a connection off
     /// the queue and spawning its task there is no await, so an abort never loses a connection;
     /// and no stop signal is polled per accept, which the accept path would pay for.
-    async fn accept_loop(self, listener: Listener) {
+    async fn accept_loop(self: Arc<Self>, listener: Listener) {
         let mut backoff = MIN_BACKOFF;
         loop {
             // At the limit, wait for a connection to end before accepting another; the kernel
@@ -214,18 +218,22 @@ async fn handshake(tls: &Tls, io: Io, peer: &PeerAddr) -> Option<Io> {
     }
 }
 
-/// The accept loop of a process.
+/// The accept loops of a process, one per listener.
 #[derive(Debug)]
 pub(crate) struct Accepting {
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Accepting {
-    /// Stops accepting and drops the listener: its descriptor is closed, never shut down, so a
-    /// process that shares the socket keeps accepting on it.
+    /// Stops accepting and drops the listeners: their descriptors are closed, never shut down, so
+    /// a process that shares the sockets keeps accepting on them.
     pub(crate) async fn stop(self) {
-        self.task.abort();
-        let _ = self.task.await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 

@@ -93,6 +93,23 @@ impl Stream {
         crate::Draining::new()
     }
 
+    /// The address the connection came in on: which of the server's listeners accepted it.
+    /// Read from the socket when asked, so a connection that never asks carries nothing more.
+    pub fn local_addr(&self) -> io::Result<crate::BindAddress> {
+        fn unix(addr: tokio::net::unix::SocketAddr) -> io::Result<crate::BindAddress> {
+            addr.as_pathname()
+                .map(|path| crate::BindAddress::Unix(path.to_owned()))
+                .ok_or_else(|| io::Error::other("the UNIX socket has no path"))
+        }
+        match &self.io {
+            Io::Tcp(tcp) => tcp.local_addr().map(crate::BindAddress::from),
+            Io::Unix(socket) => unix(socket.local_addr()?),
+            Io::TlsTcp(tls) => tls.get_ref().0.local_addr().map(crate::BindAddress::from),
+            Io::TlsUnix(tls) => unix(tls.get_ref().0.local_addr()?),
+            Io::Limited(limited) => limited.stream.local_addr(),
+        }
+    }
+
     /// The address of the client.
     pub fn peer_addr(&self) -> &PeerAddr {
         &self.peer

@@ -1,5 +1,6 @@
-//! Tells each client what the server knows of it: its address, whether the connection is TLS,
-//! and the size of each certificate it presented. A handler returning `()`.
+//! Tells each client what the server knows of it: its address, the listener it came in on,
+//! whether the connection is TLS, and the size of each certificate it presented. A handler
+//! returning `()`.
 
 use tokio::io::AsyncWriteExt;
 
@@ -11,8 +12,11 @@ async fn whoami(mut stream: uninterruptible::Stream) {
         .iter()
         .map(|c| c.len().to_string())
         .collect();
+    let local = stream
+        .local_addr()
+        .map_or_else(|e| format!("({e})"), |a| a.to_string());
     let reply = format!(
-        "peer {} tls {} certificates [{}]\n",
+        "peer {} local {local} tls {} certificates [{}]\n",
         stream.peer_addr(),
         stream.is_tls(),
         certificates.join(",")
