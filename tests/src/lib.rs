@@ -152,7 +152,19 @@ impl Server {
 
     /// [`Server::start`] in the working directory `dir`.
     pub fn start_in(binary: &str, dir: Option<&Path>, env: &[(&str, &str)]) -> Server {
-        let mut command = Command::new(binary);
+        Server::start_with(binary, &[], dir, env)
+    }
+
+    /// [`Server::start`] with arguments: `program` may be a wrapper that runs the server
+    /// (`systemd-socket-activate`, `start_server`).
+    pub fn start_with(
+        program: &str,
+        args: &[&str],
+        dir: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut command = Command::new(program);
+        command.args(args);
         if let Some(dir) = dir {
             command.current_dir(dir);
         }
@@ -164,6 +176,10 @@ impl Server {
                 "FILE_DESCRIPTOR_SERVER_PATH",
                 "UNINTERRUPTIBLE_GENERATION",
                 "NOTIFY_SOCKET",
+                "LISTEN_FDS",
+                "LISTEN_PID",
+                "LISTEN_FDNAMES",
+                "SERVER_STARTER_PORT",
             ]);
         for var in variables {
             command.env_remove(var);

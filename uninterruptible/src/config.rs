@@ -16,6 +16,8 @@ use uninterruptible_grammar::{self as grammar, KEYS, Key};
 pub(crate) const FILE_DESCRIPTOR_SERVER_PATH: &str = "FILE_DESCRIPTOR_SERVER_PATH";
 /// Set by the old process for the new one: the new process's generation, for logs.
 pub(crate) const GENERATION: &str = "UNINTERRUPTIBLE_GENERATION";
+/// Set by the old process for the new one when the UNIX socket files are a service manager's.
+pub(crate) const KEEP_SOCKET_FILES: &str = "UNINTERRUPTIBLE_KEEP_SOCKET_FILES";
 
 uninterruptible_macros::__defaults! {
     /// The literals given to `#[uninterruptible::server(...)]`, as text: the defaults that the
@@ -146,6 +148,8 @@ pub(crate) struct TlsOrigins {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Origins {
     pub(crate) log_path: Source,
+    /// `BIND` is set: sockets handed over by a service manager are matched to it.
+    pub(crate) bind_from_env: bool,
 }
 
 /// The validated configuration of a server.
@@ -330,6 +334,7 @@ impl Config {
             backlog,
             origins: Origins {
                 log_path: log_path_origin,
+                bind_from_env: l.env_var(key("bind").env)?.is_some(),
             },
             warnings,
         })

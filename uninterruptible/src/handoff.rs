@@ -29,7 +29,7 @@
 //! for the old process's verdict ([`Pending::verdict`]). An end of file counts as `ok`: the
 //! old process is gone, so this one is the server.
 
-use crate::config::{FILE_DESCRIPTOR_SERVER_PATH, GENERATION, StartCommand};
+use crate::config::{FILE_DESCRIPTOR_SERVER_PATH, GENERATION, KEEP_SOCKET_FILES, StartCommand};
 use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr, getsockopt, recv, recvmsg, sendmsg,
     sockopt,
@@ -65,6 +65,11 @@ pub(crate) struct Plan {
     pub(crate) ready_timeout: Duration,
     /// The generation the new process will have.
     pub(crate) generation: u64,
+    /// The UNIX socket files are a service manager's: the new process must not remove them.
+    pub(crate) keep_socket_files: bool,
+    /// `BIND` for the new process, when the sockets were handed to this one by a service manager
+    /// (they are the configuration, not the attribute's literal).
+    pub(crate) bind: Option<String>,
 }
 
 /// Why a restart did not happen. The old process serves on.
@@ -303,6 +308,12 @@ fn spawn(plan: &Plan, socket: &Path) -> io::Result<Child> {
     command
         .env(FILE_DESCRIPTOR_SERVER_PATH, socket)
         .env(GENERATION, plan.generation.to_string());
+    if plan.keep_socket_files {
+        command.env(KEEP_SOCKET_FILES, "1");
+    }
+    if let Some(bind) = &plan.bind {
+        command.env("BIND", bind);
+    }
     command.spawn()
 }
 

@@ -34,6 +34,7 @@ mod error;
 mod handler;
 mod handoff;
 mod incoming;
+mod inherit;
 mod listener;
 mod logging;
 mod notify;

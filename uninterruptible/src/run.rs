@@ -3,12 +3,13 @@
 //! own; this module only sequences them.
 
 use crate::acl::Acl;
-use crate::config::{self, Config, FILE_DESCRIPTOR_SERVER_PATH, GENERATION};
+use crate::config::{self, Config, FILE_DESCRIPTOR_SERVER_PATH, GENERATION, KEEP_SOCKET_FILES};
 use crate::drain;
 use crate::error::Error;
 use crate::handler::HandlerOutput;
 use crate::handoff::{self, Failure, Pending, Takeover, Verdict};
 use crate::incoming::Incoming;
+use crate::inherit::{self, Inherited, Manager};
 use crate::listener::{Listener, SocketFile};
 use crate::logging;
 use crate::notify::Notifier;
@@ -122,6 +123,10 @@ where
     if let Err(e) = signals::block() {
         return report(None, &e);
     }
+    let inherited = match inherit::take() {
+        Ok(inherited) => inherited,
+        Err(e) => return report(None, &e),
+    };
     let generation = std::env::var(GENERATION)
         .ok()
         .and_then(|g| g.parse().ok())
@@ -144,7 +149,7 @@ where
             );
         }
     };
-    let code = runtime.block_on(lifecycle(config, handler, generation));
+    let code = runtime.block_on(lifecycle(config, handler, generation, inherited));
     // Connections still open after a drain timeout are dropped here, not waited for.
     runtime.shutdown_background();
     code
@@ -161,13 +166,18 @@ pub fn config_or_exit(defaults: crate::Defaults) -> Config {
     })
 }
 
-async fn lifecycle<H, F, O>(config: Config, handler: Handler<H>, generation: u64) -> ExitCode
+async fn lifecycle<H, F, O>(
+    config: Config,
+    handler: Handler<H>,
+    generation: u64,
+    inherited: Option<Inherited>,
+) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    let started = match start(&config).await {
+    let started = match start(&config, inherited).await {
         Ok(started) => started,
         Err(e) => return fail(&config, e, &[]),
     };
@@ -208,6 +218,8 @@ where
 
 /// Everything set up before the first connection is accepted.
 struct Started {
+    /// systemd or Server::Starter handed the sockets over: their socket files are theirs.
+    manager: Option<Manager>,
     /// Started by a restart: the old process tells the service manager about this one.
     by_restart: bool,
     signals: Signals,
@@ -218,23 +230,31 @@ struct Started {
 }
 
 /// Registers signals, then takes over the old process's sockets or binds new ones.
-async fn start(config: &Config) -> Result<Started, Error> {
+async fn start(config: &Config, inherited: Option<Inherited>) -> Result<Started, Error> {
     let signals = Signals::register()?;
     let by_restart = std::env::var_os(FILE_DESCRIPTOR_SERVER_PATH).is_some();
     // Everything that can fail is done before the sockets are bound or taken over, so a broken
     // certificate at a restart ends the new process while the old one serves on.
     let tls = config.tls.as_ref().map(tls::load).transpose()?;
 
+    let mut manager = None;
     let (listeners, takeover) = match Takeover::connect(config.ready_timeout) {
-        None => (bind_all(config, Vec::new()).await?, None),
-        Some(Err(e)) => {
-            tracing::warn!(
-                "cannot take over the listening sockets from the old process ({e}); binding {}",
-                config::list(&config.bind)
-            );
-            (bind_all(config, Vec::new()).await?, None)
-        }
         Some(Ok((takeover, fds))) => (adopt(config, fds).await?, Some(takeover)),
+        connected => {
+            if let Some(Err(e)) = connected {
+                tracing::warn!(
+                    "cannot take over the listening sockets from the old process ({e}); binding {}",
+                    config::list(&config.bind)
+                );
+            }
+            match inherited {
+                Some(inherited) => {
+                    manager = Some(inherited.manager);
+                    (adopt_inherited(config, inherited).await?, None)
+                }
+                None => (bind_all(config, Vec::new()).await?.0, None),
+            }
+        }
     };
     let addresses = listeners
         .iter()
@@ -242,6 +262,7 @@ async fn start(config: &Config) -> Result<Started, Error> {
         .collect::<io::Result<Vec<_>>>()
         .map_err(Error::io("cannot read a listening address"))?;
     Ok(Started {
+        manager,
         by_restart,
         signals,
         listeners,
@@ -253,7 +274,11 @@ async fn start(config: &Config) -> Result<Started, Error> {
 
 /// Binds every configured address that `received` (sockets taken over) does not serve. On a
 /// failure, UNIX socket files bound so far are removed: nothing is left behind.
-async fn bind_all(config: &Config, mut received: Vec<Listener>) -> Result<Vec<Listener>, Error> {
+/// Returns the listeners, and the received ones that serve no configured address.
+async fn bind_all(
+    config: &Config,
+    mut received: Vec<Listener>,
+) -> Result<(Vec<Listener>, Vec<Listener>), Error> {
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
     for address in &config.bind {
@@ -281,16 +306,7 @@ async fn bind_all(config: &Config, mut received: Vec<Listener>) -> Result<Vec<Li
             },
         }
     }
-    for listener in received {
-        let address = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        tracing::info!(
-            "received a socket for {address}, which is no longer configured: closing it"
-        );
-    }
-    Ok(listeners)
+    Ok((listeners, received))
 }
 
 /// Adopts the received sockets that serve configured addresses, binds the other addresses (the
@@ -305,8 +321,53 @@ async fn adopt(config: &Config, fds: Vec<OwnedFd>) -> Result<Vec<Listener>, Erro
         })
         .collect();
     let count = received.len();
-    let listeners = bind_all(config, received).await?;
+    let (listeners, unwanted) = bind_all(config, received).await?;
+    for listener in unwanted {
+        let address = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(
+            "received a socket for {address}, which is no longer configured: closing it"
+        );
+    }
     tracing::info!("took over {count} listening sockets from the old process");
+    Ok(listeners)
+}
+
+/// Serves the sockets systemd or Server::Starter handed over. They replace the attribute's
+/// `bind`; with `BIND` set too, they are matched to it: an address with no socket is bound, and a
+/// socket that matches no address is an error.
+async fn adopt_inherited(config: &Config, inherited: Inherited) -> Result<Vec<Listener>, Error> {
+    let received = inherited
+        .fds
+        .into_iter()
+        .map(Listener::from_fd)
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|e| {
+            Error::InvalidConfig(format!("{}: cannot use a socket: {e}", inherited.described))
+        })?;
+    let count = received.len();
+    tracing::info!(
+        "took over {count} listening sockets: {}",
+        inherited.described
+    );
+    if !config.origins.bind_from_env {
+        return Ok(received);
+    }
+    let (listeners, unmatched) = bind_all(config, received).await?;
+    if !unmatched.is_empty() {
+        let unmatched: Vec<_> = unmatched
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        return Err(Error::InvalidConfig(format!(
+            "{} handed over {} that BIND={} does not name: add them to BIND or unset it",
+            inherited.described,
+            config::list(&unmatched),
+            config::list(&config.bind)
+        )));
+    }
     Ok(listeners)
 }
 
@@ -330,6 +391,10 @@ struct Serving {
     listener: Option<JoinHandle<io::Result<()>>>,
     /// systemd, when it asked to be told (`NOTIFY_SOCKET`).
     notifier: Notifier,
+    /// The UNIX socket files are the service manager's: never removed.
+    keeps_socket_files: bool,
+    /// A Server::Starter worker: `start_server` restarts it, not a signal to it.
+    worker: bool,
 }
 
 /// How the serving phase ended.
@@ -358,6 +423,7 @@ where
     O: HandlerOutput,
 {
     let Started {
+        manager,
         by_restart,
         signals,
         listeners,
@@ -369,7 +435,10 @@ where
     let socket_files: Vec<SocketFile> = addresses.iter().filter_map(SocketFile::of).collect();
     // Socket files taken over are the old process's until it lets go: a failure now must not
     // remove them.
-    let owns_socket_file = takeover.is_none();
+    // Socket files of inherited sockets are the service manager's, for this process and for
+    // every one a restart starts from it.
+    let keeps_socket_files = manager.is_some() || std::env::var_os(KEEP_SOCKET_FILES).is_some();
+    let owns_socket_file = takeover.is_none() && !keeps_socket_files;
     let owned: &[SocketFile] = if owns_socket_file { &socket_files } else { &[] };
     let handoff_fds = listeners
         .iter()
@@ -433,6 +502,8 @@ where
         command: config.start_command.clone(),
         ready_timeout: config.ready_timeout,
         generation: generation + 1,
+        keep_socket_files: keeps_socket_files,
+        bind: (manager.is_some() && !config.origins.bind_from_env).then(|| address.clone()),
     };
     handoff::preflight(&plan);
     Ok(Serving {
@@ -447,6 +518,8 @@ where
         plan,
         listener: listener_task,
         notifier,
+        keeps_socket_files,
+        worker: manager == Some(Manager::ServerStarter),
     })
 }
 
@@ -473,6 +546,11 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                     // most READY_TIMEOUT, and either way this process then goes.
                     tracing::info!(
                         "{name} received: this process stops once the restart in progress ends (a second {name} exits now)"
+                    );
+                }
+                Request::Restart(name) if s.worker => {
+                    tracing::info!(
+                        "{name} received: ignored, start_server restarts its workers (send HUP to start_server)"
                     );
                 }
                 Request::Restart(name) if s.stop_received => {
@@ -521,7 +599,7 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
             }
             verdict = verdict(&mut s.pending) => match verdict {
                 Verdict::Committed => {
-                    s.owns_socket_file = true;
+                    s.owns_socket_file = !s.keeps_socket_files;
                     // Even after a TERM: the USR1 came first, and this process retires once
                     // the restart ends.
                     if std::mem::take(&mut deferred) {
@@ -701,7 +779,7 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                 Request::Restart(name) => tracing::info!("{name} received: ignored while draining"),
             },
             verdict = verdict(&mut s.pending) => {
-                s.owns_socket_file = verdict == Verdict::Committed;
+                s.owns_socket_file = verdict == Verdict::Committed && !s.keeps_socket_files;
             }
         }
     }
@@ -714,7 +792,7 @@ async fn clean_up(config: &Config, s: &mut Serving) {
     }
     if s.pending.is_some() {
         match tokio::time::timeout(VERDICT_WAIT, verdict(&mut s.pending)).await {
-            Ok(v) => s.owns_socket_file = v == Verdict::Committed,
+            Ok(v) => s.owns_socket_file = v == Verdict::Committed && !s.keeps_socket_files,
             Err(_) => {
                 tracing::warn!("the old process has not answered: leaving the socket file to it")
             }

@@ -1,0 +1,158 @@
+//! Listening sockets handed over by a service manager, with the real tools: systemd's
+//! `systemd-socket-activate` (LISTEN_FDS) and Server::Starter's `start_server`
+//! (SERVER_STARTER_PORT).
+
+use std::path::Path;
+use std::time::Duration;
+use uninterruptible_tests::load::{self, Options};
+use uninterruptible_tests::{
+    Address, DEADLINE, SIGHUP, SIGTERM, SIGUSR1, Server, TempDir, alive, echo, environ,
+    read_pidfile, send, wait_for,
+};
+
+const ECHO: &str = env!("CARGO_BIN_EXE_echo");
+
+fn wait_for_file(path: &Path) {
+    wait_for(&format!("{} to exist", path.display()), DEADLINE, || {
+        path.exists().then_some(())
+    });
+}
+
+#[test]
+fn systemd_socket_activation_is_adopted_and_restarts_hand_it_over() {
+    let dir = TempDir::new("activate");
+    let socket = dir.join("app.sock");
+    let pidfile = dir.join("app.pid");
+    let server = Server::start_with(
+        "systemd-socket-activate",
+        &[
+            "-l",
+            socket.to_str().unwrap(),
+            "--fdname=app",
+            "-E",
+            &format!("PID_FILE={}", pidfile.display()),
+            ECHO,
+        ],
+        None,
+        &[],
+    );
+    wait_for_file(&socket);
+    let address = Address::Unix(socket.clone());
+    // The first connection starts the server, which serves it on the socket it was given.
+    assert_eq!(echo(&address, "activated\n").unwrap(), "activated\n");
+    server
+        .log
+        .wait_for("took over 1 listening sockets: LISTEN_FDS=1 (LISTEN_FDNAMES=app)");
+    let first = wait_for("the pidfile", DEADLINE, || read_pidfile(&pidfile));
+
+    send(first, SIGUSR1);
+    let second = wait_for("a new pid", DEADLINE, || {
+        read_pidfile(&pidfile).filter(|&p| p != first)
+    });
+    let inherited = environ(second);
+    assert!(
+        !inherited.contains_key("LISTEN_FDS") && !inherited.contains_key("LISTEN_PID"),
+        "the variables are removed once read: nothing the server starts inherits them"
+    );
+    assert_eq!(echo(&address, "handed over\n").unwrap(), "handed over\n");
+    wait_for("the old process to exit", DEADLINE, || {
+        (!alive(first)).then_some(())
+    });
+    send(second, SIGTERM);
+    wait_for("the server to exit", DEADLINE, || {
+        (!alive(second)).then_some(())
+    });
+    assert!(
+        socket.exists(),
+        "the socket file is systemd's: never removed"
+    );
+}
+
+#[test]
+fn an_inherited_socket_that_bind_does_not_name_is_a_configuration_error() {
+    let dir = TempDir::new("activate-mismatch");
+    let socket = dir.join("app.sock");
+    let mut server = Server::start_with(
+        "systemd-socket-activate",
+        &[
+            "-l",
+            socket.to_str().unwrap(),
+            "-E",
+            "BIND=tcp://127.0.0.1:0",
+            ECHO,
+        ],
+        None,
+        &[],
+    );
+    wait_for_file(&socket);
+    let _ = echo(&Address::Unix(socket.clone()), "x\n");
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(2));
+    let line = server.log.wait_for("uninterruptible:");
+    assert!(
+        line.contains(&format!(
+            "LISTEN_FDS=1 handed over unix://{} that BIND=tcp://127.0.0.1:0 does not name",
+            socket.display()
+        )),
+        "{line}"
+    );
+}
+
+#[test]
+fn server_starter_workers_restart_under_load_without_a_failed_request() {
+    let dir = TempDir::new("starter");
+    let socket = dir.join("app.sock");
+    let starter_pid = dir.join("start_server.pid");
+    let server = Server::start_with(
+        "start_server",
+        &[
+            &format!("--path={}", socket.display()),
+            &format!("--pid-file={}", starter_pid.display()),
+            "--",
+            ECHO,
+        ],
+        None,
+        &[],
+    );
+    wait_for_file(&socket);
+    server
+        .log
+        .wait_for("took over 1 listening sockets: SERVER_STARTER_PORT=");
+    let address = Address::Unix(socket.clone());
+    assert_eq!(echo(&address, "worker\n").unwrap(), "worker\n");
+    let starter = wait_for("start_server's pid", DEADLINE, || {
+        read_pidfile(&starter_pid)
+    });
+
+    // A worker leaves restarts to start_server.
+    let worker: u32 = server
+        .log
+        .wait_for("(pid ")
+        .split("(pid ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    send(worker, SIGUSR1);
+    server
+        .log
+        .wait_for("USR1 received: ignored, start_server restarts its workers");
+
+    let ((), stats) = load::with_load(Options::plain(&address, 8, Duration::ZERO), || {
+        for round in 1..=3 {
+            send(starter, SIGHUP);
+            server.log.wait_for_count("listening on", round + 1);
+            server.log.wait_for_count("TERM received: stopping", round);
+        }
+    });
+    println!("start_server, 3 restarts: {stats}");
+    assert_eq!(stats.failed(), 0, "{stats}");
+    assert!(stats.ok > 0);
+    assert_eq!(echo(&address, "after\n").unwrap(), "after\n");
+    assert!(
+        socket.exists(),
+        "the socket file is start_server's: never removed"
+    );
+}
