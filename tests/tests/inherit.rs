@@ -156,3 +156,144 @@ fn server_starter_workers_restart_under_load_without_a_failed_request() {
         "the socket file is start_server's: never removed"
     );
 }
+
+/// A TCP port nobody listens on now (for tools that take a fixed port).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `systemd-socket-activate -l <listen>` running the echo server, with a pidfile; waits until
+/// the socket exists (UNIX) and the first connection has started the server.
+fn activated(dir: &TempDir, listen: &str, address: &Address) -> (Server, std::path::PathBuf) {
+    let pidfile = dir.join("app.pid");
+    let server = Server::start_with(
+        "systemd-socket-activate",
+        &[
+            "-l",
+            listen,
+            "-E",
+            &format!("PID_FILE={}", pidfile.display()),
+            ECHO,
+        ],
+        None,
+        &[],
+    );
+    server.log.wait_for("Listening on");
+    assert_eq!(echo(address, "activate\n").unwrap(), "activate\n");
+    wait_for("the pidfile", DEADLINE, || read_pidfile(&pidfile));
+    (server, pidfile)
+}
+
+#[test]
+fn socket_activated_servers_restart_under_load_over_tcp_and_unix() {
+    for kind in ["tcp", "unix"] {
+        let dir = TempDir::new("activate-storm");
+        let (listen, address) = match kind {
+            "tcp" => {
+                let port = free_port();
+                let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+                (addr.to_string(), Address::Tcp(addr))
+            }
+            _ => {
+                let path = dir.join("app.sock");
+                (path.display().to_string(), Address::Unix(path))
+            }
+        };
+        let (server, pidfile) = activated(&dir, &listen, &address);
+        let (restarts, stats) =
+            load::with_load(Options::plain(&address, 8, Duration::ZERO), || {
+                load::restart_loop(&pidfile, SIGUSR1, Duration::ZERO, Some(10), None)
+            });
+        println!(
+            "systemd-socket-activate over {kind}, {} restarts: {stats}",
+            restarts.handoffs.len()
+        );
+        assert_eq!(stats.failed(), 0, "{kind}: {stats}");
+        assert!(stats.ok > 0);
+        server.log.wait_for("generation 11");
+        assert_eq!(echo(&address, "after\n").unwrap(), "after\n");
+    }
+}
+
+/// `start_server` running `command` (a shell line) on `port_or_path`.
+fn starter(dir: &TempDir, option: &str, command: &str) -> (Server, u32) {
+    let starter_pid = dir.join("start_server.pid");
+    let server = Server::start_with(
+        "start_server",
+        &[
+            option,
+            &format!("--pid-file={}", starter_pid.display()),
+            "--",
+            "/bin/sh",
+            "-c",
+            command,
+        ],
+        None,
+        &[],
+    );
+    server
+        .log
+        .wait_for("took over 1 listening sockets: SERVER_STARTER_PORT=");
+    let pid = wait_for("start_server's pid", DEADLINE, || {
+        read_pidfile(&starter_pid)
+    });
+    (server, pid)
+}
+
+#[test]
+fn start_server_storm_over_tcp_fails_no_request() {
+    let dir = TempDir::new("starter-tcp");
+    let port = free_port();
+    let address = Address::Tcp(format!("127.0.0.1:{port}").parse().unwrap());
+    let (server, starter_pid) = starter(
+        &dir,
+        &format!("--port=127.0.0.1:{port}"),
+        &format!("exec '{ECHO}'"),
+    );
+    let ((), stats) = load::with_load(Options::plain(&address, 8, Duration::ZERO), || {
+        for round in 1..=10 {
+            send(starter_pid, SIGHUP);
+            server.log.wait_for_count("listening on", round + 1);
+            server.log.wait_for_count("TERM received: stopping", round);
+        }
+    });
+    println!("start_server over tcp, 10 restarts: {stats}");
+    assert_eq!(stats.failed(), 0, "{stats}");
+    assert!(stats.ok > 0);
+}
+
+#[test]
+fn a_worker_that_fails_to_start_leaves_the_old_one_serving() {
+    let dir = TempDir::new("starter-fail");
+    let socket = dir.join("app.sock");
+    let flag = dir.join("broken");
+    // The command fails while the flag exists: a broken release.
+    let command = format!(
+        "if [ -e '{}' ]; then exit 3; fi; exec '{ECHO}'",
+        flag.display()
+    );
+    let (server, starter_pid) = starter(&dir, &format!("--path={}", socket.display()), &command);
+    let address = Address::Unix(socket.clone());
+    std::fs::write(&flag, "").unwrap();
+    let ((), stats) = load::with_load(Options::plain(&address, 8, Duration::ZERO), || {
+        send(starter_pid, SIGHUP);
+        // start_server tries the new worker, sees it die, and keeps the old one.
+        server.log.wait_for("seems to have failed to start");
+        // It tries again every second, and the old worker serves meanwhile.
+        server
+            .log
+            .wait_for_count("seems to have failed to start", 2);
+    });
+    println!("start_server with a broken worker: {stats}");
+    assert_eq!(stats.failed(), 0, "{stats}");
+    assert_eq!(
+        server.log.count("TERM received"),
+        0,
+        "the old worker was not stopped"
+    );
+    assert_eq!(echo(&address, "old\n").unwrap(), "old\n");
+}
