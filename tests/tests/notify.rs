@@ -140,6 +140,10 @@ fn start_restart_and_stop_are_announced_by_the_main_process() {
         recorder.all()
     );
 
+    println!("pids: first {first}, second {second}");
+    for (pid, message) in recorder.all() {
+        println!("from {pid}: {}", message.replace('\n', " | "));
+    }
     send(second, SIGTERM);
     let (from, stopping) = recorder.wait_for("STOPPING=1");
     assert_eq!(from, second);
