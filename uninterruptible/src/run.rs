@@ -186,8 +186,10 @@ where
         Err(code) => return code,
     };
     let ending = serve(&config, &mut serving).await;
-    // A retiring process is not the service any more; only a real stop is announced.
-    if matches!(ending, Ending::Stop | Ending::ExitNow) {
+    // A retiring process is not the service any more: only a real stop is announced, and cleans
+    // up after itself.
+    let stopping = matches!(ending, Ending::Stop | Ending::ExitNow);
+    if stopping {
         serving
             .notifier
             .stopping("stopping: draining open connections");
@@ -200,7 +202,7 @@ where
         Drained::Cut => ExitCode::FAILURE,
         Drained::All | Drained::TimedOut => ExitCode::SUCCESS,
     };
-    if matches!(ending, Ending::Stop | Ending::ExitNow) {
+    if stopping {
         clean_up(&config, &mut serving).await;
     }
     if logging::dropped() > 0 {
@@ -391,8 +393,6 @@ struct Serving {
     listener: Option<JoinHandle<io::Result<()>>>,
     /// systemd, when it asked to be told (`NOTIFY_SOCKET`).
     notifier: Notifier,
-    /// The UNIX socket files are the service manager's: never removed.
-    keeps_socket_files: bool,
     /// A Server::Starter worker: `start_server` restarts it, not a signal to it.
     worker: bool,
 }
@@ -433,10 +433,9 @@ where
     } = started;
     let pid = std::process::id();
     let socket_files: Vec<SocketFile> = addresses.iter().filter_map(SocketFile::of).collect();
-    // Socket files taken over are the old process's until it lets go: a failure now must not
-    // remove them.
     // Socket files of inherited sockets are the service manager's, for this process and for
-    // every one a restart starts from it.
+    // every one a restart starts from it; socket files taken over are the old process's until it
+    // lets go, so a failure now must not remove them.
     let keeps_socket_files = manager.is_some() || std::env::var_os(KEEP_SOCKET_FILES).is_some();
     let owns_socket_file = takeover.is_none() && !keeps_socket_files;
     let owned: &[SocketFile] = if owns_socket_file { &socket_files } else { &[] };
@@ -518,7 +517,6 @@ where
         plan,
         listener: listener_task,
         notifier,
-        keeps_socket_files,
         worker: manager == Some(Manager::ServerStarter),
     })
 }
@@ -599,7 +597,7 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
             }
             verdict = verdict(&mut s.pending) => match verdict {
                 Verdict::Committed => {
-                    s.owns_socket_file = !s.keeps_socket_files;
+                    s.owns_socket_file = !s.plan.keep_socket_files;
                     // Even after a TERM: the USR1 came first, and this process retires once
                     // the restart ends.
                     if std::mem::take(&mut deferred) {
@@ -779,7 +777,7 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                 Request::Restart(name) => tracing::info!("{name} received: ignored while draining"),
             },
             verdict = verdict(&mut s.pending) => {
-                s.owns_socket_file = verdict == Verdict::Committed && !s.keeps_socket_files;
+                s.owns_socket_file = verdict == Verdict::Committed && !s.plan.keep_socket_files;
             }
         }
     }
@@ -792,7 +790,7 @@ async fn clean_up(config: &Config, s: &mut Serving) {
     }
     if s.pending.is_some() {
         match tokio::time::timeout(VERDICT_WAIT, verdict(&mut s.pending)).await {
-            Ok(v) => s.owns_socket_file = v == Verdict::Committed && !s.keeps_socket_files,
+            Ok(v) => s.owns_socket_file = v == Verdict::Committed && !s.plan.keep_socket_files,
             Err(_) => {
                 tracing::warn!("the old process has not answered: leaving the socket file to it")
             }
