@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use uninterruptible_tests::certs::{Ca, Client};
 use uninterruptible_tests::load::{self, Options, Target};
 use uninterruptible_tests::{
-    Address, DEADLINE, SIGHUP, SIGUSR1, Server, Signal, TempDir, fd_count, read_pidfile, wait_for,
+    Address, DEADLINE, SIGHUP, SIGUSR1, Server, Signal, TempDir, fd_count, free_port, read_pidfile,
+    wait_for,
 };
 
 struct Settings {
@@ -116,14 +117,6 @@ struct Running {
     pidfile: PathBuf,
     restart: Signal,
     _dir: TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start(binaries: &Binaries, system: System, tls: Option<(&Path, &Path)>) -> Running {

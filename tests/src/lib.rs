@@ -283,6 +283,15 @@ pub fn copy_executable(from: &Path, to: &Path) {
     std::fs::set_permissions(to, mode).unwrap();
 }
 
+/// A TCP port on 127.0.0.1 that nobody listens on now, for tools that take a fixed port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The pid in a log line `started new process N ...`.
 pub fn started_pid(line: &str) -> u32 {
     line.split("started new process ")

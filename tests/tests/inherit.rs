@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 use uninterruptible_tests::load::{self, Options};
 use uninterruptible_tests::{
-    Address, DEADLINE, SIGHUP, SIGTERM, SIGUSR1, Server, TempDir, alive, echo, environ,
+    Address, DEADLINE, SIGHUP, SIGTERM, SIGUSR1, Server, TempDir, alive, echo, environ, free_port,
     read_pidfile, send, wait_for,
 };
 
@@ -101,27 +101,13 @@ fn an_inherited_socket_that_bind_does_not_name_is_a_configuration_error() {
 fn server_starter_workers_restart_under_load_without_a_failed_request() {
     let dir = TempDir::new("starter");
     let socket = dir.join("app.sock");
-    let starter_pid = dir.join("start_server.pid");
-    let server = Server::start_with(
-        "start_server",
-        &[
-            &format!("--path={}", socket.display()),
-            &format!("--pid-file={}", starter_pid.display()),
-            "--",
-            ECHO,
-        ],
-        None,
-        &[],
+    let (server, starter) = starter(
+        &dir,
+        &format!("--path={}", socket.display()),
+        &format!("exec '{ECHO}'"),
     );
-    wait_for_file(&socket);
-    server
-        .log
-        .wait_for("took over 1 listening sockets: SERVER_STARTER_PORT=");
     let address = Address::Unix(socket.clone());
     assert_eq!(echo(&address, "worker\n").unwrap(), "worker\n");
-    let starter = wait_for("start_server's pid", DEADLINE, || {
-        read_pidfile(&starter_pid)
-    });
 
     // A worker leaves restarts to start_server.
     let worker: u32 = server
@@ -155,15 +141,6 @@ fn server_starter_workers_restart_under_load_without_a_failed_request() {
         socket.exists(),
         "the socket file is start_server's: never removed"
     );
-}
-
-/// A TCP port nobody listens on now (for tools that take a fixed port).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `systemd-socket-activate -l <listen>` running the echo server, with a pidfile; waits until
