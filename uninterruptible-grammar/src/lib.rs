@@ -238,6 +238,26 @@ pub static KEYS: &[Key] = &[
         accepted: "a whole number from 1 to 65535",
         check: |s| count(s, 1..=MAX_BACKLOG).map(drop),
     },
+    Key {
+        name: "supervise",
+        env: "SUPERVISE",
+        also: &[],
+        literal: Literal::Bool,
+        default: "`false`",
+        meaning: "supervised mode, for containers and supervisors that follow one pid: the first process stays as a small supervisor that holds the sockets, runs the serving process, restarts it on `USR1` and starts it again if it dies; its pid never changes",
+        accepted: BOOLEAN,
+        check: |s| boolean(s).map(drop),
+    },
+    Key {
+        name: "control_socket",
+        env: "CONTROL_SOCKET",
+        also: &[],
+        literal: Literal::Str,
+        default: "none",
+        meaning: "path of a UNIX socket (mode 0600) answering `restart` (with the outcome) and `status`, one line per request",
+        accepted: PATH,
+        check: |s| path(s).map(drop),
+    },
 ];
 
 /// The table of keys as Markdown, as the README and the attribute's documentation carry it.
@@ -545,6 +565,10 @@ pub const SAMPLES: &[(&str, &str, bool)] = &[
     ("max_connections", "2305843009213693952", false),
     ("backlog", "65535", true),
     ("backlog", "65536", false),
+    ("supervise", "true", true),
+    ("supervise", "sometimes", false),
+    ("control_socket", r#""/run/app.ctl""#, true),
+    ("control_socket", r#""  ""#, false),
 ];
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ pub(crate) const FILE_DESCRIPTOR_SERVER_PATH: &str = "FILE_DESCRIPTOR_SERVER_PAT
 pub(crate) const GENERATION: &str = "UNINTERRUPTIBLE_GENERATION";
 /// Set by the old process for the new one when the UNIX socket files are a service manager's.
 pub(crate) const KEEP_SOCKET_FILES: &str = "UNINTERRUPTIBLE_KEEP_SOCKET_FILES";
+/// Set by a supervisor for the serving processes it starts: its pid.
+pub(crate) const SUPERVISOR: &str = "UNINTERRUPTIBLE_SUPERVISOR";
 
 uninterruptible_macros::__defaults! {
     /// The literals given to `#[uninterruptible::server(...)]`, as text: the defaults that the
@@ -181,6 +183,10 @@ pub struct Config {
     /// Listen queue length of the sockets this process binds (the kernel caps it at
     /// `net.core.somaxconn`).
     pub backlog: u32,
+    /// Supervised mode: the first process stays as a supervisor that runs the serving process.
+    pub supervise: bool,
+    /// Path of the control socket, when there is one.
+    pub control_socket: Option<PathBuf>,
     pub(crate) origins: Origins,
     /// Settings that are valid but deserve a word in the log once it is open.
     pub(crate) warnings: Vec<String>,
@@ -319,6 +325,8 @@ impl Config {
         let backlog = l
             .value("backlog", |s| grammar::count(s, 1..=grammar::MAX_BACKLOG))?
             .unwrap_or(DEFAULT_BACKLOG);
+        let supervise = l.value("supervise", grammar::boolean)?.unwrap_or(false);
+        let control_socket = control_socket(&l, &bind)?;
 
         Ok(Config {
             bind,
@@ -332,6 +340,8 @@ impl Config {
             ready_timeout,
             max_connections,
             backlog,
+            supervise,
+            control_socket,
             origins: Origins {
                 log_path: log_path_origin,
                 bind_from_env: l.env_var(key("bind").env)?.is_some(),
@@ -380,6 +390,22 @@ fn bind(l: &Lookup<'_>) -> Result<Vec<BindAddress>, Error> {
             key.env
         ))),
     }
+}
+
+/// The control socket's path, which must not be one of the listening sockets.
+fn control_socket(l: &Lookup<'_>, bind: &[BindAddress]) -> Result<Option<PathBuf>, Error> {
+    let Some(setting) = l.setting("control_socket")? else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(setting.parse(grammar::path)?);
+    if bind.contains(&BindAddress::Unix(path.clone())) {
+        return Err(Error::invalid(
+            setting.source,
+            &setting.value,
+            "a path that is not one of the listening sockets (BIND)",
+        ));
+    }
+    Ok(Some(path))
 }
 
 /// The binary's own path, made absolute now (so a later `cd` or a replaced binary does not

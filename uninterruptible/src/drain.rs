@@ -22,6 +22,11 @@ pub(crate) fn announce() {
     announcement().send_replace(true);
 }
 
+/// Whether this process has stopped accepting.
+pub(crate) fn is_announced() -> bool {
+    *announcement().borrow()
+}
+
 /// Completes when this process stops accepting: a new process has taken over, or a `TERM` or
 /// `INT` arrived. From then on the process only waits for its open connections (up to
 /// `DRAIN_TIMEOUT`), so a long-lived handler should finish its current exchange and close.

@@ -29,7 +29,12 @@
 //! for the old process's verdict ([`Pending::verdict`]). An end of file counts as `ok`: the
 //! old process is gone, so this one is the server.
 
-use crate::config::{FILE_DESCRIPTOR_SERVER_PATH, GENERATION, KEEP_SOCKET_FILES, StartCommand};
+use crate::config::{
+    FILE_DESCRIPTOR_SERVER_PATH, GENERATION, KEEP_SOCKET_FILES, SUPERVISOR, StartCommand,
+};
+use crate::family::Family;
+use crate::notify::NOTIFY_SOCKET;
+use crate::reaper::{self, Reaper};
 use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr, getsockopt, recv, recvmsg, sendmsg,
     sockopt,
@@ -46,7 +51,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 /// The first bytes of the message that carries the socket.
@@ -70,6 +74,17 @@ pub(crate) struct Plan {
     /// `BIND` for the new process, when the sockets were handed to this one by a service manager
     /// (they are the configuration, not the attribute's literal).
     pub(crate) bind: Option<String>,
+    /// Set in a supervisor: the new process serves under it, and is reaped by it.
+    pub(crate) supervisor: Option<Reaper>,
+}
+
+/// A restart that succeeded: the new process is the server.
+#[derive(Debug)]
+pub(crate) struct Handed {
+    pub(crate) pid: u32,
+    pub(crate) generation: u64,
+    /// The handoff connection, kept as a status link.
+    pub(crate) link: Lines,
 }
 
 /// Why a restart did not happen. The old process serves on.
@@ -78,6 +93,20 @@ pub(crate) struct Failure {
     reason: Reason,
     /// The start command, as logged when the restart started.
     command: String,
+    /// A new process that drains what it accepted before the restart was abandoned: its
+    /// status link.
+    pub(crate) draining: Option<Lines>,
+}
+
+impl Failure {
+    /// The restart's task ended without an outcome (it panicked).
+    pub(crate) fn task(e: tokio::task::JoinError) -> Failure {
+        Failure {
+            reason: Reason::Setup("the restart task failed".into(), io::Error::other(e)),
+            command: String::new(),
+            draining: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -134,14 +163,30 @@ pub(crate) fn preflight(plan: &Plan) {
     }
 }
 
-/// Starts a new copy of the program and hands it `listener`. Returns the new pid once it is
-/// ready. On failure the new copy is gone, or is draining what it accepted and has let go of
-/// the pidfile: the caller may write its own pid back.
-pub(crate) async fn restart(plan: Plan, listeners: Vec<OwnedFd>) -> Result<u32, Failure> {
+/// Starts a new copy of the program and hands it `sockets` (listeners, and the control socket
+/// and status links when this process owns them). Returns once the new process is ready. On
+/// failure the new copy is gone, or is draining what it accepted and has let go of the pidfile:
+/// the caller may write its own pid back. `family` learns of the process while it starts.
+pub(crate) async fn restart(
+    plan: Plan,
+    sockets: Vec<OwnedFd>,
+    family: &Family,
+) -> Result<Handed, Failure> {
+    let result = start_and_hand_over(&plan, sockets, family).await;
+    family.starting(None);
+    result
+}
+
+async fn start_and_hand_over(
+    plan: &Plan,
+    listeners: Vec<OwnedFd>,
+    family: &Family,
+) -> Result<Handed, Failure> {
     let command = plan.command.to_string();
     let fail = |reason| Failure {
         reason,
         command: command.clone(),
+        draining: None,
     };
     let tmp = std::env::temp_dir();
     let dir = HandoffDir::create(&tmp).map_err(|e| {
@@ -159,9 +204,10 @@ pub(crate) async fn restart(plan: Plan, listeners: Vec<OwnedFd>) -> Result<u32, 
             e,
         ))
     })?;
-    let mut child = spawn(&plan, dir.socket())
+    let mut child = spawn(plan, dir.socket())
         .map_err(|e| fail(Reason::Setup("cannot start the new process".into(), e)))?;
-    let pid = child.id().unwrap_or_default();
+    let pid = child.id();
+    family.starting(Some((pid, plan.generation)));
     tracing::info!(
         "started new process {pid} (generation {}): {command}",
         plan.generation
@@ -199,8 +245,11 @@ pub(crate) async fn restart(plan: Plan, listeners: Vec<OwnedFd>) -> Result<u32, 
         Awaited::Ready => {
             // Best effort: a new process that is gone by now needs no verdict.
             let _ = conn.send(OK).await;
-            // Dropped, the child is reaped by tokio in the background if it exits first.
-            return Ok(pid);
+            return Ok(Handed {
+                pid,
+                generation: plan.generation,
+                link: conn,
+            });
         }
         Awaited::Exited(Ok(status)) => Reason::Exited(pid, status),
         Awaited::Exited(Err(e)) | Awaited::Failed(e) => Reason::Handoff(pid, e),
@@ -208,8 +257,11 @@ pub(crate) async fn restart(plan: Plan, listeners: Vec<OwnedFd>) -> Result<u32, 
         Awaited::Unexpected(line) => Reason::Protocol(pid, line),
         Awaited::TimedOut => Reason::Timeout(pid, plan.ready_timeout),
     };
-    abandon(conn, child, pid).await;
-    Err(fail(reason))
+    let draining = abandon(conn, child, pid).await;
+    Err(Failure {
+        draining,
+        ..fail(reason)
+    })
 }
 
 /// What the old process heard while it waited for `ready`.
@@ -250,8 +302,9 @@ pub(crate) async fn await_ready(
 }
 
 /// Ends a restart that failed after the new process got the socket. It may have started
-/// accepting: ask it to drain what it accepted, and kill it only if it does not answer.
-async fn abandon(mut conn: Lines, mut child: Child, pid: u32) {
+/// accepting: ask it to drain what it accepted, and kill it only if it does not answer. Returns
+/// the connection to a process that drains.
+async fn abandon(mut conn: Lines, mut child: Child, pid: u32) -> Option<Lines> {
     let answered = async {
         conn.send(ABORT).await?;
         loop {
@@ -278,29 +331,63 @@ async fn abandon(mut conn: Lines, mut child: Child, pid: u32) {
                 Err(e) => tracing::warn!("cannot wait for abandoned new process {pid}: {e}"),
             }
         });
+        Some(conn)
     } else {
         kill(&mut child).await;
+        None
     }
 }
 
 /// Kills and reaps a new process that never took over (it may already have exited).
 async fn kill(child: &mut Child) {
-    if let Ok(None) = child.try_wait() {
-        let _ = child.start_kill();
-    }
+    child.start_kill();
     let _ = child.wait().await;
+}
+
+/// A new process: reaped by tokio, or, in a supervisor, by its reaper.
+#[derive(Debug)]
+pub(crate) enum Child {
+    Tokio(tokio::process::Child),
+    Reaped(reaper::Child),
+}
+
+impl Child {
+    pub(crate) fn id(&self) -> u32 {
+        match self {
+            Child::Tokio(child) => child.id().unwrap_or_default(),
+            Child::Reaped(child) => child.id(),
+        }
+    }
+
+    pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            Child::Tokio(child) => child.wait().await,
+            Child::Reaped(child) => child.wait().await,
+        }
+    }
+
+    fn start_kill(&mut self) {
+        match self {
+            Child::Tokio(child) => {
+                if let Ok(None) = child.try_wait() {
+                    let _ = child.start_kill();
+                }
+            }
+            Child::Reaped(child) => child.start_kill(),
+        }
+    }
 }
 
 fn spawn(plan: &Plan, socket: &Path) -> io::Result<Child> {
     let mut command = match &plan.command {
         // `exec`, so the pid we wait for and kill is the server itself, not a shell.
         StartCommand::Shell(line) => {
-            let mut command = Command::new("/bin/sh");
+            let mut command = std::process::Command::new("/bin/sh");
             command.arg("-c").arg(format!("exec {line}"));
             command
         }
         StartCommand::Exec { program, args } => {
-            let mut command = Command::new(program);
+            let mut command = std::process::Command::new(program);
             command.args(args);
             command
         }
@@ -314,7 +401,19 @@ fn spawn(plan: &Plan, socket: &Path) -> io::Result<Child> {
     if let Some(bind) = &plan.bind {
         command.env("BIND", bind);
     }
-    command.spawn()
+    match &plan.supervisor {
+        Some(reaper) => {
+            // The supervisor speaks for the service to systemd, and owns the socket files.
+            command
+                .env(SUPERVISOR, std::process::id().to_string())
+                .env(KEEP_SOCKET_FILES, "1")
+                .env_remove(NOTIFY_SOCKET);
+            reaper.spawn(&mut command).map(Child::Reaped)
+        }
+        None => tokio::process::Command::from(command)
+            .spawn()
+            .map(Child::Tokio),
+    }
 }
 
 /// The first connection from a process of our own uid; others are refused and logged.
@@ -409,6 +508,10 @@ impl Lines {
         let end = self.buffer.iter().position(|&b| b == b'\n')? + 1;
         let line: Vec<u8> = self.buffer.drain(..end).collect();
         Some(String::from_utf8_lossy(&line).into_owned())
+    }
+
+    pub(crate) fn stream(&self) -> &UnixStream {
+        &self.stream
     }
 
     pub(crate) async fn send(&mut self, line: &str) -> io::Result<()> {
@@ -559,6 +662,13 @@ impl Takeover {
 #[derive(Debug)]
 pub(crate) struct Pending {
     conn: Lines,
+}
+
+impl Pending {
+    /// The handoff connection, kept as a status link once the verdict is in.
+    pub(crate) fn into_link(self) -> Lines {
+        self.conn
+    }
 }
 
 /// What the old process decided.

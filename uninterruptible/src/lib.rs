@@ -29,8 +29,10 @@
 mod acl;
 mod address;
 mod config;
+mod control;
 mod drain;
 mod error;
+mod family;
 mod handler;
 mod handoff;
 mod incoming;
@@ -39,11 +41,13 @@ mod listener;
 mod logging;
 mod notify;
 mod pidfile;
+mod reaper;
 mod run;
 mod serve;
 mod shutdown;
 mod signals;
 mod stream;
+mod supervise;
 mod tls;
 
 pub use address::{AddressParseError, BindAddress};

@@ -138,7 +138,7 @@ impl Listener {
     }
 }
 
-fn clear_stale_socket(path: &Path) -> io::Result<()> {
+pub(crate) fn clear_stale_socket(path: &Path) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -73,6 +73,11 @@ impl Notifier {
         self.send(&format!("READY=1\nSTATUS=restart failed: {reason}"));
     }
 
+    /// What the service is doing, with no change of state.
+    pub(crate) fn status(&self, status: &str) {
+        self.send(&format!("STATUS={status}"));
+    }
+
     /// The service is stopping.
     pub(crate) fn stopping(&self, status: &str) {
         self.send(&format!("STOPPING=1\nSTATUS={status}"));

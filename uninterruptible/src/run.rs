@@ -3,11 +3,15 @@
 //! own; this module only sequences them.
 
 use crate::acl::Acl;
-use crate::config::{self, Config, FILE_DESCRIPTOR_SERVER_PATH, GENERATION, KEEP_SOCKET_FILES};
+use crate::config::{
+    self, Config, FILE_DESCRIPTOR_SERVER_PATH, GENERATION, KEEP_SOCKET_FILES, SUPERVISOR,
+};
+use crate::control::{self, Control, RestartRequest};
 use crate::drain;
 use crate::error::Error;
+use crate::family::{self, Family, Me, Role};
 use crate::handler::HandlerOutput;
-use crate::handoff::{self, Failure, Pending, Takeover, Verdict};
+use crate::handoff::{self, Failure, Handed, Lines, Pending, Takeover, Verdict};
 use crate::incoming::Incoming;
 use crate::inherit::{self, Inherited, Manager};
 use crate::listener::{Listener, SocketFile};
@@ -19,13 +23,16 @@ use crate::shutdown::Connections;
 use crate::signals::{self, Request, Signals};
 use crate::stream::Stream;
 use crate::tls::{self, Tls};
+use nix::sys::socket::{getsockopt, sockopt};
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
@@ -127,10 +134,16 @@ where
         Ok(inherited) => inherited,
         Err(e) => return report(None, &e),
     };
+    let part = match take_supervisor() {
+        Some(pid) => Part::Supervised(pid),
+        None if config.supervise => Part::Supervisor,
+        None => Part::Alone,
+    };
+    // A supervisor is generation 0; the serving processes it starts count from 1.
     let generation = std::env::var(GENERATION)
         .ok()
         .and_then(|g| g.parse().ok())
-        .unwrap_or(1);
+        .unwrap_or(if part == Part::Supervisor { 0 } else { 1 });
     if let Err(e) = logging::init(&config, generation) {
         return report(None, &e);
     }
@@ -149,10 +162,35 @@ where
             );
         }
     };
-    let code = runtime.block_on(lifecycle(config, handler, generation, inherited));
+    let code = match part {
+        Part::Supervisor => {
+            runtime.block_on(crate::supervise::supervise(config, generation, inherited))
+        }
+        _ => runtime.block_on(lifecycle(config, handler, generation, inherited, part)),
+    };
     // Connections still open after a drain timeout are dropped here, not waited for.
     runtime.shutdown_background();
     code
+}
+
+/// The part this process plays in its service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// Serves, and restarts itself into a new copy.
+    Alone,
+    /// Supervised mode's first process: holds the sockets, runs the serving process.
+    Supervisor,
+    /// A serving process started by the supervisor with this pid, which restarts it.
+    Supervised(u32),
+}
+
+/// The supervisor's pid, when a supervisor started this process; the variable is removed, so
+/// nothing the handler starts takes itself for a serving process.
+fn take_supervisor() -> Option<u32> {
+    let pid = std::env::var(SUPERVISOR).ok()?.parse().ok();
+    // SAFETY: no other thread runs yet (run() is documented to be called before any).
+    unsafe { std::env::remove_var(SUPERVISOR) };
+    pid
 }
 
 /// What the `main` that `#[uninterruptible::server]` generates calls first: the configuration
@@ -171,17 +209,18 @@ async fn lifecycle<H, F, O>(
     handler: Handler<H>,
     generation: u64,
     inherited: Option<Inherited>,
+    part: Part,
 ) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    let started = match start(&config, inherited).await {
+    let started = match start(&config, inherited, part).await {
         Ok(started) => started,
         Err(e) => return fail(&config, e, &[]),
     };
-    let mut serving = match begin(&config, handler, started, generation) {
+    let mut serving = match begin(&config, handler, started, generation, part).await {
         Ok(serving) => serving,
         Err(code) => return code,
     };
@@ -205,6 +244,10 @@ where
     if stopping {
         clean_up(&config, &mut serving).await;
     }
+    if let Some(control) = serving.control.take() {
+        // The last process removes the file; a retiring one left it to its successor.
+        control.close(stopping).await;
+    }
     if logging::dropped() > 0 {
         logging::to_stderr(format_args!(
             "{} log lines could not be written",
@@ -219,29 +262,68 @@ where
 }
 
 /// Everything set up before the first connection is accepted.
-struct Started {
+pub(crate) struct Started {
     /// systemd or Server::Starter handed the sockets over: their socket files are theirs.
-    manager: Option<Manager>,
+    pub(crate) manager: Option<Manager>,
     /// Started by a restart: the old process tells the service manager about this one.
     by_restart: bool,
-    signals: Signals,
-    listeners: Vec<Listener>,
-    addresses: Vec<crate::BindAddress>,
-    takeover: Option<Takeover>,
+    pub(crate) signals: Signals,
+    pub(crate) listeners: Vec<Listener>,
+    pub(crate) addresses: Vec<crate::BindAddress>,
+    pub(crate) takeover: Option<Takeover>,
     tls: Option<Tls>,
+    /// The control socket, when this process serves one.
+    pub(crate) control: Option<ControlSocket>,
+    /// Links to processes still retiring from earlier restarts, received from the old process.
+    pub(crate) links: Vec<Lines>,
+}
+
+/// A control socket, bound by this process or taken over.
+#[derive(Debug)]
+pub(crate) struct ControlSocket {
+    pub(crate) listener: UnixListener,
+    pub(crate) path: PathBuf,
+    /// Bound here: its file is ours to remove.
+    pub(crate) bound: bool,
 }
 
 /// Registers signals, then takes over the old process's sockets or binds new ones.
-async fn start(config: &Config, inherited: Option<Inherited>) -> Result<Started, Error> {
+pub(crate) async fn start(
+    config: &Config,
+    inherited: Option<Inherited>,
+    part: Part,
+) -> Result<Started, Error> {
     let signals = Signals::register()?;
     let by_restart = std::env::var_os(FILE_DESCRIPTOR_SERVER_PATH).is_some();
     // Everything that can fail is done before the sockets are bound or taken over, so a broken
     // certificate at a restart ends the new process while the old one serves on.
     let tls = config.tls.as_ref().map(tls::load).transpose()?;
 
+    // A serving process under a supervisor leaves the control socket to it.
+    let serves_control = config
+        .control_socket
+        .as_deref()
+        .filter(|_| !matches!(part, Part::Supervised(_)));
+    let serves_control = match (serves_control, &inherited) {
+        (Some(path), Some(i)) if i.manager == Manager::ServerStarter => {
+            tracing::warn!(
+                "{} is not served under Server::Starter: start_server restarts the workers (send HUP to start_server)",
+                path.display()
+            );
+            None
+        }
+        (path, _) => path,
+    };
     let mut manager = None;
+    let mut control = None;
+    let mut links = Vec::new();
     let (listeners, takeover) = match Takeover::connect(config.ready_timeout) {
-        Some(Ok((takeover, fds))) => (adopt(config, fds).await?, Some(takeover)),
+        Some(Ok((takeover, fds))) => {
+            let received = sort_received(fds, serves_control)?;
+            control = received.control;
+            links = received.links;
+            (adopt(config, received.listeners).await?, Some(takeover))
+        }
         connected => {
             if let Some(Err(e)) = connected {
                 tracing::warn!(
@@ -263,6 +345,25 @@ async fn start(config: &Config, inherited: Option<Inherited>) -> Result<Started,
         .map(Listener::local_addr)
         .collect::<io::Result<Vec<_>>>()
         .map_err(Error::io("cannot read a listening address"))?;
+    if let (Some(path), None) = (serves_control, &control) {
+        match control::bind(path) {
+            Ok(listener) => {
+                control = Some(ControlSocket {
+                    listener,
+                    path: path.to_owned(),
+                    bound: true,
+                })
+            }
+            Err(e) => {
+                if takeover.is_none() && manager.is_none() {
+                    for file in addresses.iter().filter_map(SocketFile::of) {
+                        file.remove_if_ours();
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
     Ok(Started {
         manager,
         by_restart,
@@ -271,7 +372,60 @@ async fn start(config: &Config, inherited: Option<Inherited>) -> Result<Started,
         addresses,
         takeover,
         tls,
+        control,
+        links,
     })
+}
+
+/// What a handoff carried, told apart by the sockets themselves.
+struct Received {
+    listeners: Vec<OwnedFd>,
+    control: Option<ControlSocket>,
+    links: Vec<Lines>,
+}
+
+/// Sorts the sockets received from the old process: connected ones are status links to older
+/// processes, the listening UNIX socket at `control_path` is the control socket, and the rest
+/// are listeners. A control socket this process does not serve is closed.
+fn sort_received(fds: Vec<OwnedFd>, control_path: Option<&Path>) -> Result<Received, Error> {
+    let mut received = Received {
+        listeners: Vec::new(),
+        control: None,
+        links: Vec::new(),
+    };
+    for fd in fds {
+        if !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(true) {
+            let link = std::os::unix::net::UnixStream::from(fd);
+            match link
+                .set_nonblocking(true)
+                .and_then(|()| UnixStream::from_std(link))
+            {
+                Ok(link) => received.links.push(Lines::new(link)),
+                Err(e) => tracing::debug!("cannot use a received status link: {e}"),
+            }
+            continue;
+        }
+        let path = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+        )
+        .ok()
+        .and_then(|a| a.path().map(Path::to_path_buf));
+        if path.is_some() && path.as_deref() == control_path {
+            let listener = std::os::unix::net::UnixListener::from(fd);
+            let listener = listener
+                .set_nonblocking(true)
+                .and_then(|()| UnixListener::from_std(listener))
+                .map_err(Error::io("cannot use the control socket received"))?;
+            received.control = Some(ControlSocket {
+                listener,
+                path: path.unwrap_or_default(),
+                bound: false,
+            });
+        } else {
+            received.listeners.push(fd);
+        }
+    }
+    Ok(received)
 }
 
 /// Binds every configured address that `received` (sockets taken over) does not serve. On a
@@ -395,6 +549,18 @@ struct Serving {
     notifier: Notifier,
     /// A Server::Starter worker: `start_server` restarts it, not a signal to it.
     worker: bool,
+    part: Part,
+    /// This process and its links to the others of the service, for `status`.
+    family: Arc<Family>,
+    /// The control socket, once this process is the one that serves it.
+    control: Option<Control>,
+    /// A control socket taken over, served once the old process lets go of it.
+    pending_control: Option<ControlSocket>,
+    /// Restarts asked on the control socket.
+    restart_requests: mpsc::Receiver<RestartRequest>,
+    restart_sender: mpsc::Sender<RestartRequest>,
+    /// Who waits for the outcome of the restart in progress (or deferred).
+    waiters: Vec<RestartRequest>,
 }
 
 /// How the serving phase ended.
@@ -411,11 +577,12 @@ enum Ending {
 }
 
 /// Writes the pidfile, starts accepting, and tells the old process (if any) that we are ready.
-fn begin<H, F, O>(
+async fn begin<H, F, O>(
     config: &Config,
     handler: Handler<H>,
     started: Started,
     generation: u64,
+    part: Part,
 ) -> Result<Serving, ExitCode>
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
@@ -430,6 +597,8 @@ where
         addresses,
         takeover,
         tls,
+        control,
+        links,
     } = started;
     let pid = std::process::id();
     let socket_files: Vec<SocketFile> = addresses.iter().filter_map(SocketFile::of).collect();
@@ -468,8 +637,8 @@ where
         tls,
     };
     // The pidfile before accepting: once a connection is accepted nothing may fail, or that
-    // connection would be lost with the process.
-    if let Some(path) = &config.pidfile {
+    // connection would be lost with the process. Under a supervisor it names the supervisor.
+    if let (Some(path), Part::Alone) = (&config.pidfile, part) {
         pidfile::write(path, pid).map_err(|e| fail(config, e, owned))?;
     }
     let accepting = server.start(listeners);
@@ -496,6 +665,20 @@ where
     if !by_restart {
         notifier.ready(&format!("serving on {address} (pid {pid})"));
     }
+    let family = Family::new(Me::new(
+        generation,
+        Role::Server,
+        Some(Arc::clone(&connections)),
+    ));
+    for link in links {
+        family.add_link(link).await;
+    }
+    let (restart_sender, restart_requests) = mpsc::channel(16);
+    // Taken over, the control socket is the old process's until it lets go of it.
+    let (control, pending_control) = match control {
+        Some(socket) if !by_restart => (serve_control(socket, &family, &restart_sender), None),
+        pending => (None, pending),
+    };
 
     let plan = handoff::Plan {
         command: config.start_command.clone(),
@@ -503,8 +686,11 @@ where
         generation: generation + 1,
         keep_socket_files: keeps_socket_files,
         bind: (manager.is_some() && !config.origins.bind_from_env).then(|| address.clone()),
+        supervisor: None,
     };
-    handoff::preflight(&plan);
+    if part == Part::Alone && manager != Some(Manager::ServerStarter) {
+        handoff::preflight(&plan);
+    }
     Ok(Serving {
         signals,
         accepting: Some(accepting),
@@ -518,16 +704,47 @@ where
         listener: listener_task,
         notifier,
         worker: manager == Some(Manager::ServerStarter),
+        part,
+        family,
+        control,
+        pending_control,
+        restart_requests,
+        restart_sender,
+        waiters: Vec::new(),
     })
+}
+
+/// Starts answering on the control socket.
+pub(crate) fn serve_control(
+    socket: ControlSocket,
+    family: &Arc<Family>,
+    restarts: &mpsc::Sender<RestartRequest>,
+) -> Option<Control> {
+    let path = socket.path.clone();
+    Control::serve(
+        socket.listener,
+        socket.path,
+        socket.bound,
+        Arc::clone(family),
+        restarts.clone(),
+    )
+    .map_err(|e| {
+        tracing::error!(
+            "cannot serve the control socket {}: {e}; restart with USR1",
+            path.display()
+        )
+    })
+    .ok()
 }
 
 /// Serves until a stop, a handover or an abandonment. Restarts run on a task of their own.
 async fn serve(config: &Config, s: &mut Serving) -> Ending {
-    let mut restart: Option<JoinHandle<Result<u32, Failure>>> = None;
+    let mut restart: Option<JoinHandle<Result<Handed, Failure>>> = None;
     // A restart asked for before the old process let go of us: started once it does.
     let mut deferred = false;
     loop {
-        tokio::select! {
+        // Asked by a signal (no one waits for the answer) or on the control socket.
+        let asked: Option<(&str, Option<RestartRequest>)> = tokio::select! {
             request = s.signals.recv() => match request {
                 Request::Stop(name) if s.stop_received => {
                     tracing::warn!("second {name} received: exiting now");
@@ -545,48 +762,44 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                     tracing::info!(
                         "{name} received: this process stops once the restart in progress ends (a second {name} exits now)"
                     );
+                    None
                 }
-                Request::Restart(name) if s.worker => {
-                    tracing::info!(
-                        "{name} received: ignored, start_server restarts its workers (send HUP to start_server)"
-                    );
-                }
-                Request::Restart(name) if s.stop_received => {
-                    tracing::info!("{name} received: ignored while stopping");
-                }
-                Request::Restart(name) if restart.is_some() => {
-                    tracing::info!("{name} received: ignored, a restart is already in progress");
-                }
-                Request::Restart(name) if s.pending.is_some() => {
-                    deferred = true;
-                    tracing::info!(
-                        "{name} received: restarting once the old process has let go of the socket"
-                    );
-                }
-                Request::Restart(name) => {
-                    tracing::info!("{name} received: restarting");
-                    restart = begin_restart(s);
-                }
+                Request::Restart(name) => Some((name, None)),
             },
+            Some(reply) = s.restart_requests.recv() => Some(("a restart on the control socket", Some(reply))),
             result = finished(&mut restart) => {
                 restart = None;
                 match result {
-                    Ok(pid) => {
+                    Ok(handed) => {
+                        let Handed { pid, generation, link, .. } = handed;
                         tracing::info!("new process {pid} is ready: this process stops accepting");
+                        answer_waiters(s, &control::restarted(pid, generation));
+                        // The new process owns the control socket and asks the others now;
+                        // this one answers it.
+                        if let Some(control) = &s.control {
+                            control.let_go();
+                        }
+                        s.family.drop_links().await;
+                        tokio::spawn(family::answer(link, Arc::clone(&s.family)));
                         // The new process wrote the pidfile before it said ready.
                         s.notifier.handed_over(pid, &format!("new process {pid} is serving"));
                         return Ending::HandedOver;
                     }
-                    Err(failure) => {
+                    Err(mut failure) => {
                         restore_pidfile(config);
                         tracing::warn!("restart failed: {failure}; still serving");
-                        s.notifier.restart_failed(&failure);
+                        s.notifier.restart_failed(&failure.to_string());
+                        answer_waiters(s, &control::failed(&failure));
+                        if let Some(link) = failure.draining.take() {
+                            s.family.add_link(link).await;
+                        }
                         if s.stop_received {
                             tracing::info!("stopping, as asked while the restart was in progress");
                             return Ending::Stop;
                         }
                     }
                 }
+                None
             }
             result = returned(&mut s.listener) => {
                 match result {
@@ -595,36 +808,120 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                 }
                 return Ending::Stop;
             }
-            verdict = verdict(&mut s.pending) => match verdict {
+            (verdict, link) = verdict(&mut s.pending) => match verdict {
                 Verdict::Committed => {
                     s.owns_socket_file = !s.plan.keep_socket_files;
+                    committed(s, link).await;
                     // Even after a TERM: the USR1 came first, and this process retires once
                     // the restart ends.
                     if std::mem::take(&mut deferred) {
                         tracing::info!("the old process let go of the socket: restarting");
                         restart = begin_restart(s);
+                        if restart.is_none() {
+                            answer_waiters(s, &control::failed("cannot duplicate a listening socket"));
+                        }
                     }
+                    None
                 }
                 Verdict::Abandoned => {
                     tracing::info!(
                         "the old process abandoned the restart that started this one: stopping"
                     );
+                    if let Some(link) = link {
+                        tokio::spawn(family::answer(link, Arc::clone(&s.family)));
+                    }
+                    answer_waiters(s, &control::failed("the old process abandoned the restart that started this one"));
                     return Ending::Abandoned;
                 }
             },
+        };
+        let Some((name, reply)) = asked else {
+            continue;
+        };
+        let refused = if s.worker {
+            tracing::info!(
+                "{name} received: ignored, start_server restarts its workers (send HUP to start_server)"
+            );
+            Some("start_server restarts its workers: send HUP to start_server")
+        } else if let Part::Supervised(supervisor) = s.part {
+            tracing::info!(
+                "{name} received: ignored, the supervisor restarts this process (send USR1 to process {supervisor})"
+            );
+            Some("the supervisor restarts this process")
+        } else if s.stop_received {
+            tracing::info!("{name} received: ignored while stopping");
+            Some("this process is stopping")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            if let Some(reply) = reply {
+                let _ = reply.send(control::failed(why));
+            }
+            continue;
+        }
+        s.waiters.extend(reply);
+        if restart.is_some() {
+            tracing::info!("{name} received: a restart is already in progress");
+        } else if s.pending.is_some() {
+            deferred = true;
+            tracing::info!(
+                "{name} received: restarting once the old process has let go of the socket"
+            );
+        } else {
+            tracing::info!("{name} received: restarting");
+            restart = begin_restart(s);
+            if restart.is_none() {
+                answer_waiters(s, &control::failed("cannot duplicate a listening socket"));
+            }
         }
     }
 }
 
-fn begin_restart(s: &Serving) -> Option<JoinHandle<Result<u32, Failure>>> {
+/// The old process let go of the socket: this one is the service now.
+async fn committed(s: &mut Serving, link: Option<Lines>) {
+    let Some(link) = link else { return };
+    match s.part {
+        // The supervisor asks this process for its status.
+        Part::Supervised(_) => {
+            tokio::spawn(family::answer(link, Arc::clone(&s.family)));
+        }
+        _ => {
+            s.family.add_link(link).await;
+            if let Some(mut socket) = s.pending_control.take() {
+                // Ours to remove when we stop, as the last process.
+                socket.bound = true;
+                s.control = serve_control(socket, &s.family, &s.restart_sender);
+            }
+        }
+    }
+}
+
+/// Tells everyone waiting on the control socket how the restart went.
+fn answer_waiters(s: &mut Serving, answer: &str) {
+    for waiter in s.waiters.drain(..) {
+        let _ = waiter.send(answer.to_owned());
+    }
+}
+
+fn begin_restart(s: &Serving) -> Option<JoinHandle<Result<Handed, Failure>>> {
     if s.handoff_fds.is_empty() {
         return None;
     }
-    match s.handoff_fds.iter().map(OwnedFd::try_clone).collect() {
-        Ok(fds) => {
+    let control = s.control.as_ref().map(Control::duplicate).transpose();
+    let fds: io::Result<Vec<OwnedFd>> = s.handoff_fds.iter().map(OwnedFd::try_clone).collect();
+    match fds.and_then(|fds| control.map(|control| (fds, control))) {
+        Ok((mut fds, control)) => {
             s.notifier
                 .reloading(&format!("restarting: starting {}", s.plan.command));
-            Some(tokio::spawn(handoff::restart(s.plan.clone(), fds)))
+            fds.extend(control);
+            let family = Arc::clone(&s.family);
+            let plan = s.plan.clone();
+            Some(tokio::spawn(async move {
+                // The new process asks the processes this one knows of from now on.
+                fds.extend(family.link_fds().await);
+                handoff::restart(plan, fds, &family).await
+            }))
         }
         Err(e) => {
             tracing::error!(
@@ -636,24 +933,26 @@ fn begin_restart(s: &Serving) -> Option<JoinHandle<Result<u32, Failure>>> {
 }
 
 /// The outcome of the restart in flight; pending while there is none.
-async fn finished(restart: &mut Option<JoinHandle<Result<u32, Failure>>>) -> Result<u32, String> {
+pub(crate) async fn finished(
+    restart: &mut Option<JoinHandle<Result<Handed, Failure>>>,
+) -> Result<Handed, Failure> {
     match restart {
         Some(task) => match task.await {
-            Ok(result) => result.map_err(|failure| failure.to_string()),
-            Err(e) => Err(format!("the restart task failed: {e}")),
+            Ok(result) => result,
+            Err(e) => Err(Failure::task(e)),
         },
         None => std::future::pending().await,
     }
 }
 
-/// The old process's answer to our `ready`; pending while none is awaited. Once it has come,
-/// there is none to wait for.
-async fn verdict(pending: &mut Option<Pending>) -> Verdict {
+/// The old process's answer to our `ready`, and the connection it came on; pending while none
+/// is awaited. Once it has come, there is none to wait for.
+pub(crate) async fn verdict(pending: &mut Option<Pending>) -> (Verdict, Option<Lines>) {
     match pending {
         Some(p) => {
             let verdict = p.verdict().await;
-            *pending = None;
-            verdict
+            let link = pending.take().map(Pending::into_link);
+            (verdict, link)
         }
         None => std::future::pending().await,
     }
@@ -776,8 +1075,11 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                 }
                 Request::Restart(name) => tracing::info!("{name} received: ignored while draining"),
             },
-            verdict = verdict(&mut s.pending) => {
+            (verdict, link) = verdict(&mut s.pending) => {
                 s.owns_socket_file = verdict == Verdict::Committed && !s.plan.keep_socket_files;
+                if let Some(link) = link {
+                    tokio::spawn(family::answer(link, Arc::clone(&s.family)));
+                }
             }
         }
     }
@@ -790,7 +1092,7 @@ async fn clean_up(config: &Config, s: &mut Serving) {
     }
     if s.pending.is_some() {
         match tokio::time::timeout(VERDICT_WAIT, verdict(&mut s.pending)).await {
-            Ok(v) => s.owns_socket_file = v == Verdict::Committed && !s.plan.keep_socket_files,
+            Ok((v, _)) => s.owns_socket_file = v == Verdict::Committed && !s.plan.keep_socket_files,
             Err(_) => {
                 tracing::warn!("the old process has not answered: leaving the socket file to it")
             }
@@ -804,7 +1106,7 @@ async fn clean_up(config: &Config, s: &mut Serving) {
 }
 
 /// A failure at startup after something was made: nothing is left behind.
-fn fail(config: &Config, e: Error, socket_files: &[SocketFile]) -> ExitCode {
+pub(crate) fn fail(config: &Config, e: Error, socket_files: &[SocketFile]) -> ExitCode {
     for file in socket_files {
         file.remove_if_ours();
     }

@@ -1,0 +1,294 @@
+//! The control socket: a UNIX socket (mode 0600) on which a deploy script asks for a restart and
+//! hears how it went, or lists the processes of the service. One request per line:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `restart` | once the restart has ended: `ok <pid> <generation>` (the new serving process) or `failed <reason>` |
+//! | `status` | one line per live process (`pid=… generation=… role=… connections=… age=…`), then an empty line |
+//! | anything else | `error unknown command` |
+//!
+//! The socket belongs to the process that is the service: handed over with the listening sockets
+//! at a restart, held by the supervisor in supervised mode. Requests are served on tasks of their
+//! own, so a client that connects and says nothing holds nothing, and is closed after
+//! [`IDLE_LIMIT`].
+
+use crate::error::Error;
+use crate::family::Family;
+use crate::listener::{SocketFile, clear_stale_socket};
+use crate::shutdown::Connections;
+use nix::sys::socket::{getsockopt, sockopt};
+use nix::sys::stat::{Mode, umask};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// A client that sends no request for this long is closed.
+pub(crate) const IDLE_LIMIT: Duration = Duration::from_secs(10);
+/// The longest request line.
+const MAX_LINE: u64 = 256;
+/// How long a stopping process waits for the answers it is writing.
+const ANSWER_WAIT: Duration = Duration::from_secs(2);
+
+/// A `restart` asked on the control socket, with where its outcome goes.
+pub(crate) type RestartRequest = oneshot::Sender<String>;
+
+/// The answer to a restart that succeeded.
+pub(crate) fn restarted(pid: u32, generation: u64) -> String {
+    format!("ok {pid} {generation}")
+}
+
+/// The answer to a restart that failed, or could not be started.
+pub(crate) fn failed(reason: impl std::fmt::Display) -> String {
+    // One line, whatever the reason says.
+    format!("failed {}", reason.to_string().replace('\n', " "))
+}
+
+/// The control socket of this process: its listener until it lets go of it, and its file.
+#[derive(Debug)]
+pub(crate) struct Control {
+    file: Option<SocketFile>,
+    /// Our own copy, to hand to a new process.
+    fd: OwnedFd,
+    accepting: JoinHandle<()>,
+    owner: Arc<AtomicBool>,
+    busy: Arc<Connections>,
+}
+
+/// Binds the control socket at `path`, mode 0600. A live socket there is an error; a stale one
+/// is replaced.
+pub(crate) fn bind(path: &Path) -> Result<UnixListener, Error> {
+    let fail = |source| Error::Bind {
+        address: format!("control socket {}", path.display()),
+        source,
+    };
+    clear_stale_socket(path).map_err(fail)?;
+    // Created 0600 from the start: with a chmod after bind(), another user could connect in
+    // between. Only this thread creates files now (start-up), so the mask is ours to change.
+    let previous = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    umask(previous);
+    bound.map_err(fail)
+}
+
+impl Control {
+    /// Serves `listener` (bound at `path`, or taken over) on a task of its own: restarts are
+    /// sent to `restarts`, `status` is answered from `family`.
+    pub(crate) fn serve(
+        listener: UnixListener,
+        path: PathBuf,
+        owns_file: bool,
+        family: Arc<Family>,
+        restarts: mpsc::Sender<RestartRequest>,
+    ) -> io::Result<Control> {
+        let fd = listener.as_fd().try_clone_to_owned()?;
+        let file = if owns_file {
+            SocketFile::of(&crate::BindAddress::Unix(path.clone()))
+        } else {
+            None
+        };
+        let owner = Arc::new(AtomicBool::new(true));
+        let busy = Arc::new(Connections::new());
+        let accepting = tokio::spawn(accept(
+            listener,
+            family,
+            restarts,
+            Arc::clone(&owner),
+            Arc::clone(&busy),
+        ));
+        tracing::info!("control socket on {}", path.display());
+        Ok(Control {
+            file,
+            fd,
+            accepting,
+            owner,
+            busy,
+        })
+    }
+
+    /// A copy of the listener, to hand to a new process.
+    pub(crate) fn duplicate(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
+    /// Another process owns the socket now: stop accepting on it; requests already read are
+    /// answered, and their connections then closed.
+    pub(crate) fn let_go(&self) {
+        self.owner.store(false, Ordering::SeqCst);
+        self.accepting.abort();
+    }
+
+    /// Waits (briefly) for answers being written, then removes the socket file if this process
+    /// made it or was handed it as the last owner.
+    pub(crate) async fn close(self, remove_file: bool) {
+        self.let_go();
+        self.busy.drained(Some(ANSWER_WAIT)).await;
+        if remove_file {
+            if let Some(file) = &self.file {
+                file.remove_if_ours();
+            }
+        }
+    }
+}
+
+async fn accept(
+    listener: UnixListener,
+    family: Arc<Family>,
+    restarts: mpsc::Sender<RestartRequest>,
+    owner: Arc<AtomicBool>,
+    busy: Arc<Connections>,
+) {
+    let own_uid = nix::unistd::geteuid().as_raw();
+    loop {
+        let conn = match listener.accept().await {
+            Ok((conn, _)) => conn,
+            Err(e) => {
+                tracing::warn!("control socket: cannot accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Mode 0600 keeps others out; this also covers a socket in a directory they could
+        // reach before the mode was set by someone else.
+        match getsockopt(&conn, sockopt::PeerCredentials) {
+            Ok(cred) if cred.uid() == own_uid || cred.uid() == 0 => {}
+            Ok(cred) => {
+                tracing::warn!(
+                    "control socket: refused pid {} with uid {} (ours is {own_uid})",
+                    cred.pid(),
+                    cred.uid()
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "control socket: refused a client: cannot read its credentials: {e}"
+                );
+                continue;
+            }
+        }
+        tokio::spawn(client(
+            conn,
+            Arc::clone(&family),
+            restarts.clone(),
+            Arc::clone(&owner),
+            Arc::clone(&busy),
+        ));
+    }
+}
+
+/// One client: requests, one per line, until it closes, goes quiet, or this process lets go of
+/// the socket.
+async fn client(
+    conn: UnixStream,
+    family: Arc<Family>,
+    restarts: mpsc::Sender<RestartRequest>,
+    owner: Arc<AtomicBool>,
+    busy: Arc<Connections>,
+) {
+    let (reader, mut writer) = conn.into_split();
+    let mut reader = BufReader::new(reader);
+    let mut line = String::new();
+    while owner.load(Ordering::SeqCst) {
+        line.clear();
+        let mut limited = (&mut reader).take(MAX_LINE);
+        match tokio::time::timeout(IDLE_LIMIT, limited.read_line(&mut line)).await {
+            Ok(Ok(0)) | Err(_) => return,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!("control socket: {e}");
+                return;
+            }
+        }
+        // Without its end of line, a request is taken as it is when the client closed after it.
+        if !line.ends_with('\n') && line.len() as u64 >= MAX_LINE {
+            let _ = writer.write_all(b"error request too long\n").await;
+            return;
+        }
+        let _busy = busy.guard();
+        let answer = match line.trim() {
+            "restart" => restart(&restarts).await,
+            "status" => {
+                let mut lines = family.status().await.join("\n");
+                lines.push('\n');
+                lines
+            }
+            "" => continue,
+            other => {
+                tracing::debug!("control socket: unknown command {other:?}");
+                "error unknown command".to_owned()
+            }
+        };
+        if writer
+            .write_all(format!("{answer}\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Asks the process's loop for a restart and waits for its outcome.
+async fn restart(restarts: &mpsc::Sender<RestartRequest>) -> String {
+    let (tx, rx) = oneshot::channel();
+    if restarts.send(tx).await.is_err() {
+        return failed("this process is stopping");
+    }
+    rx.await
+        .unwrap_or_else(|_| failed("this process is stopping"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::family::{Me, Role};
+    use std::os::unix::fs::PermissionsExt;
+
+    async fn ask(path: &Path, request: &str) -> String {
+        let mut conn = UnixStream::connect(path).await.unwrap();
+        conn.write_all(request.as_bytes()).await.unwrap();
+        conn.shutdown().await.unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn answers_restart_status_and_nonsense() {
+        let dir = std::env::temp_dir().join(format!("uninterruptible-ctl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("app.ctl");
+        let listener = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let family = Family::new(Me::new(1, Role::Supervisor, None));
+        let (tx, mut rx) = mpsc::channel::<RestartRequest>(4);
+        let control = Control::serve(listener, path.clone(), true, family, tx).unwrap();
+        tokio::spawn(async move {
+            while let Some(reply) = rx.recv().await {
+                let _ = reply.send(restarted(77, 2));
+            }
+        });
+
+        assert_eq!(ask(&path, "restart\n").await, "ok 77 2\n");
+        let pid = std::process::id();
+        assert_eq!(
+            ask(&path, "status\n").await,
+            format!("pid={pid} generation=1 role=supervisor connections=0 age=0\n\n")
+        );
+        assert_eq!(ask(&path, "reload\n").await, "error unknown command\n");
+        let long = "x".repeat(300);
+        assert_eq!(ask(&path, &long).await, "error request too long\n");
+
+        control.close(true).await;
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,520 @@
+//! Supervised mode: the first process stays for the life of the service as a small supervisor.
+//!
+//! It binds (or adopts) the listening sockets and never accepts on them itself. It starts the
+//! serving process with the ordinary handoff, as if it were the old process of a restart, so the
+//! serving process receives the sockets and says `ready` the same way. Then:
+//! - `USR1`/`HUP` (or `restart` on the control socket) starts a new serving process and, once it
+//!   is ready, sends `TERM` to the previous one, which drains;
+//! - a serving process that dies unexpectedly is started again, at once if it had served for a
+//!   while, else after a growing pause; the sockets stay open, so clients wait in the kernel's
+//!   queue and none is refused;
+//! - `TERM`/`INT` sends `TERM` to the serving processes and exits 0 once all have drained; a
+//!   second one makes them exit at once;
+//! - every child is reaped, orphans too (as PID 1, or as a subreaper), and the pid in the
+//!   pidfile and told to systemd never changes.
+
+use crate::config::{self, Config};
+use crate::control::{self, Control, RestartRequest};
+use crate::error::Error;
+use crate::family::{Family, Me, Role};
+use crate::handoff::{self, Failure, Handed, Pending, Verdict};
+use crate::inherit::{Inherited, Manager};
+use crate::listener::{Listener, SocketFile};
+use crate::notify::Notifier;
+use crate::pidfile;
+use crate::reaper::{self, Exits, Reaper};
+use crate::run::{self, ControlSocket, Part};
+use crate::signals::{Request, Signals};
+use nix::sys::signal::Signal;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::process::{ExitCode, ExitStatus};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// A serving process that lived this long before dying counts as a first failure: the next one
+/// is started at once.
+const STABLE: Duration = Duration::from_secs(10);
+/// After a serving process that died sooner, or one that failed to start, the pause before the
+/// next start: this, doubled each time it happens again, up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// After a second `TERM`, how long to wait for the serving processes to exit.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// A serving process, ready or retiring.
+#[derive(Clone, Copy, Debug)]
+struct Serving {
+    pid: u32,
+    generation: u64,
+    since: Instant,
+}
+
+/// Why a serving process is being started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// The first one.
+    First,
+    /// A restart asked for.
+    Restart,
+    /// The previous one died.
+    Again,
+}
+
+struct Supervisor {
+    config: Config,
+    plan: handoff::Plan,
+    /// Our copies of the listening sockets: held open for the life of the service.
+    sockets: Vec<OwnedFd>,
+    family: Arc<Family>,
+    notifier: Notifier,
+    signals: Signals,
+    exits: Exits,
+    control: Option<Control>,
+    pending_control: Option<ControlSocket>,
+    restart_requests: mpsc::Receiver<RestartRequest>,
+    restart_sender: mpsc::Sender<RestartRequest>,
+    /// Started by a restart of a process that was not supervised: its verdict.
+    pending: Option<Pending>,
+    socket_files: Vec<SocketFile>,
+    owns_socket_files: bool,
+    addresses: String,
+
+    current: Option<Serving>,
+    retiring: Vec<Serving>,
+    starting: Option<(Start, JoinHandle<Result<Handed, Failure>>)>,
+    waiters: Vec<RestartRequest>,
+    again_at: Option<Instant>,
+    pause: Duration,
+    announced: bool,
+    stopping: bool,
+}
+
+/// Runs the supervisor until the service stops; returns its exit status.
+pub(crate) async fn supervise(
+    config: Config,
+    generation: u64,
+    inherited: Option<Inherited>,
+) -> ExitCode {
+    if inherited
+        .as_ref()
+        .is_some_and(|i| i.manager == Manager::ServerStarter)
+    {
+        let e = Error::InvalidConfig(
+            "SUPERVISE=true cannot be used under Server::Starter: start_server supervises its workers; unset SUPERVISE".into(),
+        );
+        return run::fail(&config, e, &[]);
+    }
+    reaper::adopt_orphans();
+    let (reaper, exits) = match Reaper::start() {
+        Ok(reaper) => reaper,
+        Err(e) => {
+            return run::fail(&config, Error::io("cannot watch child processes")(e), &[]);
+        }
+    };
+    let started = match run::start(&config, inherited, Part::Supervisor).await {
+        Ok(started) => started,
+        Err(e) => return run::fail(&config, e, &[]),
+    };
+    let by_restart = started.takeover.is_some();
+    let socket_files: Vec<SocketFile> = started
+        .addresses
+        .iter()
+        .filter_map(SocketFile::of)
+        .collect();
+    let owns_socket_files = started.manager.is_none()
+        && !by_restart
+        && std::env::var_os(config::KEEP_SOCKET_FILES).is_none();
+    let owned: &[SocketFile] = if owns_socket_files {
+        &socket_files
+    } else {
+        &[]
+    };
+    let sockets = match started
+        .listeners
+        .iter()
+        .map(Listener::duplicate)
+        .collect::<io::Result<Vec<_>>>()
+    {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            return run::fail(
+                &config,
+                Error::io("cannot duplicate a listening socket")(e),
+                owned,
+            );
+        }
+    };
+    let pid = std::process::id();
+    if let Some(path) = &config.pidfile {
+        if let Err(e) = pidfile::write(path, pid) {
+            return run::fail(&config, e, owned);
+        }
+    }
+    let addresses = config::list(&started.addresses);
+    let family = Family::new(Me::new(generation, Role::Supervisor, None));
+    for link in started.links {
+        family.add_link(link).await;
+    }
+    let (restart_sender, restart_requests) = mpsc::channel(16);
+    let (control, pending_control) = match started.control {
+        Some(socket) if !by_restart => (run::serve_control(socket, &family, &restart_sender), None),
+        pending => (None, pending),
+    };
+    let pending = match started.takeover.map(|t| t.ready()) {
+        Some(Ok(pending)) => Some(pending),
+        Some(Err(e)) => {
+            tracing::warn!("cannot tell the old process we are ready: {e}");
+            None
+        }
+        None => None,
+    };
+    let plan = handoff::Plan {
+        command: config.start_command.clone(),
+        ready_timeout: config.ready_timeout,
+        generation: generation + 1,
+        keep_socket_files: true,
+        bind: (started.manager.is_some() && !config.origins.bind_from_env)
+            .then(|| addresses.clone()),
+        supervisor: Some(reaper),
+    };
+    handoff::preflight(&plan);
+    tracing::info!(
+        "supervising on {addresses} (pid {pid}): the serving processes accept, this one holds the sockets"
+    );
+    let mut supervisor = Supervisor {
+        config,
+        plan,
+        sockets,
+        family,
+        notifier: Notifier::from_env(),
+        signals: started.signals,
+        exits,
+        control,
+        pending_control,
+        restart_requests,
+        restart_sender,
+        pending,
+        socket_files,
+        owns_socket_files,
+        addresses,
+        current: None,
+        retiring: Vec::new(),
+        starting: None,
+        waiters: Vec::new(),
+        again_at: None,
+        pause: Duration::ZERO,
+        announced: false,
+        stopping: false,
+    };
+    supervisor.start(Start::First);
+    let code = supervisor.run().await;
+    supervisor.clean_up().await;
+    tracing::info!(
+        "exiting with {}",
+        if code == ExitCode::SUCCESS { 0 } else { 1 }
+    );
+    code
+}
+
+impl Supervisor {
+    async fn run(&mut self) -> ExitCode {
+        loop {
+            if self.stopping && self.is_empty() {
+                tracing::info!("every serving process has exited");
+                return ExitCode::SUCCESS;
+            }
+            tokio::select! {
+                request = self.signals.recv() => match request {
+                    Request::Stop(name) if self.stopping => {
+                        tracing::warn!("second {name} received: the serving processes exit now");
+                        return self.exit_now().await;
+                    }
+                    Request::Stop(name) => {
+                        tracing::info!("{name} received: stopping the serving processes");
+                        self.stop();
+                    }
+                    Request::Restart(name) => self.ask_restart(name, None),
+                },
+                Some(reply) = self.restart_requests.recv() => {
+                    self.ask_restart("a restart on the control socket", Some(reply));
+                }
+                (why, result) = finished(&mut self.starting) => self.started(why, result).await,
+                Some((pid, status)) = self.exits.recv() => self.exited(pid, status),
+                () = sleep_until(self.again_at) => {
+                    self.again_at = None;
+                    if !self.stopping && self.starting.is_none() {
+                        self.start(Start::Again);
+                    }
+                }
+                (verdict, link) = run::verdict(&mut self.pending) => {
+                    if let Some(link) = link {
+                        self.family.add_link(link).await;
+                    }
+                    match verdict {
+                        Verdict::Committed => {
+                            self.owns_socket_files =
+                                std::env::var_os(config::KEEP_SOCKET_FILES).is_none();
+                            if let Some(mut socket) = self.pending_control.take() {
+                                socket.bound = true;
+                                self.control = run::serve_control(socket, &self.family, &self.restart_sender);
+                            }
+                        }
+                        Verdict::Abandoned => {
+                            tracing::info!("the old process abandoned the restart that started this supervisor: stopping");
+                            self.owns_socket_files = false;
+                            self.stop();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// No serving process is left, and none is being started.
+    fn is_empty(&self) -> bool {
+        self.current.is_none() && self.retiring.is_empty() && self.starting.is_none()
+    }
+
+    fn start(&mut self, why: Start) {
+        let sockets: io::Result<Vec<OwnedFd>> =
+            self.sockets.iter().map(OwnedFd::try_clone).collect();
+        let sockets = match sockets {
+            Ok(sockets) => sockets,
+            Err(e) => {
+                tracing::error!("cannot duplicate a listening socket: {e}");
+                self.answer_waiters(&control::failed(format!(
+                    "cannot duplicate a listening socket: {e}"
+                )));
+                if self.current.is_none() {
+                    self.again_later();
+                }
+                return;
+            }
+        };
+        if why == Start::Restart {
+            self.notifier
+                .reloading(&format!("restarting: starting {}", self.plan.command));
+        }
+        let plan = self.plan.clone();
+        self.plan.generation += 1;
+        let family = Arc::clone(&self.family);
+        let task = tokio::spawn(async move { handoff::restart(plan, sockets, &family).await });
+        self.starting = Some((why, task));
+    }
+
+    fn ask_restart(&mut self, name: &str, reply: Option<RestartRequest>) {
+        if self.stopping {
+            tracing::info!("{name} received: ignored while stopping");
+            if let Some(reply) = reply {
+                let _ = reply.send(control::failed("the service is stopping"));
+            }
+            return;
+        }
+        self.waiters.extend(reply);
+        if self.starting.is_some() {
+            tracing::info!("{name} received: a serving process is already being started");
+            return;
+        }
+        tracing::info!("{name} received: starting a new serving process");
+        self.again_at = None;
+        self.start(Start::Restart);
+    }
+
+    /// A serving process was started, or failed to start.
+    async fn started(&mut self, why: Start, result: Result<Handed, Failure>) {
+        match result {
+            Ok(Handed {
+                pid,
+                generation,
+                link,
+                ..
+            }) => {
+                self.family.add_link(link).await;
+                let previous = self.current.replace(Serving {
+                    pid,
+                    generation,
+                    since: Instant::now(),
+                });
+                self.answer_waiters(&control::restarted(pid, generation));
+                let serving = format!(
+                    "serving on {} (supervisor {}, serving process {pid})",
+                    self.addresses,
+                    std::process::id()
+                );
+                match previous {
+                    Some(old) => {
+                        tracing::info!(
+                            "serving process {pid} (generation {generation}) is ready: process {} retires",
+                            old.pid
+                        );
+                        self.retire(old);
+                    }
+                    None => {
+                        tracing::info!("serving process {pid} (generation {generation}) is ready")
+                    }
+                }
+                if !self.announced || why == Start::Restart {
+                    self.notifier.ready(&serving);
+                    self.announced = true;
+                } else {
+                    self.notifier.status(&serving);
+                }
+                if self.stopping {
+                    // Asked to stop while it was starting.
+                    if let Some(current) = self.current.take() {
+                        self.retire(current);
+                    }
+                }
+            }
+            Err(mut failure) => {
+                if let Some(link) = failure.draining.take() {
+                    self.family.add_link(link).await;
+                }
+                self.answer_waiters(&control::failed(&failure));
+                match &self.current {
+                    Some(current) => {
+                        tracing::warn!(
+                            "restart failed: {failure}; serving process {} serves on",
+                            current.pid
+                        );
+                        self.notifier.restart_failed(&failure.to_string());
+                    }
+                    None if self.stopping => {}
+                    None => {
+                        tracing::error!("cannot start a serving process: {failure}");
+                        self.notifier
+                            .status(&format!("cannot start a serving process: {failure}"));
+                        self.again_later();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A child was reaped.
+    fn exited(&mut self, pid: u32, status: ExitStatus) {
+        if let Some(current) = self.current.filter(|c| c.pid == pid) {
+            self.current = None;
+            let lived = current.since.elapsed();
+            if lived >= STABLE {
+                self.pause = Duration::ZERO;
+            }
+            tracing::warn!(
+                "serving process {pid} (generation {}) exited unexpectedly ({status}) after {:.1} s",
+                current.generation,
+                lived.as_secs_f64()
+            );
+            self.notifier.status(&format!(
+                "serving process {pid} exited unexpectedly ({status}); starting another"
+            ));
+            if self.stopping || self.starting.is_some() {
+                // A stop needs no other; a restart in progress brings one.
+                return;
+            }
+            self.again_later();
+        } else if let Some(i) = self.retiring.iter().position(|r| r.pid == pid) {
+            let retired = self.retiring.remove(i);
+            tracing::info!(
+                "retired process {pid} (generation {}) exited ({status})",
+                retired.generation
+            );
+        }
+        // Otherwise a process being started: its restart reports how it ended.
+    }
+
+    /// Starts a serving process again after the pause (none the first time), which grows for
+    /// the next time.
+    fn again_later(&mut self) {
+        let pause = self.pause;
+        self.pause = (self.pause * 2).clamp(FIRST_PAUSE, MAX_PAUSE);
+        if pause.is_zero() {
+            self.start(Start::Again);
+            return;
+        }
+        tracing::info!(
+            "starting a serving process again in {:.1} s; clients wait in the listen queue meanwhile",
+            pause.as_secs_f64()
+        );
+        self.again_at = Some(Instant::now() + pause);
+    }
+
+    /// `TERM` to a serving process, which stops accepting and drains.
+    fn retire(&mut self, serving: Serving) {
+        reaper::kill(serving.pid, Signal::SIGTERM);
+        self.retiring.push(serving);
+    }
+
+    fn stop(&mut self) {
+        self.stopping = true;
+        self.again_at = None;
+        self.notifier
+            .stopping("stopping: the serving processes drain their connections");
+        self.answer_waiters(&control::failed("the service is stopping"));
+        if let Some(current) = self.current.take() {
+            self.retire(current);
+        }
+    }
+
+    /// A second `TERM`: each serving process gets its second one too, and exits at once.
+    async fn exit_now(&mut self) -> ExitCode {
+        self.retiring.extend(self.current.take());
+        for serving in &self.retiring {
+            reaper::kill(serving.pid, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + EXIT_WAIT;
+        while !self.retiring.is_empty() {
+            tokio::select! {
+                Some((pid, status)) = self.exits.recv() => self.exited(pid, status),
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        ExitCode::FAILURE
+    }
+
+    fn answer_waiters(&mut self, answer: &str) {
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(answer.to_owned());
+        }
+    }
+
+    async fn clean_up(&mut self) {
+        if let Some(path) = &self.config.pidfile {
+            pidfile::remove_if_ours(path, std::process::id());
+        }
+        if let Some(control) = self.control.take() {
+            control.close(true).await;
+        }
+        if self.owns_socket_files {
+            for file in &self.socket_files {
+                file.remove_if_ours();
+            }
+        }
+    }
+}
+
+/// The outcome of the start in flight, and why it was started; pending while there is none.
+async fn finished(
+    starting: &mut Option<(Start, JoinHandle<Result<Handed, Failure>>)>,
+) -> (Start, Result<Handed, Failure>) {
+    let Some((why, task)) = starting.as_mut() else {
+        return std::future::pending().await;
+    };
+    let why = *why;
+    let result = match task.await {
+        Ok(result) => result,
+        Err(e) => Err(Failure::task(e)),
+    };
+    *starting = None;
+    (why, result)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
