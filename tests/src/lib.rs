@@ -175,6 +175,8 @@ impl Server {
             .chain([
                 "FILE_DESCRIPTOR_SERVER_PATH",
                 "UNINTERRUPTIBLE_GENERATION",
+                "UNINTERRUPTIBLE_SUPERVISOR",
+                "UNINTERRUPTIBLE_KEEP_SOCKET_FILES",
                 "NOTIFY_SOCKET",
                 "LISTEN_FDS",
                 "LISTEN_PID",
@@ -453,4 +455,81 @@ fn sockets(pid: u32) -> std::collections::HashSet<PathBuf> {
 /// One echo round trip on a new connection.
 pub fn echo(address: &Address, line: &str) -> std::io::Result<String> {
     Conn::open(address)?.echo(line)
+}
+
+/// Sends one request to a control socket, closes the sending side, and returns the whole answer.
+pub fn control(path: &Path, request: &str) -> String {
+    let mut conn = UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("connect to the control socket {}: {e}", path.display()));
+    conn.set_read_timeout(Some(Duration::from_secs(90)))
+        .unwrap();
+    conn.write_all(request.as_bytes()).unwrap();
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// `restart` on a control socket: the new serving process's pid and generation, from
+/// `ok <pid> <generation>`; panics with the answer otherwise.
+pub fn control_restart(path: &Path) -> (u32, u64) {
+    let answer = control(path, "restart\n");
+    let fields: Vec<&str> = answer.split_whitespace().collect();
+    match fields.as_slice() {
+        ["ok", pid, generation] => (pid.parse().unwrap(), generation.parse().unwrap()),
+        _ => panic!("restart on the control socket answered {answer:?}"),
+    }
+}
+
+/// One line of a `status` answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessStatus {
+    pub pid: u32,
+    pub generation: u64,
+    pub role: String,
+    pub connections: String,
+    pub age: u64,
+}
+
+/// `status` on a control socket, parsed; panics on a line that is not `key=value` fields.
+pub fn control_status(path: &Path) -> Vec<ProcessStatus> {
+    let answer = control(path, "status\n");
+    assert!(
+        answer.ends_with("\n\n"),
+        "status ends with an empty line: {answer:?}"
+    );
+    answer
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                    .unwrap_or_else(|| panic!("no {name} in status line {line:?}"))
+                    .to_owned()
+            };
+            ProcessStatus {
+                pid: field("pid").parse().unwrap(),
+                generation: field("generation").parse().unwrap(),
+                role: field("role"),
+                connections: field("connections"),
+                age: field("age").parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// Waits until process `pid` of `server` has stopped accepting (its log says it drains): from
+/// then on, a new client reaches the process that replaced it.
+pub fn wait_until_draining(server: &Server, pid: u32) {
+    let tag = format!("pid={pid} ");
+    server
+        .log
+        .wait_until(&format!("process {pid} to drain"), || {
+            server
+                .log
+                .lines()
+                .into_iter()
+                .find(|line| line.contains(&tag) && line.contains(": draining"))
+        });
 }

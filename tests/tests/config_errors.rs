@@ -66,6 +66,7 @@ fn each_bad_value_exits_2_naming_the_variable() {
             "chains commands with `|`",
         ),
         ("VERIFY_CLIENT_TLS_CERTIFICATE", "maybe", "true, false"),
+        ("SUPERVISE", "sometimes", "true, false, 1, 0, yes or no"),
         ("TLS_VERSION", "TLSv1_1", "RFC 8996"),
         ("TLS_VERSION", "SSLv2", "TLSv1_2 or TLSv1_3"),
         ("TLS_HANDSHAKE_TIMEOUT", "never", "seconds"),
@@ -125,6 +126,16 @@ fn settings_that_do_not_go_together_name_both() {
                 ("ALLOWED_NETWORKS", "10.0.0.0/8"),
             ],
             &["ALLOWED_NETWORKS", "UNIX"],
+        ),
+        (
+            &[
+                ("BIND", "unix:///tmp/x.sock"),
+                ("CONTROL_SOCKET", "/tmp/x.sock"),
+            ],
+            &[
+                "CONTROL_SOCKET=\"/tmp/x.sock\"",
+                "not one of the listening sockets (BIND)",
+            ],
         ),
     ];
     for (env, names) in cases {

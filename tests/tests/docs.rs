@@ -46,3 +46,21 @@ fn the_readme_lists_every_key() {
 fn the_attribute_documents_every_key() {
     check("uninterruptible-macros/src/lib.rs", "/// ");
 }
+
+#[test]
+fn the_readme_deploy_script_is_the_one_the_tests_run() {
+    let root = format!("{}/..", env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let script = std::fs::read_to_string(format!("{root}/examples/deploy.sh")).unwrap();
+    let begin = "<!-- deploy: examples/deploy.sh; tests/tests/docs.rs checks it -->\n```sh\n";
+    let start = readme.find(begin).expect("the deploy block") + begin.len();
+    let end = start
+        + readme[start..]
+            .find("```\n<!-- /deploy -->")
+            .expect("its end");
+    assert_eq!(
+        &readme[start..end],
+        script,
+        "README.md's deploy script differs from examples/deploy.sh"
+    );
+}

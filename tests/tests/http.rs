@@ -215,7 +215,10 @@ fn keep_alive_storm(binary: &str, h2: bool, restarts: usize) {
     let (done, stats) = while_running(
         |stop| keep_alive_load(addr, 64, h2, stop),
         || {
-            let done = restart_loop(&pidfile, SIGUSR1, Duration::ZERO, Some(restarts), None);
+            let done = std::panic::catch_unwind(|| {
+                restart_loop(&pidfile, SIGUSR1, Duration::ZERO, Some(restarts), None)
+            })
+            .unwrap_or_else(|_| panic!("the log:\n{}", server.log.text()));
             // Let the last generation serve a while too.
             std::thread::sleep(Duration::from_millis(500));
             done

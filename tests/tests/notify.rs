@@ -214,3 +214,46 @@ fn an_abstract_notify_socket_and_a_burst_of_usr1() {
     }
     assert_eq!(reloads, 1, "a burst of USR1 is one restart");
 }
+
+#[test]
+fn supervised_the_supervisor_speaks_for_the_service_and_its_pid_never_changes() {
+    let dir = TempDir::new("notify-supervised");
+    let path = dir.join("notify.sock");
+    let recorder = Recorder::listen(&path);
+    let (mut server, pidfile) = start(&dir, path.to_str().unwrap(), &[("SUPERVISE", "true")]);
+    let supervisor = server.pid();
+    let (from, ready) = recorder.wait_for("READY=1");
+    assert_eq!(from, supervisor);
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=serving on tcp://127.0.0.1:"),
+        "{ready:?}"
+    );
+
+    send(supervisor, SIGUSR1);
+    server.log.wait_for("(generation 2) is ready");
+    poll(
+        || format!("a second READY=1; got {:?}", recorder.all()),
+        DEADLINE,
+        Duration::from_millis(5),
+        || (recorder.count("READY=1") == 2).then_some(()),
+    );
+    let (from, _) = recorder.wait_for("RELOADING=1\nMONOTONIC_USEC=");
+    assert_eq!(from, supervisor);
+    assert_eq!(read_pidfile(&pidfile), Some(supervisor));
+
+    send(supervisor, SIGTERM);
+    let (from, stopping) = recorder.wait_for("STOPPING=1");
+    assert_eq!(from, supervisor);
+    assert!(
+        stopping.starts_with("STOPPING=1\nSTATUS=stopping"),
+        "{stopping:?}"
+    );
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
+    // Only the supervisor spoke (a serving process has no NOTIFY_SOCKET), and never MAINPID=.
+    let all = recorder.all();
+    assert!(all.iter().all(|(pid, _)| *pid == supervisor), "{all:?}");
+    assert_eq!(recorder.count("MAINPID="), 0, "{all:?}");
+    for (pid, message) in all {
+        println!("from {pid}: {}", message.replace('\n', " | "));
+    }
+}

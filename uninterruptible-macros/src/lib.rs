@@ -61,6 +61,8 @@ use proc_macro::TokenStream;
 /// | `ready_timeout` | `READY_TIMEOUT` | `60` | a number of seconds from 0.001 to 999999999 (e.g. 30 or 2.5) | seconds an old process waits for the new one to report ready |
 /// | `max_connections` | `MAX_CONNECTIONS` | unlimited | a whole number from 1 to 2305843009213693951 | connections served at once; beyond it the process stops accepting (the kernel queues new clients) |
 /// | `backlog` | `BACKLOG` | `1024` | a whole number from 1 to 65535 | listen queue length of the sockets this process binds, capped by the kernel's `net.core.somaxconn`; a socket taken over keeps its queue |
+/// | `supervise` | `SUPERVISE` | `false` | true, false, 1, 0, yes or no | supervised mode, for containers and supervisors that follow one pid: the first process stays as a small supervisor that holds the sockets, runs the serving process, restarts it on `USR1` and starts it again if it dies; its pid never changes |
+/// | `control_socket` | `CONTROL_SOCKET` | none | a file path | path of a UNIX socket (mode 0600) answering `restart` (with the outcome) and `status`, one line per request |
 /// <!-- /keys -->
 ///
 /// # Signals and exit statuses

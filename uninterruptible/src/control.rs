@@ -22,17 +22,18 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// A client that sends no request for this long is closed.
 pub(crate) const IDLE_LIMIT: Duration = Duration::from_secs(10);
 /// The longest request line.
 const MAX_LINE: u64 = 256;
+/// The reason given to a restart asked of a process that is stopping.
+pub(crate) const STOPPED: &str = "this process is stopping";
 /// How long a stopping process waits for the answers it is writing.
 const ANSWER_WAIT: Duration = Duration::from_secs(2);
 
@@ -57,7 +58,9 @@ pub(crate) struct Control {
     /// Our own copy, to hand to a new process.
     fd: OwnedFd,
     accepting: JoinHandle<()>,
-    owner: Arc<AtomicBool>,
+    /// Set when another process owns the socket: the answer to a `restart` still being asked
+    /// here (the restart that handed it over).
+    handed: watch::Sender<Option<String>>,
     busy: Arc<Connections>,
 }
 
@@ -93,13 +96,13 @@ impl Control {
         } else {
             None
         };
-        let owner = Arc::new(AtomicBool::new(true));
+        let handed = watch::Sender::new(None);
         let busy = Arc::new(Connections::new());
         let accepting = tokio::spawn(accept(
             listener,
             family,
             restarts,
-            Arc::clone(&owner),
+            handed.subscribe(),
             Arc::clone(&busy),
         ));
         tracing::info!("control socket on {}", path.display());
@@ -107,7 +110,7 @@ impl Control {
             file,
             fd,
             accepting,
-            owner,
+            handed,
             busy,
         })
     }
@@ -117,17 +120,25 @@ impl Control {
         self.fd.try_clone()
     }
 
-    /// Another process owns the socket now: stop accepting on it; requests already read are
-    /// answered, and their connections then closed.
-    pub(crate) fn let_go(&self) {
-        self.owner.store(false, Ordering::SeqCst);
+    /// Another process owns the socket now, since the restart that `answer` describes: stop
+    /// accepting on it. A client accepted here before asks on: a `restart` is answered with
+    /// `answer` (it was asked as that restart ended: the same restart, the same answer), then
+    /// each connection is closed.
+    pub(crate) fn let_go(&self, answer: &str) {
         self.accepting.abort();
+        self.handed.send_replace(Some(answer.to_owned()));
     }
 
     /// Waits (briefly) for answers being written, then removes the socket file if this process
     /// made it or was handed it as the last owner.
     pub(crate) async fn close(self, remove_file: bool) {
-        self.let_go();
+        self.accepting.abort();
+        // A restart still asked here is answered, not left waiting.
+        self.handed.send_if_modified(|handed| {
+            let unset = handed.is_none();
+            handed.get_or_insert_with(|| failed(STOPPED));
+            unset
+        });
         self.busy.drained(Some(ANSWER_WAIT)).await;
         if remove_file {
             if let Some(file) = &self.file {
@@ -141,12 +152,20 @@ async fn accept(
     listener: UnixListener,
     family: Arc<Family>,
     restarts: mpsc::Sender<RestartRequest>,
-    owner: Arc<AtomicBool>,
+    handed: watch::Receiver<Option<String>>,
     busy: Arc<Connections>,
 ) {
     let own_uid = nix::unistd::geteuid().as_raw();
+    let mut let_go = handed.clone();
     loop {
-        let conn = match listener.accept().await {
+        let accepted = tokio::select! {
+            // Checked first: once this process has let go, a client that connects (say, after
+            // hearing the answer to its last restart) is the new owner's.
+            biased;
+            _ = let_go.wait_for(Option::is_some) => return,
+            accepted = listener.accept() => accepted,
+        };
+        let conn = match accepted {
             Ok((conn, _)) => conn,
             Err(e) => {
                 tracing::warn!("control socket: cannot accept: {e}");
@@ -177,7 +196,7 @@ async fn accept(
             conn,
             Arc::clone(&family),
             restarts.clone(),
-            Arc::clone(&owner),
+            handed.clone(),
             Arc::clone(&busy),
         ));
     }
@@ -189,13 +208,13 @@ async fn client(
     conn: UnixStream,
     family: Arc<Family>,
     restarts: mpsc::Sender<RestartRequest>,
-    owner: Arc<AtomicBool>,
+    handed: watch::Receiver<Option<String>>,
     busy: Arc<Connections>,
 ) {
     let (reader, mut writer) = conn.into_split();
     let mut reader = BufReader::new(reader);
     let mut line = String::new();
-    while owner.load(Ordering::SeqCst) {
+    loop {
         line.clear();
         let mut limited = (&mut reader).take(MAX_LINE);
         match tokio::time::timeout(IDLE_LIMIT, limited.read_line(&mut line)).await {
@@ -213,7 +232,10 @@ async fn client(
         }
         let _busy = busy.guard();
         let answer = match line.trim() {
-            "restart" => restart(&restarts).await,
+            "restart" => restart(&restarts, handed.clone()).await,
+            "status" if handed.borrow().is_some() => {
+                "error this process has handed the control socket over: ask again".to_owned()
+            }
             "status" => {
                 let mut lines = family.status().await.join("\n");
                 lines.push('\n');
@@ -225,24 +247,33 @@ async fn client(
                 "error unknown command".to_owned()
             }
         };
-        if writer
-            .write_all(format!("{answer}\n").as_bytes())
-            .await
-            .is_err()
-        {
+        let written = writer.write_all(format!("{answer}\n").as_bytes()).await;
+        if written.is_err() || handed.borrow().is_some() {
             return;
         }
     }
 }
 
-/// Asks the process's loop for a restart and waits for its outcome.
-async fn restart(restarts: &mpsc::Sender<RestartRequest>) -> String {
+/// Asks the process's loop for a restart and waits for its outcome, or for the process to let
+/// go of the socket (then the restart that made it let go is the answer).
+async fn restart(
+    restarts: &mpsc::Sender<RestartRequest>,
+    mut handed: watch::Receiver<Option<String>>,
+) -> String {
+    if let Some(answer) = handed.borrow().clone() {
+        return answer;
+    }
     let (tx, rx) = oneshot::channel();
     if restarts.send(tx).await.is_err() {
-        return failed("this process is stopping");
+        return failed(STOPPED);
     }
-    rx.await
-        .unwrap_or_else(|_| failed("this process is stopping"))
+    tokio::select! {
+        answer = rx => answer.unwrap_or_else(|_| failed(STOPPED)),
+        handed = handed.wait_for(Option::is_some) => match handed {
+            Ok(answer) => answer.clone().unwrap_or_else(|| failed(STOPPED)),
+            Err(_) => failed(STOPPED),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
 
 /// What a status link asks.
 const STATUS: &str = "status\n";
@@ -90,36 +91,81 @@ struct Starting {
 #[derive(Debug)]
 pub(crate) struct Family {
     me: Me,
-    links: tokio::sync::Mutex<Vec<Lines>>,
+    links: Mutex<Vec<Link>>,
     starting: Mutex<Option<Starting>>,
+}
+
+/// A link to another process, kept by a task of its own that asks it `status` when told to,
+/// and closes the link as soon as the other process exits.
+#[derive(Clone, Debug)]
+struct Link {
+    requests: mpsc::Sender<LinkRequest>,
+}
+
+enum LinkRequest {
+    Status(oneshot::Sender<Option<String>>),
+    /// A copy of the link, to hand to a new process.
+    Duplicate(oneshot::Sender<Option<OwnedFd>>),
+}
+
+impl std::fmt::Debug for LinkRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkRequest::Status(_) => "Status",
+            LinkRequest::Duplicate(_) => "Duplicate",
+        })
+    }
 }
 
 impl Family {
     pub(crate) fn new(me: Me) -> Arc<Family> {
         Arc::new(Family {
             me,
-            links: tokio::sync::Mutex::new(Vec::new()),
+            links: Mutex::new(Vec::new()),
             starting: Mutex::new(None),
         })
     }
 
-    /// Asks `status` on `link` from now on.
-    pub(crate) async fn add_link(&self, link: Lines) {
-        self.links.lock().await.push(link);
+    fn links(&self) -> std::sync::MutexGuard<'_, Vec<Link>> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks `status` on `link` from now on, until the other process exits.
+    pub(crate) fn add_link(&self, link: Lines) {
+        let (requests, received) = mpsc::channel(4);
+        tokio::spawn(keep(link, received));
+        let mut links = self.links();
+        links.retain(|link| !link.requests.is_closed());
+        links.push(Link { requests });
     }
 
     /// This process no longer owns the control socket: it asks nobody any more.
-    pub(crate) async fn drop_links(&self) {
-        self.links.lock().await.clear();
+    pub(crate) fn drop_links(&self) {
+        self.links().clear();
     }
 
-    /// Copies of the links, to hand to a new process with the listening sockets.
-    pub(crate) async fn link_fds(&self) -> Vec<OwnedFd> {
-        let links = self.links.lock().await;
-        links
-            .iter()
-            .filter_map(|link| link.stream().as_fd().try_clone_to_owned().ok())
-            .collect()
+    /// Copies of the links to processes still alive, to hand to a new process with the
+    /// listening sockets, at most `room` of them (the newest).
+    pub(crate) async fn link_fds(&self, room: usize) -> Vec<OwnedFd> {
+        let links: Vec<Link> = {
+            let mut links = self.links();
+            links.retain(|link| !link.requests.is_closed());
+            links.clone()
+        };
+        let skip = links.len().saturating_sub(room);
+        if skip > 0 {
+            tracing::warn!(
+                "{skip} processes still retiring are too many to hand over: status will not list them"
+            );
+        }
+        let mut fds = Vec::new();
+        for link in links.iter().skip(skip) {
+            let (tx, rx) = oneshot::channel();
+            if link.requests.send(LinkRequest::Duplicate(tx)).await.is_ok() {
+                fds.extend(rx.await.ok().flatten());
+            }
+        }
+        fds
     }
 
     /// A restart has started process `pid`; `None` once it is ready or gone.
@@ -136,16 +182,15 @@ impl Family {
     pub(crate) async fn status(&self) -> Vec<String> {
         let mut lines = vec![(self.me.generation, self.me.line())];
         let starting = *self.starting.lock().unwrap_or_else(|e| e.into_inner());
-        {
-            let mut links = self.links.lock().await;
-            let mut alive = Vec::with_capacity(links.len());
-            for mut link in links.drain(..) {
-                if let Some(answer) = ask(&mut link).await {
-                    lines.push((generation_of(&answer), answer));
-                    alive.push(link);
-                }
+        let links = self.links().clone();
+        for link in links {
+            let (tx, rx) = oneshot::channel();
+            if link.requests.send(LinkRequest::Status(tx)).await.is_err() {
+                continue;
             }
-            *links = alive;
+            if let Ok(Some(answer)) = rx.await {
+                lines.push((generation_of(&answer), answer));
+            }
         }
         if let Some(s) = starting {
             // Not ready yet, so not linked: what this process knows of it.
@@ -156,6 +201,35 @@ impl Family {
         }
         lines.sort_by_key(|(generation, _)| *generation);
         lines.into_iter().map(|(_, line)| line).collect()
+    }
+}
+
+/// Keeps one link: answers requests until the other process closes it (or every sender is
+/// gone), then closes it too.
+async fn keep(mut link: Lines, mut requests: mpsc::Receiver<LinkRequest>) {
+    loop {
+        tokio::select! {
+            request = requests.recv() => match request {
+                None => return,
+                Some(LinkRequest::Status(reply)) => {
+                    let answer = ask(&mut link).await;
+                    let gone = answer.is_none();
+                    let _ = reply.send(answer);
+                    if gone {
+                        return;
+                    }
+                }
+                Some(LinkRequest::Duplicate(reply)) => {
+                    let _ = reply.send(link.stream().as_fd().try_clone_to_owned().ok());
+                }
+            },
+            readable = link.stream().readable() => {
+                // Unasked, only the end of the link (or a stale answer) can arrive.
+                if readable.is_err() || link.discard_unasked() {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -215,11 +289,11 @@ mod tests {
         let _open = connections.guard();
         let other = Family::new(Me::new(2, Role::Supervisor, Some(connections)));
         let (asker, answerer) = UnixStream::pair().unwrap();
-        family.add_link(Lines::new(asker)).await;
+        family.add_link(Lines::new(asker));
         let answering = tokio::spawn(answer(Lines::new(answerer), Arc::clone(&other)));
         let (gone, closed) = UnixStream::pair().unwrap();
         drop(closed);
-        family.add_link(Lines::new(gone)).await;
+        family.add_link(Lines::new(gone));
         family.starting(Some((4242, 4)));
 
         let lines = family.status().await;
@@ -237,8 +311,9 @@ mod tests {
             lines[2],
             "pid=4242 generation=4 role=starting connections=? age=0"
         );
-        assert_eq!(family.links.lock().await.len(), 1);
-        family.drop_links().await;
+        // The closed link's task has ended.
+        assert_eq!(family.link_fds(10).await.len(), 1);
+        family.drop_links();
         answering.await.unwrap();
     }
 }

@@ -435,8 +435,9 @@ async fn accept_own(server: &UnixListener) -> io::Result<UnixStream> {
     }
 }
 
-/// The most listening sockets a handoff carries.
-const MAX_LISTENERS: usize = 64;
+/// The most descriptors a handoff carries (listeners, the control socket and status links):
+/// the kernel's limit for one message (`SCM_MAX_FD`).
+pub(crate) const MAX_FDS: usize = 253;
 
 async fn send_sockets(conn: &UnixStream, listeners: &[OwnedFd]) -> io::Result<()> {
     let fds: Vec<_> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
@@ -502,6 +503,24 @@ impl Lines {
             self.buffer.extend_from_slice(&chunk[..n]);
         }
         self.take_line()
+    }
+
+    /// Drops whatever was received and not asked for; true when the other end has closed.
+    /// Read through tokio, so that its record of readiness is cleared.
+    pub(crate) fn discard_unasked(&mut self) -> bool {
+        self.buffer.clear();
+        let mut chunk = [0u8; 64];
+        loop {
+            match self
+                .stream
+                .try_io(Interest::READABLE, || recv_now(&self.stream, &mut chunk))
+            {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => return true,
+            }
+        }
     }
 
     fn take_line(&mut self) -> Option<String> {
@@ -612,7 +631,7 @@ impl Takeover {
         conn.set_read_timeout(Some(limit))?;
         conn.set_write_timeout(Some(limit))?;
         let mut hello = [0u8; HELLO.len()];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; MAX_LISTENERS]);
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS]);
         let mut iov = [IoSliceMut::new(&mut hello)];
         let msg = recvmsg::<UnixAddr>(
             conn.as_raw_fd(),
@@ -631,6 +650,11 @@ impl Takeover {
                         .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
                 );
             }
+        }
+        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+            return Err(io::Error::other(format!(
+                "more than {MAX_FDS} descriptors were sent on the handoff socket"
+            )));
         }
         let bytes = msg.bytes;
         if &hello[..bytes] != HELLO {

@@ -36,6 +36,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
+/// How long a restart waits for copies of the status links to hand over.
+const LINKS_WAIT: Duration = Duration::from_millis(500);
 /// How often a drain reports the connections still open.
 const DRAIN_PROGRESS: Duration = Duration::from_secs(10);
 /// How long a new process that stops before the old one answered `ready` waits for the answer,
@@ -561,6 +563,8 @@ struct Serving {
     restart_sender: mpsc::Sender<RestartRequest>,
     /// Who waits for the outcome of the restart in progress (or deferred).
     waiters: Vec<RestartRequest>,
+    /// Once handed over: the answer to a restart asked as it happened.
+    handed_answer: Option<String>,
 }
 
 /// How the serving phase ended.
@@ -671,7 +675,7 @@ where
         Some(Arc::clone(&connections)),
     ));
     for link in links {
-        family.add_link(link).await;
+        family.add_link(link);
     }
     let (restart_sender, restart_requests) = mpsc::channel(16);
     // Taken over, the control socket is the old process's until it lets go of it.
@@ -711,6 +715,7 @@ where
         restart_requests,
         restart_sender,
         waiters: Vec::new(),
+        handed_answer: None,
     })
 }
 
@@ -773,13 +778,16 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                     Ok(handed) => {
                         let Handed { pid, generation, link, .. } = handed;
                         tracing::info!("new process {pid} is ready: this process stops accepting");
-                        answer_waiters(s, &control::restarted(pid, generation));
+                        let answer = control::restarted(pid, generation);
                         // The new process owns the control socket and asks the others now;
-                        // this one answers it.
+                        // this one answers it. Let go first: a client that hears the answer
+                        // and asks again must reach the new process.
                         if let Some(control) = &s.control {
-                            control.let_go();
+                            control.let_go(&answer);
                         }
-                        s.family.drop_links().await;
+                        answer_waiters(s, &answer);
+                        s.handed_answer = Some(answer);
+                        s.family.drop_links();
                         tokio::spawn(family::answer(link, Arc::clone(&s.family)));
                         // The new process wrote the pidfile before it said ready.
                         s.notifier.handed_over(pid, &format!("new process {pid} is serving"));
@@ -791,7 +799,7 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                         s.notifier.restart_failed(&failure.to_string());
                         answer_waiters(s, &control::failed(&failure));
                         if let Some(link) = failure.draining.take() {
-                            s.family.add_link(link).await;
+                            s.family.add_link(link);
                         }
                         if s.stop_received {
                             tracing::info!("stopping, as asked while the restart was in progress");
@@ -887,7 +895,7 @@ async fn committed(s: &mut Serving, link: Option<Lines>) {
             tokio::spawn(family::answer(link, Arc::clone(&s.family)));
         }
         _ => {
-            s.family.add_link(link).await;
+            s.family.add_link(link);
             if let Some(mut socket) = s.pending_control.take() {
                 // Ours to remove when we stop, as the last process.
                 socket.bound = true;
@@ -904,7 +912,9 @@ fn answer_waiters(s: &mut Serving, answer: &str) {
     }
 }
 
-fn begin_restart(s: &Serving) -> Option<JoinHandle<Result<Handed, Failure>>> {
+/// Starts a restart on a task of its own. Each attempt gets a generation of its own, so a failed
+/// attempt and the next one are told apart in the log.
+fn begin_restart(s: &mut Serving) -> Option<JoinHandle<Result<Handed, Failure>>> {
     if s.handoff_fds.is_empty() {
         return None;
     }
@@ -917,9 +927,17 @@ fn begin_restart(s: &Serving) -> Option<JoinHandle<Result<Handed, Failure>>> {
             fds.extend(control);
             let family = Arc::clone(&s.family);
             let plan = s.plan.clone();
+            s.plan.generation += 1;
             Some(tokio::spawn(async move {
                 // The new process asks the processes this one knows of from now on.
-                fds.extend(family.link_fds().await);
+                let room = handoff::MAX_FDS.saturating_sub(fds.len());
+                // Links only serve `status`: they never hold up a restart.
+                match tokio::time::timeout(LINKS_WAIT, family.link_fds(room)).await {
+                    Ok(links) => fds.extend(links),
+                    Err(_) => tracing::warn!(
+                        "the status links were not ready within {LINKS_WAIT:?}: the new process will list only itself and its predecessor"
+                    ),
+                }
                 handoff::restart(plan, fds, &family).await
             }))
         }
@@ -1075,6 +1093,13 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                 }
                 Request::Restart(name) => tracing::info!("{name} received: ignored while draining"),
             },
+            Some(reply) = s.restart_requests.recv() => {
+                let answer = s
+                    .handed_answer
+                    .clone()
+                    .unwrap_or_else(|| control::failed(control::STOPPED));
+                let _ = reply.send(answer);
+            }
             (verdict, link) = verdict(&mut s.pending) => {
                 s.owns_socket_file = verdict == Verdict::Committed && !s.plan.keep_socket_files;
                 if let Some(link) = link {

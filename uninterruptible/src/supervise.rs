@@ -157,7 +157,7 @@ pub(crate) async fn supervise(
     let addresses = config::list(&started.addresses);
     let family = Family::new(Me::new(generation, Role::Supervisor, None));
     for link in started.links {
-        family.add_link(link).await;
+        family.add_link(link);
     }
     let (restart_sender, restart_requests) = mpsc::channel(16);
     let (control, pending_control) = match started.control {
@@ -252,7 +252,7 @@ impl Supervisor {
                 }
                 (verdict, link) = run::verdict(&mut self.pending) => {
                     if let Some(link) = link {
-                        self.family.add_link(link).await;
+                        self.family.add_link(link);
                     }
                     match verdict {
                         Verdict::Committed => {
@@ -333,7 +333,7 @@ impl Supervisor {
                 link,
                 ..
             }) => {
-                self.family.add_link(link).await;
+                self.family.add_link(link);
                 let previous = self.current.replace(Serving {
                     pid,
                     generation,
@@ -372,7 +372,7 @@ impl Supervisor {
             }
             Err(mut failure) => {
                 if let Some(link) = failure.draining.take() {
-                    self.family.add_link(link).await;
+                    self.family.add_link(link);
                 }
                 self.answer_waiters(&control::failed(&failure));
                 match &self.current {

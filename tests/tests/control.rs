@@ -1,0 +1,313 @@
+//! The control socket of a server that restarts itself (no supervisor): `restart` answers with
+//! the outcome, `status` lists every live process, the socket is handed over with the listeners.
+//! Asked from Rust and with `socat`.
+
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use uninterruptible_tests::load::{Options, with_load};
+use uninterruptible_tests::{
+    DEADLINE, ProcessStatus, SIGTERM, TempDir, control, control_restart, control_status, echo,
+    open_accepted, read_pidfile, start_with_pidfile, wait_for, wait_until_draining,
+};
+
+const ECHO: &str = env!("CARGO_BIN_EXE_echo");
+
+fn roles(status: &[ProcessStatus]) -> Vec<(u64, &str, &str)> {
+    status
+        .iter()
+        .map(|p| (p.generation, p.role.as_str(), p.connections.as_str()))
+        .collect()
+}
+
+#[test]
+fn restart_answers_with_the_new_process_under_load_and_the_socket_is_handed_over() {
+    let dir = TempDir::new("control-restart");
+    let ctl = dir.join("app.ctl");
+    let (server, pidfile) = start_with_pidfile(
+        ECHO,
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[("CONTROL_SOCKET", ctl.to_str().unwrap())],
+    );
+    let address = server.address();
+    let meta = std::fs::metadata(&ctl).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let inode = meta.ino();
+
+    let (answers, stats) = with_load(Options::plain(&address, 8, Duration::ZERO), || {
+        (0..50)
+            .map(|_| {
+                std::panic::catch_unwind(|| control_restart(&ctl))
+                    .unwrap_or_else(|_| panic!("the log:\n{}", server.log.text()))
+            })
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(stats.failed(), 0, "{stats}");
+    assert!(stats.ok > 0, "{stats}");
+    for (i, (_, generation)) in answers.iter().enumerate() {
+        assert_eq!(*generation, i as u64 + 2, "{answers:?}");
+    }
+    // The answer names the process the pidfile names: it came once the new one was serving.
+    let (last_pid, _) = answers[answers.len() - 1];
+    assert_eq!(read_pidfile(&pidfile), Some(last_pid));
+    // Handed over, never bound again.
+    assert_eq!(std::fs::metadata(&ctl).unwrap().ino(), inode);
+    eprintln!("50 restarts on the control socket under 8 clients: {stats}");
+}
+
+#[test]
+fn two_restarts_asked_at_once_get_one_restart_and_the_same_answer() {
+    let dir = TempDir::new("control-coalesce");
+    let ctl = dir.join("app.ctl");
+    // A start that takes half a second: the second request comes while the first runs.
+    let command = format!("/bin/sh -c 'sleep 0.5 && exec {ECHO}'");
+    let (server, pidfile) = start_with_pidfile(
+        ECHO,
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[
+            ("CONTROL_SOCKET", ctl.to_str().unwrap()),
+            ("START_COMMAND", &command),
+        ],
+    );
+    let first = std::thread::spawn({
+        let ctl = ctl.clone();
+        move || control(&ctl, "restart\n")
+    });
+    server.log.wait_for("started new process");
+    let second = control(&ctl, "restart\n");
+    let first = first.join().unwrap();
+    assert_eq!(first, second);
+    let pid = read_pidfile(&pidfile).unwrap();
+    assert_eq!(first, format!("ok {pid} 2\n"));
+    assert_eq!(server.log.count("started new process"), 1);
+    assert_eq!(
+        echo(&server.address(), "still one\n").unwrap(),
+        "still one\n"
+    );
+}
+
+#[test]
+fn a_failed_restart_answers_why_and_the_old_process_serves_on() {
+    let dir = TempDir::new("control-failed");
+    let ctl = dir.join("app.ctl");
+    let (server, pidfile) = start_with_pidfile(
+        ECHO,
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[
+            ("CONTROL_SOCKET", ctl.to_str().unwrap()),
+            ("START_COMMAND", "/bin/false"),
+        ],
+    );
+    let answer = control(&ctl, "restart\n");
+    let new = answer
+        .strip_prefix("failed new process ")
+        .and_then(|rest| {
+            rest.strip_suffix(" exited before ready (exit status: 1); start command: /bin/false\n")
+        })
+        .unwrap_or_else(|| panic!("unexpected answer {answer:?}"));
+    new.parse::<u32>().expect("the pid of the new process");
+    assert_eq!(read_pidfile(&pidfile), Some(server.pid()));
+    assert_eq!(echo(&server.address(), "on\n").unwrap(), "on\n");
+    // And the control socket still answers (the echo's connection may take a moment to be
+    // counted out).
+    let status = wait_for("no open connection", DEADLINE, || {
+        let status = control_status(&ctl);
+        (roles(&status) == [(1, "serving", "0")]).then_some(status)
+    });
+    assert_eq!(status[0].pid, server.pid());
+}
+
+#[test]
+fn status_lists_every_live_process_of_the_service() {
+    let dir = TempDir::new("control-status");
+    let ctl = dir.join("app.ctl");
+    let command = format!("/bin/sh -c 'sleep 0.5 && exec {ECHO}'");
+    let (server, pidfile) = start_with_pidfile(
+        ECHO,
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[
+            ("CONTROL_SOCKET", ctl.to_str().unwrap()),
+            ("START_COMMAND", &command),
+        ],
+    );
+    let address = server.address();
+    let first = server.pid();
+    let held_by_first = open_accepted(first, &address);
+
+    // While the restart runs, the new process is listed as starting.
+    let restarting = std::thread::spawn({
+        let ctl = ctl.clone();
+        move || control_restart(&ctl)
+    });
+    server.log.wait_for("started new process");
+    let during = control_status(&ctl);
+    assert_eq!(roles(&during), [(1, "serving", "1"), (2, "starting", "?")]);
+    let (second, _) = restarting.join().unwrap();
+    wait_until_draining(&server, first);
+    let held_by_second = open_accepted(second, &address);
+    let (third, _) = control_restart(&ctl);
+    wait_until_draining(&server, second);
+    assert_eq!(read_pidfile(&pidfile), Some(third));
+
+    // The third process reaches the first through the link the second handed it.
+    let status = control_status(&ctl);
+    assert_eq!(
+        roles(&status),
+        [
+            (1, "retiring", "1"),
+            (2, "retiring", "1"),
+            (3, "serving", "0")
+        ]
+    );
+    let pids: Vec<u32> = status.iter().map(|p| p.pid).collect();
+    assert_eq!(pids, [first, second, third]);
+    eprintln!(
+        "status with two processes retiring:\n{}",
+        control(&ctl, "status\n")
+    );
+
+    // A process that exits leaves the list.
+    assert_eq!(held_by_first.echo("one\n").unwrap(), "one\n");
+    wait_for("the first process to leave the list", DEADLINE, || {
+        let status = control_status(&ctl);
+        (roles(&status) == [(2, "retiring", "1"), (3, "serving", "0")]).then_some(())
+    });
+    assert_eq!(held_by_second.echo("two\n").unwrap(), "two\n");
+    wait_for("the second process to leave the list", DEADLINE, || {
+        let status = control_status(&ctl);
+        (roles(&status) == [(3, "serving", "0")]).then_some(())
+    });
+}
+
+#[test]
+fn a_client_that_says_nothing_holds_nothing() {
+    let dir = TempDir::new("control-silent");
+    let ctl = dir.join("app.ctl");
+    let (mut server, pidfile) = start_with_pidfile(
+        ECHO,
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[("CONTROL_SOCKET", ctl.to_str().unwrap())],
+    );
+    let mut silent = UnixStream::connect(&ctl).unwrap();
+    let connected = Instant::now();
+    // Others are answered, and a restart happens, while it says nothing.
+    let (pid, generation) = control_restart(&ctl);
+    assert_eq!((Some(pid), generation), (read_pidfile(&pidfile), 2));
+    assert_eq!(roles(&control_status(&ctl)), [(2, "serving", "0")]);
+    // The process it connected to retired without waiting for it: its connection is closed.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(silent.read(&mut buf).unwrap(), 0);
+    assert!(connected.elapsed() < Duration::from_secs(10));
+    // One connected to the serving process is closed after the idle limit (10 s).
+    let mut idle = UnixStream::connect(&ctl).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let since = Instant::now();
+    assert_eq!(idle.read(&mut buf).unwrap(), 0);
+    assert!(
+        since.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        since.elapsed()
+    );
+    // And TERM is not held up by a silent client either.
+    let _silent_again = UnixStream::connect(&ctl).unwrap();
+    uninterruptible_tests::send(pid, SIGTERM);
+    wait_for("the server to exit", DEADLINE, || {
+        (!uninterruptible_tests::alive(pid)).then_some(())
+    });
+    assert!(!ctl.exists(), "the last process removes the control socket");
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
+}
+
+fn socat(ctl: &Path, request: &str) -> String {
+    // -t: how long socat waits for the answer after sending; a restart takes up to READY_TIMEOUT.
+    let output = Command::new("socat")
+        .args(["-t", "70", "-", &format!("UNIX-CONNECT:{}", ctl.display())])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(request.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("run socat (Debian package socat)");
+    assert!(output.status.success(), "socat: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn socat_asks_restart_and_status_and_hears_unknown_commands_refused() {
+    let dir = TempDir::new("control-socat");
+    let ctl = dir.join("app.ctl");
+    let (server, pidfile) = start_with_pidfile(
+        ECHO,
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[("CONTROL_SOCKET", ctl.to_str().unwrap())],
+    );
+    let first = server.pid();
+    let status = socat(&ctl, "status\n");
+    assert!(
+        status.starts_with(&format!(
+            "pid={first} generation=1 role=serving connections=0 age="
+        )),
+        "{status:?}"
+    );
+    assert!(status.ends_with("\n\n"), "{status:?}");
+    let restarted = socat(&ctl, "restart\n");
+    let pid = read_pidfile(&pidfile).unwrap();
+    assert_ne!(pid, first);
+    assert_eq!(restarted, format!("ok {pid} 2\n"));
+    assert_eq!(socat(&ctl, "reload\n"), "error unknown command\n");
+    // Several requests on one connection, answered in order.
+    let both = socat(&ctl, "status\nnonsense\n");
+    assert!(
+        both.starts_with(&format!("pid={pid} generation=2 role=serving")),
+        "{both:?}"
+    );
+    assert!(both.ends_with("\n\nerror unknown command\n"), "{both:?}");
+}
+
+#[test]
+fn a_control_socket_a_live_server_answers_on_is_refused_and_nothing_is_left() {
+    let dir = TempDir::new("control-taken");
+    let ctl = dir.join("app.ctl");
+    let (_first, _) = start_with_pidfile(
+        ECHO,
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[("CONTROL_SOCKET", ctl.to_str().unwrap())],
+    );
+    let socket = dir.join("second.sock");
+    let mut second = uninterruptible_tests::Server::start(
+        ECHO,
+        &[
+            ("BIND", &format!("unix://{}", socket.display())),
+            ("CONTROL_SOCKET", ctl.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(second.wait_exit(DEADLINE).code(), Some(1));
+    let line = second.log.wait_for("uninterruptible:");
+    assert!(
+        line.contains(&format!("control socket {}", ctl.display()))
+            && line.contains("a server is already answering on this socket"),
+        "{line}"
+    );
+    assert!(!socket.exists(), "the listening socket file is removed");
+    assert!(
+        ctl.exists(),
+        "the first server's control socket is left alone"
+    );
+}

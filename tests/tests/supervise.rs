@@ -1,0 +1,263 @@
+//! Supervised mode (`SUPERVISE=true`): the first process stays as the supervisor, its pid never
+//! changes, and it restarts, starts again and drains the serving process. Real processes, real
+//! signals, under load.
+
+use std::time::{Duration, Instant};
+use uninterruptible_tests::load::{Options, Stats, with_load};
+use uninterruptible_tests::{
+    DEADLINE, SIGKILL, SIGTERM, SIGUSR1, Server, TempDir, alive, children, control,
+    control_restart, control_status, echo, open_accepted, read_pidfile, send, start_with_pidfile,
+    wait_for, wait_until_draining,
+};
+
+const ECHO: &str = env!("CARGO_BIN_EXE_echo");
+
+/// The pid of the serving process of generation `generation`, from the supervisor's log.
+fn serving(server: &Server, generation: u64) -> u32 {
+    let needle = format!("(generation {generation}) is ready");
+    let line = server.log.wait_for(&needle);
+    let after = line
+        .split("serving process ")
+        .nth(1)
+        .expect("a serving process line");
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Waits until the supervisor's only live child is `pid`, and none is a zombie.
+fn wait_for_only_child(supervisor: u32, pid: u32) {
+    wait_for(
+        &format!("process {pid} to be the only child of {supervisor}, and no zombie"),
+        DEADLINE,
+        || {
+            (children(supervisor) == [(pid, 'S')] || children(supervisor) == [(pid, 'R')])
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn two_hundred_restarts_under_load_and_the_pid_never_changes() {
+    let dir = TempDir::new("supervise-storm");
+    let (server, pidfile) =
+        start_with_pidfile(ECHO, &dir, "tcp://127.0.0.1:0", &[("SUPERVISE", "true")]);
+    let supervisor = server.pid();
+    assert_eq!(read_pidfile(&pidfile), Some(supervisor));
+    let address = server.address();
+    let first = serving(&server, 1);
+    assert_ne!(first, supervisor, "the supervisor never serves itself");
+
+    let ((), stats) = with_load(Options::plain(&address, 16, Duration::ZERO), || {
+        for i in 0..200u64 {
+            send(supervisor, SIGUSR1);
+            serving(&server, i + 2);
+            assert_eq!(read_pidfile(&pidfile), Some(supervisor));
+        }
+    });
+    assert_eq!(stats.failed(), 0, "{stats}");
+    assert!(stats.ok > 200, "{stats}");
+    let last = serving(&server, 201);
+    wait_for_only_child(supervisor, last);
+    assert_eq!(server.log.count("is ready: process"), 200);
+    eprintln!("200 supervised restarts under 16 clients: {stats}");
+}
+
+/// Kills the serving process `kills` times under load and returns, for each, the time from the
+/// kill until a new client is answered, and the load's counts.
+fn kill_under_load(server: &Server, kills: u64, pause: Duration) -> (Vec<Duration>, Stats) {
+    let address = server.address();
+    with_load(Options::plain(&address, 8, Duration::ZERO), || {
+        let mut took = Vec::new();
+        for generation in 1..=kills {
+            let pid = serving(server, generation);
+            std::thread::sleep(pause);
+            let killed = Instant::now();
+            send(pid, SIGKILL);
+            // The client connects at once (the supervisor holds the socket) and is answered
+            // when the next serving process accepts.
+            assert_eq!(echo(&address, "back\n").unwrap(), "back\n");
+            took.push(killed.elapsed());
+            serving(server, generation + 1);
+        }
+        took
+    })
+}
+
+#[test]
+fn a_killed_serving_process_is_started_again_and_no_client_is_refused() {
+    let dir = TempDir::new("supervise-kill");
+    let (server, pidfile) =
+        start_with_pidfile(ECHO, &dir, "tcp://127.0.0.1:0", &[("SUPERVISE", "true")]);
+    let supervisor = server.pid();
+    // Killed 5 times, each after serving a while: started again at once every time? No: only a
+    // process that served 10 s counts as stable, so the pauses grow 0, 0.1, 0.2, 0.4, 0.8 s.
+    let (took, stats) = kill_under_load(&server, 5, Duration::from_millis(200));
+    // Only the requests in flight on the killed process are lost; nobody is refused or left
+    // waiting.
+    assert_eq!(stats.refused, 0, "{stats}");
+    assert_eq!(stats.timeout, 0, "{stats}");
+    assert_eq!(stats.wrong_reply + stats.other, 0, "{stats}");
+    assert!(
+        stats.failed() <= 5 * 8,
+        "at most the clients in flight: {stats}"
+    );
+    assert_eq!(read_pidfile(&pidfile), Some(supervisor));
+    for pause in ["0.1 s", "0.2 s", "0.4 s", "0.8 s"] {
+        assert_eq!(
+            server
+                .log
+                .count(&format!("starting a serving process again in {pause}")),
+            1,
+            "{}",
+            server.log.text()
+        );
+    }
+    assert!(took[0] < took[4], "the pause grows: {took:?}");
+    eprintln!(
+        "serving process killed 5 times under 8 clients: answered again after {:?}; {stats}",
+        took
+    );
+}
+
+#[test]
+fn term_drains_the_serving_processes_and_exits_0() {
+    let dir = TempDir::new("supervise-term");
+    let socket = dir.join("echo.sock");
+    let ctl = dir.join("app.ctl");
+    let (mut server, pidfile) = start_with_pidfile(
+        ECHO,
+        &dir,
+        &format!("unix://{}", socket.display()),
+        &[
+            ("SUPERVISE", "true"),
+            ("CONTROL_SOCKET", ctl.to_str().unwrap()),
+        ],
+    );
+    let address = server.address();
+    let first = serving(&server, 1);
+    let held_by_first = open_accepted(first, &address);
+    let (second, _) = control_restart(&ctl);
+    wait_until_draining(&server, first);
+    let held_by_second = open_accepted(second, &address);
+    send(server.pid(), SIGTERM);
+    server.log.wait_for("stopping the serving processes");
+    // The socket stays until every serving process has drained.
+    assert!(socket.exists() && alive(server.pid()));
+    assert_eq!(held_by_first.echo("first\n").unwrap(), "first\n");
+    assert_eq!(held_by_second.echo("second\n").unwrap(), "second\n");
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
+    assert!(!socket.exists(), "socket file removed");
+    assert!(!ctl.exists(), "control socket removed");
+    assert!(!pidfile.exists(), "pidfile removed");
+    assert!(!alive(first) && !alive(second));
+}
+
+#[test]
+fn status_and_restart_on_the_supervisors_control_socket() {
+    let dir = TempDir::new("supervise-control");
+    let ctl = dir.join("app.ctl");
+    let (server, _) = start_with_pidfile(
+        ECHO,
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[
+            ("SUPERVISE", "true"),
+            ("CONTROL_SOCKET", ctl.to_str().unwrap()),
+        ],
+    );
+    let address = server.address();
+    let supervisor = server.pid();
+    let first = serving(&server, 1);
+    let held = open_accepted(first, &address);
+    let (second, generation) = control_restart(&ctl);
+    assert_eq!(generation, 2);
+    // The first process retires when it reads the TERM the supervisor sent it, just after the
+    // answer.
+    wait_for(
+        "the first process to be listed as retiring",
+        DEADLINE,
+        || {
+            let status = control_status(&ctl);
+            let seen: Vec<(u32, u64, String, String)> = status
+                .into_iter()
+                .map(|p| (p.pid, p.generation, p.role, p.connections))
+                .collect();
+            let expected = [
+                (supervisor, 0, "supervisor", "0"),
+                (first, 1, "retiring", "1"),
+                (second, 2, "serving", "0"),
+            ]
+            .map(|(pid, generation, role, connections)| {
+                (pid, generation, role.to_owned(), connections.to_owned())
+            });
+            (seen == expected).then_some(())
+        },
+    );
+    eprintln!(
+        "supervised status during a drain:\n{}",
+        control(&ctl, "status\n")
+    );
+    assert_eq!(held.echo("done\n").unwrap(), "done\n");
+    wait_for_only_child(supervisor, second);
+    // USR1 to a serving process is not a restart: the supervisor restarts.
+    send(second, SIGUSR1);
+    server
+        .log
+        .wait_for("ignored, the supervisor restarts this process");
+    assert_eq!(serving(&server, 2), second);
+}
+
+#[test]
+fn a_failed_restart_leaves_the_serving_process_serving() {
+    let dir = TempDir::new("supervise-failed");
+    let ctl = dir.join("app.ctl");
+    let flag = dir.join("broken");
+    // Starts the server, unless the release is "broken".
+    let command = format!("/bin/sh -c 'test ! -e {} && exec {ECHO}'", flag.display());
+    let (server, _) = start_with_pidfile(
+        ECHO,
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[
+            ("SUPERVISE", "true"),
+            ("CONTROL_SOCKET", ctl.to_str().unwrap()),
+            ("START_COMMAND", &command),
+        ],
+    );
+    let first = serving(&server, 1);
+    std::fs::write(&flag, "").unwrap();
+    let answer = control(&ctl, "restart\n");
+    assert!(
+        answer.starts_with("failed new process ")
+            && answer.ends_with(&format!(
+                " exited before ready (exit status: 1); start command: {command}\n"
+            )),
+        "{answer:?}"
+    );
+    assert_eq!(echo(&server.address(), "on\n").unwrap(), "on\n");
+    wait_for_only_child(server.pid(), first);
+    std::fs::remove_file(&flag).unwrap();
+    let (second, generation) = control_restart(&ctl);
+    assert_eq!(generation, 3, "the failed attempt was generation 2");
+    wait_for_only_child(server.pid(), second);
+}
+
+#[test]
+fn orphans_of_serving_processes_are_reaped() {
+    let dir = TempDir::new("supervise-orphans");
+    // Each serving process starts with an orphan beside it: a sleep whose parent has gone.
+    let command = format!("/bin/sh -c '(sleep 0.3 &); exec {ECHO}'");
+    let (server, _) = start_with_pidfile(
+        ECHO,
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[("SUPERVISE", "true"), ("START_COMMAND", &command)],
+    );
+    let supervisor = server.pid();
+    for generation in 2..=6 {
+        send(supervisor, SIGUSR1);
+        serving(&server, generation);
+    }
+    // The sleeps were given to the supervisor (the subreaper), which reaps them.
+    let last = serving(&server, 6);
+    wait_for_only_child(supervisor, last);
+}
