@@ -261,3 +261,37 @@ fn orphans_of_serving_processes_are_reaped() {
     let last = serving(&server, 6);
     wait_for_only_child(supervisor, last);
 }
+
+#[test]
+fn a_server_restarted_into_supervised_mode_hands_over_once_the_serving_process_is_ready() {
+    let dir = TempDir::new("supervise-switch");
+    let command = format!("env SUPERVISE=true {ECHO}");
+    let (server, pidfile) = start_with_pidfile(
+        ECHO,
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[("START_COMMAND", &command)],
+    );
+    let address = server.address();
+    let old = server.pid();
+    let ((), stats) = with_load(Options::plain(&address, 8, Duration::ZERO), || {
+        send(old, SIGUSR1);
+        wait_for("the old process to exit", DEADLINE, || {
+            (!alive(old)).then_some(())
+        });
+    });
+    assert_eq!(stats.failed(), 0, "{stats}");
+    // The new process is a supervisor (generation 2), its serving process generation 3.
+    let supervisor = read_pidfile(&pidfile).unwrap();
+    server.log.wait_for(&format!(
+        "pid={supervisor} generation=2: supervising on {}",
+        match &address {
+            uninterruptible_tests::Address::Tcp(a) => format!("tcp://{a}"),
+            uninterruptible_tests::Address::Unix(p) => format!("unix://{}", p.display()),
+        }
+    ));
+    let serving = serving(&server, 3);
+    assert_eq!(children(supervisor).len(), 1);
+    assert_eq!(children(supervisor)[0].0, serving);
+    assert_eq!(echo(&address, "supervised\n").unwrap(), "supervised\n");
+}

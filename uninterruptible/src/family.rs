@@ -15,6 +15,7 @@ use crate::handoff::Lines;
 use crate::shutdown::Connections;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -41,6 +42,8 @@ pub(crate) struct Me {
     started: Instant,
     role: Role,
     connections: Option<Arc<Connections>>,
+    /// Handed over or stopping: no longer the serving process, even before it stops accepting.
+    retiring: AtomicBool,
 }
 
 impl Me {
@@ -51,14 +54,22 @@ impl Me {
             started: Instant::now(),
             role,
             connections,
+            retiring: AtomicBool::new(false),
         }
+    }
+
+    /// This process is no longer the service's serving process.
+    pub(crate) fn retire(&self) {
+        self.retiring.store(true, Ordering::Relaxed);
     }
 
     /// `pid=… generation=… role=… connections=… age=…`: the line `status` prints for it.
     pub(crate) fn line(&self) -> String {
         let role = match self.role {
             Role::Supervisor => "supervisor",
-            Role::Server if drain::is_announced() => "retiring",
+            Role::Server if self.retiring.load(Ordering::Relaxed) || drain::is_announced() => {
+                "retiring"
+            }
             Role::Server => "serving",
         };
         let connections = self.connections.as_ref().map_or(0, |c| c.count());
@@ -118,6 +129,10 @@ impl std::fmt::Debug for LinkRequest {
 }
 
 impl Family {
+    pub(crate) fn me(&self) -> &Me {
+        &self.me
+    }
+
     pub(crate) fn new(me: Me) -> Arc<Family> {
         Arc::new(Family {
             me,

@@ -20,6 +20,12 @@
 //!   listening socket; the old copy stops accepting only once the new one reports ready, then
 //!   drains its open connections and exits. No client sees a refused or reset connection.
 //! - `kill -TERM <pid>` (or `INT`) stops accepting, drains and exits 0; a second one exits 1 at once.
+//! - With `CONTROL_SOCKET=/run/app.ctl`, `echo restart | socat -t 70 - UNIX-CONNECT:/run/app.ctl`
+//!   restarts and answers `ok <pid> <generation>` or `failed <reason>`; `status` lists every live
+//!   process of the service.
+//! - With `SUPERVISE=true`, the first process stays as a supervisor whose pid never changes (for
+//!   a container's PID 1, or a supervisor that follows one pid): it restarts the serving process
+//!   on `USR1` and starts it again if it dies.
 //!
 //! The keys, their environment variables and the lifecycle are documented on [`server`]; the
 //! same table is in [`KEYS`].

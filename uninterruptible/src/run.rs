@@ -779,6 +779,7 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                         let Handed { pid, generation, link, .. } = handed;
                         tracing::info!("new process {pid} is ready: this process stops accepting");
                         let answer = control::restarted(pid, generation);
+                        s.family.me().retire();
                         // The new process owns the control socket and asks the others now;
                         // this one answers it. Let go first: a client that hears the answer
                         // and asks again must reach the new process.

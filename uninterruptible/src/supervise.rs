@@ -17,7 +17,7 @@ use crate::config::{self, Config};
 use crate::control::{self, Control, RestartRequest};
 use crate::error::Error;
 use crate::family::{Family, Me, Role};
-use crate::handoff::{self, Failure, Handed, Pending, Verdict};
+use crate::handoff::{self, Failure, Handed, Pending, Takeover, Verdict};
 use crate::inherit::{Inherited, Manager};
 use crate::listener::{Listener, SocketFile};
 use crate::notify::Notifier;
@@ -77,7 +77,9 @@ struct Supervisor {
     pending_control: Option<ControlSocket>,
     restart_requests: mpsc::Receiver<RestartRequest>,
     restart_sender: mpsc::Sender<RestartRequest>,
-    /// Started by a restart of a process that was not supervised: its verdict.
+    /// Started by a restart of a process that was not supervised: told `ready` once the first
+    /// serving process is, then its verdict.
+    takeover: Option<Takeover>,
     pending: Option<Pending>,
     socket_files: Vec<SocketFile>,
     owns_socket_files: bool,
@@ -91,6 +93,8 @@ struct Supervisor {
     pause: Duration,
     announced: bool,
     stopping: bool,
+    /// Started by a restart, it could not start a serving process: it exits 1.
+    gave_up: bool,
 }
 
 /// Runs the supervisor until the service stops; returns its exit status.
@@ -164,14 +168,6 @@ pub(crate) async fn supervise(
         Some(socket) if !by_restart => (run::serve_control(socket, &family, &restart_sender), None),
         pending => (None, pending),
     };
-    let pending = match started.takeover.map(|t| t.ready()) {
-        Some(Ok(pending)) => Some(pending),
-        Some(Err(e)) => {
-            tracing::warn!("cannot tell the old process we are ready: {e}");
-            None
-        }
-        None => None,
-    };
     let plan = handoff::Plan {
         command: config.start_command.clone(),
         ready_timeout: config.ready_timeout,
@@ -197,7 +193,8 @@ pub(crate) async fn supervise(
         pending_control,
         restart_requests,
         restart_sender,
-        pending,
+        takeover: started.takeover,
+        pending: None,
         socket_files,
         owns_socket_files,
         addresses,
@@ -209,6 +206,7 @@ pub(crate) async fn supervise(
         pause: Duration::ZERO,
         announced: false,
         stopping: false,
+        gave_up: false,
     };
     supervisor.start(Start::First);
     let code = supervisor.run().await;
@@ -224,6 +222,9 @@ impl Supervisor {
     async fn run(&mut self) -> ExitCode {
         loop {
             if self.stopping && self.is_empty() {
+                if self.gave_up {
+                    return ExitCode::FAILURE;
+                }
                 tracing::info!("every serving process has exited");
                 return ExitCode::SUCCESS;
             }
@@ -363,6 +364,13 @@ impl Supervisor {
                 } else {
                     self.notifier.status(&serving);
                 }
+                // Started by a restart: the old process may retire now that one serves.
+                if let Some(takeover) = self.takeover.take() {
+                    match takeover.ready() {
+                        Ok(pending) => self.pending = Some(pending),
+                        Err(e) => tracing::warn!("cannot tell the old process we are ready: {e}"),
+                    }
+                }
                 if self.stopping {
                     // Asked to stop while it was starting.
                     if let Some(current) = self.current.take() {
@@ -384,6 +392,15 @@ impl Supervisor {
                         self.notifier.restart_failed(&failure.to_string());
                     }
                     None if self.stopping => {}
+                    None if self.takeover.is_some() => {
+                        // The old process still serves: give up, and it serves on.
+                        tracing::error!(
+                            "cannot start a serving process: {failure}; exiting, the old process serves on"
+                        );
+                        self.owns_socket_files = false;
+                        self.stopping = true;
+                        self.gave_up = true;
+                    }
                     None => {
                         tracing::error!("cannot start a serving process: {failure}");
                         self.notifier
