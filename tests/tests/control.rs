@@ -5,16 +5,33 @@
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use uninterruptible_tests::load::{Options, with_load};
 use uninterruptible_tests::{
-    DEADLINE, ProcessStatus, SIGTERM, TempDir, control, control_restart, control_status, echo,
-    open_accepted, read_pidfile, start_with_pidfile, wait_for, wait_until_draining,
+    DEADLINE, ProcessStatus, SIGTERM, Server, TempDir, control, control_restart, control_status,
+    echo, open_accepted, read_pidfile, start_with_pidfile, wait_for, wait_until_draining,
 };
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
+
+/// An echo server on a free TCP port with a pidfile and a control socket, plus `env`; returns
+/// its directory, the control socket's path, the server and its pidfile.
+fn start(name: &str, env: &[(&str, &str)]) -> (TempDir, PathBuf, Server, PathBuf) {
+    let dir = TempDir::new(name);
+    let ctl = dir.join("app.ctl");
+    let mut all = vec![("CONTROL_SOCKET", ctl.to_str().unwrap())];
+    all.extend_from_slice(env);
+    let (server, pidfile) = start_with_pidfile(ECHO, &dir, "tcp://127.0.0.1:0", &all);
+    (dir, ctl, server, pidfile)
+}
+
+/// A start command that waits half a second before it runs the server: a restart long enough
+/// to ask something while it runs.
+fn slow_start() -> String {
+    format!("/bin/sh -c 'sleep 0.5 && exec {ECHO}'")
+}
 
 fn roles(status: &[ProcessStatus]) -> Vec<(u64, &str, &str)> {
     status
@@ -25,14 +42,7 @@ fn roles(status: &[ProcessStatus]) -> Vec<(u64, &str, &str)> {
 
 #[test]
 fn restart_answers_with_the_new_process_under_load_and_the_socket_is_handed_over() {
-    let dir = TempDir::new("control-restart");
-    let ctl = dir.join("app.ctl");
-    let (server, pidfile) = start_with_pidfile(
-        ECHO,
-        &dir,
-        "tcp://127.0.0.1:0",
-        &[("CONTROL_SOCKET", ctl.to_str().unwrap())],
-    );
+    let (_dir, ctl, server, pidfile) = start("control-restart", &[]);
     let address = server.address();
     let meta = std::fs::metadata(&ctl).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -61,19 +71,9 @@ fn restart_answers_with_the_new_process_under_load_and_the_socket_is_handed_over
 
 #[test]
 fn two_restarts_asked_at_once_get_one_restart_and_the_same_answer() {
-    let dir = TempDir::new("control-coalesce");
-    let ctl = dir.join("app.ctl");
-    // A start that takes half a second: the second request comes while the first runs.
-    let command = format!("/bin/sh -c 'sleep 0.5 && exec {ECHO}'");
-    let (server, pidfile) = start_with_pidfile(
-        ECHO,
-        &dir,
-        "tcp://127.0.0.1:0",
-        &[
-            ("CONTROL_SOCKET", ctl.to_str().unwrap()),
-            ("START_COMMAND", &command),
-        ],
-    );
+    // The second request comes while the first restart runs.
+    let command = slow_start();
+    let (_dir, ctl, server, pidfile) = start("control-coalesce", &[("START_COMMAND", &command)]);
     let first = std::thread::spawn({
         let ctl = ctl.clone();
         move || control(&ctl, "restart\n")
@@ -93,17 +93,7 @@ fn two_restarts_asked_at_once_get_one_restart_and_the_same_answer() {
 
 #[test]
 fn a_failed_restart_answers_why_and_the_old_process_serves_on() {
-    let dir = TempDir::new("control-failed");
-    let ctl = dir.join("app.ctl");
-    let (server, pidfile) = start_with_pidfile(
-        ECHO,
-        &dir,
-        "tcp://127.0.0.1:0",
-        &[
-            ("CONTROL_SOCKET", ctl.to_str().unwrap()),
-            ("START_COMMAND", "/bin/false"),
-        ],
-    );
+    let (_dir, ctl, server, pidfile) = start("control-failed", &[("START_COMMAND", "/bin/false")]);
     let answer = control(&ctl, "restart\n");
     let new = answer
         .strip_prefix("failed new process ")
@@ -125,18 +115,8 @@ fn a_failed_restart_answers_why_and_the_old_process_serves_on() {
 
 #[test]
 fn status_lists_every_live_process_of_the_service() {
-    let dir = TempDir::new("control-status");
-    let ctl = dir.join("app.ctl");
-    let command = format!("/bin/sh -c 'sleep 0.5 && exec {ECHO}'");
-    let (server, pidfile) = start_with_pidfile(
-        ECHO,
-        &dir,
-        "tcp://127.0.0.1:0",
-        &[
-            ("CONTROL_SOCKET", ctl.to_str().unwrap()),
-            ("START_COMMAND", &command),
-        ],
-    );
+    let command = slow_start();
+    let (_dir, ctl, server, pidfile) = start("control-status", &[("START_COMMAND", &command)]);
     let address = server.address();
     let first = server.pid();
     let held_by_first = open_accepted(first, &address);
@@ -188,14 +168,7 @@ fn status_lists_every_live_process_of_the_service() {
 
 #[test]
 fn a_client_that_says_nothing_holds_nothing() {
-    let dir = TempDir::new("control-silent");
-    let ctl = dir.join("app.ctl");
-    let (mut server, pidfile) = start_with_pidfile(
-        ECHO,
-        &dir,
-        "tcp://127.0.0.1:0",
-        &[("CONTROL_SOCKET", ctl.to_str().unwrap())],
-    );
+    let (_dir, ctl, mut server, pidfile) = start("control-silent", &[]);
     let mut silent = UnixStream::connect(&ctl).unwrap();
     let connected = Instant::now();
     // Others are answered, and a restart happens, while it says nothing.
@@ -251,14 +224,7 @@ fn socat(ctl: &Path, request: &str) -> String {
 
 #[test]
 fn socat_asks_restart_and_status_and_hears_unknown_commands_refused() {
-    let dir = TempDir::new("control-socat");
-    let ctl = dir.join("app.ctl");
-    let (server, pidfile) = start_with_pidfile(
-        ECHO,
-        &dir,
-        "tcp://127.0.0.1:0",
-        &[("CONTROL_SOCKET", ctl.to_str().unwrap())],
-    );
+    let (_dir, ctl, server, pidfile) = start("control-socat", &[]);
     let first = server.pid();
     let status = socat(&ctl, "status\n");
     assert!(
@@ -284,14 +250,7 @@ fn socat_asks_restart_and_status_and_hears_unknown_commands_refused() {
 
 #[test]
 fn a_control_socket_a_live_server_answers_on_is_refused_and_nothing_is_left() {
-    let dir = TempDir::new("control-taken");
-    let ctl = dir.join("app.ctl");
-    let (_first, _) = start_with_pidfile(
-        ECHO,
-        &dir,
-        "tcp://127.0.0.1:0",
-        &[("CONTROL_SOCKET", ctl.to_str().unwrap())],
-    );
+    let (dir, ctl, _first, _) = start("control-taken", &[]);
     let socket = dir.join("second.sock");
     let mut second = uninterruptible_tests::Server::start(
         ECHO,

@@ -51,6 +51,99 @@ pub(crate) fn failed(reason: impl std::fmt::Display) -> String {
     format!("failed {}", reason.to_string().replace('\n', " "))
 }
 
+/// A control socket, bound by this process or taken over.
+#[derive(Debug)]
+pub(crate) struct ControlSocket {
+    pub(crate) listener: UnixListener,
+    pub(crate) path: PathBuf,
+    /// Bound here: its file is ours to remove.
+    pub(crate) bound: bool,
+}
+
+/// The control socket of a process through its life: one taken over waits until the old
+/// process lets go of it, then it is served; `restart` requests come out of [`Endpoint::next`].
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    served: Option<Control>,
+    pending: Option<ControlSocket>,
+    requests: mpsc::Receiver<RestartRequest>,
+    sender: mpsc::Sender<RestartRequest>,
+    family: Arc<Family>,
+}
+
+impl Endpoint {
+    /// Serves `socket` at once, unless it was taken over (then [`Endpoint::commit`] serves it).
+    pub(crate) fn new(
+        socket: Option<ControlSocket>,
+        taken_over: bool,
+        family: &Arc<Family>,
+    ) -> Endpoint {
+        let (sender, requests) = mpsc::channel(16);
+        let mut endpoint = Endpoint {
+            served: None,
+            pending: socket,
+            requests,
+            sender,
+            family: Arc::clone(family),
+        };
+        if !taken_over {
+            endpoint.serve();
+        }
+        endpoint
+    }
+
+    /// The old process has let go: the socket taken over is this process's to serve, and to
+    /// remove as the last one.
+    pub(crate) fn commit(&mut self) {
+        if let Some(socket) = &mut self.pending {
+            socket.bound = true;
+        }
+        self.serve();
+    }
+
+    fn serve(&mut self) {
+        let Some(socket) = self.pending.take() else {
+            return;
+        };
+        let path = socket.path.clone();
+        self.served = Control::serve(
+            socket.listener,
+            socket.path,
+            socket.bound,
+            Arc::clone(&self.family),
+            self.sender.clone(),
+        )
+        .map_err(|e| {
+            tracing::error!(
+                "cannot serve the control socket {}: {e}; restart with USR1",
+                path.display()
+            )
+        })
+        .ok();
+    }
+
+    /// The control socket being served, if any.
+    pub(crate) fn served(&self) -> Option<&Control> {
+        self.served.as_ref()
+    }
+
+    /// The next `restart` asked. Cancel-safe.
+    pub(crate) async fn next(&mut self) -> RestartRequest {
+        match self.requests.recv().await {
+            Some(request) => request,
+            // This endpoint holds a sender: never.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops serving; `remove_file`: this is the last process, the socket file goes too.
+    pub(crate) async fn close(&mut self, remove_file: bool) {
+        if let Some(control) = self.served.take() {
+            control.close(remove_file).await;
+        }
+    }
+}
+
 /// The control socket of this process: its listener until it lets go of it, and its file.
 #[derive(Debug)]
 pub(crate) struct Control {

@@ -6,7 +6,7 @@ use crate::acl::Acl;
 use crate::config::{
     self, Config, FILE_DESCRIPTOR_SERVER_PATH, GENERATION, KEEP_SOCKET_FILES, SUPERVISOR,
 };
-use crate::control::{self, Control, RestartRequest};
+use crate::control::{self, Control, ControlSocket, Endpoint, RestartRequest};
 use crate::drain;
 use crate::error::Error;
 use crate::family::{self, Family, Me, Role};
@@ -27,7 +27,7 @@ use nix::sys::socket::{getsockopt, sockopt};
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -246,10 +246,8 @@ where
     if stopping {
         clean_up(&config, &mut serving).await;
     }
-    if let Some(control) = serving.control.take() {
-        // The last process removes the file; a retiring one left it to its successor.
-        control.close(stopping).await;
-    }
+    // The last process removes the file; a retiring one left it to its successor.
+    serving.control.close(stopping).await;
     if logging::dropped() > 0 {
         logging::to_stderr(format_args!(
             "{} log lines could not be written",
@@ -278,15 +276,6 @@ pub(crate) struct Started {
     pub(crate) control: Option<ControlSocket>,
     /// Links to processes still retiring from earlier restarts, received from the old process.
     pub(crate) links: Vec<Lines>,
-}
-
-/// A control socket, bound by this process or taken over.
-#[derive(Debug)]
-pub(crate) struct ControlSocket {
-    pub(crate) listener: UnixListener,
-    pub(crate) path: PathBuf,
-    /// Bound here: its file is ours to remove.
-    pub(crate) bound: bool,
 }
 
 /// Registers signals, then takes over the old process's sockets or binds new ones.
@@ -554,13 +543,8 @@ struct Serving {
     part: Part,
     /// This process and its links to the others of the service, for `status`.
     family: Arc<Family>,
-    /// The control socket, once this process is the one that serves it.
-    control: Option<Control>,
-    /// A control socket taken over, served once the old process lets go of it.
-    pending_control: Option<ControlSocket>,
-    /// Restarts asked on the control socket.
-    restart_requests: mpsc::Receiver<RestartRequest>,
-    restart_sender: mpsc::Sender<RestartRequest>,
+    /// The control socket, and the restarts asked on it.
+    control: Endpoint,
     /// Who waits for the outcome of the restart in progress (or deferred).
     waiters: Vec<RestartRequest>,
     /// Once handed over: the answer to a restart asked as it happened.
@@ -677,12 +661,8 @@ where
     for link in links {
         family.add_link(link);
     }
-    let (restart_sender, restart_requests) = mpsc::channel(16);
     // Taken over, the control socket is the old process's until it lets go of it.
-    let (control, pending_control) = match control {
-        Some(socket) if !by_restart => (serve_control(socket, &family, &restart_sender), None),
-        pending => (None, pending),
-    };
+    let control = Endpoint::new(control, by_restart, &family);
 
     let plan = handoff::Plan {
         command: config.start_command.clone(),
@@ -711,35 +691,9 @@ where
         part,
         family,
         control,
-        pending_control,
-        restart_requests,
-        restart_sender,
         waiters: Vec::new(),
         handed_answer: None,
     })
-}
-
-/// Starts answering on the control socket.
-pub(crate) fn serve_control(
-    socket: ControlSocket,
-    family: &Arc<Family>,
-    restarts: &mpsc::Sender<RestartRequest>,
-) -> Option<Control> {
-    let path = socket.path.clone();
-    Control::serve(
-        socket.listener,
-        socket.path,
-        socket.bound,
-        Arc::clone(family),
-        restarts.clone(),
-    )
-    .map_err(|e| {
-        tracing::error!(
-            "cannot serve the control socket {}: {e}; restart with USR1",
-            path.display()
-        )
-    })
-    .ok()
 }
 
 /// Serves until a stop, a handover or an abandonment. Restarts run on a task of their own.
@@ -771,7 +725,7 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                 }
                 Request::Restart(name) => Some((name, None)),
             },
-            Some(reply) = s.restart_requests.recv() => Some(("a restart on the control socket", Some(reply))),
+            reply = s.control.next() => Some(("a restart on the control socket", Some(reply))),
             result = finished(&mut restart) => {
                 restart = None;
                 match result {
@@ -783,7 +737,7 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                         // The new process owns the control socket and asks the others now;
                         // this one answers it. Let go first: a client that hears the answer
                         // and asks again must reach the new process.
-                        if let Some(control) = &s.control {
+                        if let Some(control) = s.control.served() {
                             control.let_go(&answer);
                         }
                         answer_waiters(s, &answer);
@@ -897,11 +851,7 @@ async fn committed(s: &mut Serving, link: Option<Lines>) {
         }
         _ => {
             s.family.add_link(link);
-            if let Some(mut socket) = s.pending_control.take() {
-                // Ours to remove when we stop, as the last process.
-                socket.bound = true;
-                s.control = serve_control(socket, &s.family, &s.restart_sender);
-            }
+            s.control.commit();
         }
     }
 }
@@ -919,7 +869,7 @@ fn begin_restart(s: &mut Serving) -> Option<JoinHandle<Result<Handed, Failure>>>
     if s.handoff_fds.is_empty() {
         return None;
     }
-    let control = s.control.as_ref().map(Control::duplicate).transpose();
+    let control = s.control.served().map(Control::duplicate).transpose();
     let fds: io::Result<Vec<OwnedFd>> = s.handoff_fds.iter().map(OwnedFd::try_clone).collect();
     match fds.and_then(|fds| control.map(|control| (fds, control))) {
         Ok((mut fds, control)) => {
@@ -1094,7 +1044,7 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                 }
                 Request::Restart(name) => tracing::info!("{name} received: ignored while draining"),
             },
-            Some(reply) = s.restart_requests.recv() => {
+            reply = s.control.next() => {
                 let answer = s
                     .handed_answer
                     .clone()

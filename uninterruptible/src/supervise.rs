@@ -14,7 +14,7 @@
 //!   pidfile and told to systemd never changes.
 
 use crate::config::{self, Config};
-use crate::control::{self, Control, RestartRequest};
+use crate::control::{self, Endpoint, RestartRequest};
 use crate::error::Error;
 use crate::family::{Family, Me, Role};
 use crate::handoff::{self, Failure, Handed, Pending, Takeover, Verdict};
@@ -23,7 +23,7 @@ use crate::listener::{Listener, SocketFile};
 use crate::notify::Notifier;
 use crate::pidfile;
 use crate::reaper::{self, Exits, Reaper};
-use crate::run::{self, ControlSocket, Part};
+use crate::run::{self, Part};
 use crate::signals::{Request, Signals};
 use nix::sys::signal::Signal;
 use std::io;
@@ -31,7 +31,6 @@ use std::os::fd::OwnedFd;
 use std::process::{ExitCode, ExitStatus};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -73,10 +72,7 @@ struct Supervisor {
     notifier: Notifier,
     signals: Signals,
     exits: Exits,
-    control: Option<Control>,
-    pending_control: Option<ControlSocket>,
-    restart_requests: mpsc::Receiver<RestartRequest>,
-    restart_sender: mpsc::Sender<RestartRequest>,
+    control: Endpoint,
     /// Started by a restart of a process that was not supervised: told `ready` once the first
     /// serving process is, then its verdict.
     takeover: Option<Takeover>,
@@ -163,11 +159,7 @@ pub(crate) async fn supervise(
     for link in started.links {
         family.add_link(link);
     }
-    let (restart_sender, restart_requests) = mpsc::channel(16);
-    let (control, pending_control) = match started.control {
-        Some(socket) if !by_restart => (run::serve_control(socket, &family, &restart_sender), None),
-        pending => (None, pending),
-    };
+    let control = Endpoint::new(started.control, by_restart, &family);
     let plan = handoff::Plan {
         command: config.start_command.clone(),
         ready_timeout: config.ready_timeout,
@@ -190,9 +182,6 @@ pub(crate) async fn supervise(
         signals: started.signals,
         exits,
         control,
-        pending_control,
-        restart_requests,
-        restart_sender,
         takeover: started.takeover,
         pending: None,
         socket_files,
@@ -240,7 +229,7 @@ impl Supervisor {
                     }
                     Request::Restart(name) => self.ask_restart(name, None),
                 },
-                Some(reply) = self.restart_requests.recv() => {
+                reply = self.control.next() => {
                     self.ask_restart("a restart on the control socket", Some(reply));
                 }
                 (why, result) = finished(&mut self.starting) => self.started(why, result).await,
@@ -259,10 +248,7 @@ impl Supervisor {
                         Verdict::Committed => {
                             self.owns_socket_files =
                                 std::env::var_os(config::KEEP_SOCKET_FILES).is_none();
-                            if let Some(mut socket) = self.pending_control.take() {
-                                socket.bound = true;
-                                self.control = run::serve_control(socket, &self.family, &self.restart_sender);
-                            }
+                            self.control.commit();
                         }
                         Verdict::Abandoned => {
                             tracing::info!("the old process abandoned the restart that started this supervisor: stopping");
@@ -502,9 +488,7 @@ impl Supervisor {
         if let Some(path) = &self.config.pidfile {
             pidfile::remove_if_ours(path, std::process::id());
         }
-        if let Some(control) = self.control.take() {
-            control.close(true).await;
-        }
+        self.control.close(true).await;
         if self.owns_socket_files {
             for file in &self.socket_files {
                 file.remove_if_ours();
