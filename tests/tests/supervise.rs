@@ -12,6 +12,13 @@ use uninterruptible_tests::{
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
 
+/// An echo server in supervised mode on a free TCP port with a pidfile in `dir`, plus `env`.
+fn supervised(dir: &TempDir, env: &[(&str, &str)]) -> (Server, std::path::PathBuf) {
+    let mut all = vec![("SUPERVISE", "true")];
+    all.extend_from_slice(env);
+    start_with_pidfile(ECHO, dir, "tcp://127.0.0.1:0", &all)
+}
+
 /// The pid of the serving process of generation `generation`, from the supervisor's log.
 fn serving(server: &Server, generation: u64) -> u32 {
     let needle = format!("(generation {generation}) is ready");
@@ -38,8 +45,7 @@ fn wait_for_only_child(supervisor: u32, pid: u32) {
 #[test]
 fn two_hundred_restarts_under_load_and_the_pid_never_changes() {
     let dir = TempDir::new("supervise-storm");
-    let (server, pidfile) =
-        start_with_pidfile(ECHO, &dir, "tcp://127.0.0.1:0", &[("SUPERVISE", "true")]);
+    let (server, pidfile) = supervised(&dir, &[]);
     let supervisor = server.pid();
     assert_eq!(read_pidfile(&pidfile), Some(supervisor));
     let address = server.address();
@@ -85,8 +91,7 @@ fn kill_under_load(server: &Server, kills: u64, pause: Duration) -> (Vec<Duratio
 #[test]
 fn a_killed_serving_process_is_started_again_and_no_client_is_refused() {
     let dir = TempDir::new("supervise-kill");
-    let (server, pidfile) =
-        start_with_pidfile(ECHO, &dir, "tcp://127.0.0.1:0", &[("SUPERVISE", "true")]);
+    let (server, pidfile) = supervised(&dir, &[]);
     let supervisor = server.pid();
     // Killed 5 times, each after serving a while: started again at once every time? No: only a
     // process that served 10 s counts as stable, so the pauses grow 0, 0.1, 0.2, 0.4, 0.8 s.
@@ -155,15 +160,7 @@ fn term_drains_the_serving_processes_and_exits_0() {
 fn status_and_restart_on_the_supervisors_control_socket() {
     let dir = TempDir::new("supervise-control");
     let ctl = dir.join("app.ctl");
-    let (server, _) = start_with_pidfile(
-        ECHO,
-        &dir,
-        "tcp://127.0.0.1:0",
-        &[
-            ("SUPERVISE", "true"),
-            ("CONTROL_SOCKET", ctl.to_str().unwrap()),
-        ],
-    );
+    let (server, _) = supervised(&dir, &[("CONTROL_SOCKET", ctl.to_str().unwrap())]);
     let address = server.address();
     let supervisor = server.pid();
     let first = serving(&server, 1);
@@ -213,12 +210,9 @@ fn a_failed_restart_leaves_the_serving_process_serving() {
     let flag = dir.join("broken");
     // Starts the server, unless the release is "broken".
     let command = format!("/bin/sh -c 'test ! -e {} && exec {ECHO}'", flag.display());
-    let (server, _) = start_with_pidfile(
-        ECHO,
+    let (server, _) = supervised(
         &dir,
-        "tcp://127.0.0.1:0",
         &[
-            ("SUPERVISE", "true"),
             ("CONTROL_SOCKET", ctl.to_str().unwrap()),
             ("START_COMMAND", &command),
         ],
@@ -246,12 +240,7 @@ fn orphans_of_serving_processes_are_reaped() {
     let dir = TempDir::new("supervise-orphans");
     // Each serving process starts with an orphan beside it: a sleep whose parent has gone.
     let command = format!("/bin/sh -c '(sleep 0.3 &); exec {ECHO}'");
-    let (server, _) = start_with_pidfile(
-        ECHO,
-        &dir,
-        "tcp://127.0.0.1:0",
-        &[("SUPERVISE", "true"), ("START_COMMAND", &command)],
-    );
+    let (server, _) = supervised(&dir, &[("START_COMMAND", &command)]);
     let supervisor = server.pid();
     for generation in 2..=6 {
         send(supervisor, SIGUSR1);
