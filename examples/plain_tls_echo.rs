@@ -32,6 +32,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "listening on tcp://{} (plain tokio-rustls)",
         listener.local_addr()?
     );
+    // The accept loop on a worker task of its own, as a well-made tokio server runs it.
+    tokio::spawn(accept(listener, acceptor)).await??;
+    Ok(())
+}
+
+async fn accept(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let acceptor = acceptor.clone();

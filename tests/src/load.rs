@@ -70,6 +70,9 @@ pub struct Stats {
     pub other: u64,
     /// The first few failures, described, to show in a test's message.
     pub examples: Vec<String>,
+    /// How long each request that succeeded took, from connect to the end of the reply, in
+    /// microseconds.
+    pub latencies: Vec<u32>,
 }
 
 impl Stats {
@@ -77,7 +80,19 @@ impl Stats {
         self.refused + self.reset + self.eof + self.timeout + self.wrong_reply + self.other
     }
 
-    fn merge(&mut self, other: Stats) {
+    /// The `q` quantile (0.0 to 1.0) of the latencies of the requests that succeeded.
+    pub fn latency(&self, q: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+        Duration::from_micros(sorted[index].into())
+    }
+
+    pub fn merge(&mut self, other: Stats) {
+        self.latencies.extend(other.latencies);
         self.ok += other.ok;
         self.refused += other.refused;
         self.reset += other.reset;
@@ -180,9 +195,16 @@ pub async fn run(options: Options, stop: Arc<AtomicBool>) -> Stats {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let line = format!("client {client} request {n}\n");
+                let started = Instant::now();
                 let outcome = tokio::time::timeout(options.timeout, request(&options, &line))
                     .await
                     .unwrap_or(Err(Failure::Timeout));
+                if outcome.is_ok() {
+                    let micros = started.elapsed().as_micros();
+                    stats
+                        .latencies
+                        .push(u32::try_from(micros).unwrap_or(u32::MAX));
+                }
                 stats.record(outcome);
                 n += 1;
             }
