@@ -28,6 +28,8 @@ struct Settings {
     rounds: usize,
     /// Concurrent clients of the steady and storm runs.
     clients: Vec<usize>,
+    /// Restarts of the handoff section, idle and under load.
+    handoffs: usize,
     /// Rounds of the storm runs (each is long).
     storm_rounds: usize,
     seconds: f64,
@@ -53,7 +55,7 @@ fn settings() -> Settings {
             }
             unknown => {
                 eprintln!(
-                    "bench: unknown argument {unknown}; expected --smoke, --build, --only steady,storm,memory,tls"
+                    "bench: unknown argument {unknown}; expected --smoke, --build, --only steady,storm,memory,scale,handoff,tls"
                 );
                 std::process::exit(2);
             }
@@ -64,10 +66,11 @@ fn settings() -> Settings {
             only,
             rounds: 1,
             clients: vec![8],
+            handoffs: 5,
             storm_rounds: 1,
             seconds: 0.5,
             storm_seconds: 1.0,
-            idle: 200,
+            idle: 300,
             build,
         }
     } else {
@@ -75,10 +78,11 @@ fn settings() -> Settings {
             only,
             rounds: 5,
             clients: vec![8, 64, 256, 1024],
+            handoffs: 100,
             storm_rounds: 3,
             seconds: 3.0,
             storm_seconds: 5.0,
-            idle: 4000,
+            idle: 10_000,
             build,
         }
     }
@@ -276,6 +280,12 @@ fn main() {
     if settings.runs("memory") {
         memory(&settings, &binaries, &mut targets);
     }
+    if settings.runs("scale") {
+        scale(&settings, &binaries, &mut targets);
+    }
+    if settings.runs("handoff") {
+        handoff(&settings, &binaries, &mut targets);
+    }
     if settings.runs("tls") {
         tls(&settings, &binaries);
     }
@@ -439,6 +449,7 @@ fn steady_and_storm(
         only: Vec::new(),
         rounds: settings.storm_rounds,
         clients: Vec::new(),
+        handoffs: 0,
         storm_rounds: 0,
         seconds: 0.0,
         storm_seconds: 0.0,
@@ -561,6 +572,171 @@ fn memory(settings: &Settings, binaries: &Binaries, targets: &mut Targets) {
         format!("{extra:+.0} B"),
         extra <= 512.0,
     );
+}
+
+/// The steps of a restart, as the new process logs them: "ready X ms after the restart started:
+/// step a ms, step b ms, ...".
+fn restart_steps(line: &str) -> Option<(f64, Vec<(String, f64)>)> {
+    let rest = line.split("ready ").nth(1)?;
+    let (total, steps) = rest.split_once(" ms after the restart started: ")?;
+    let steps = steps
+        .split(", ")
+        .filter_map(|step| {
+            let (name, value) = step.trim().rsplit_once(' ')?.0.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect();
+    Some((total.parse().ok()?, steps))
+}
+
+/// Restarts one at a time, idle and under 8 clients: the time from the signal to the pidfile
+/// naming the new process, and the new process's own account of its start, step by step.
+fn handoff(settings: &Settings, binaries: &Binaries, targets: &mut Targets) {
+    println!(
+        "\n### Handoff: {} restarts, 50 ms apart\n",
+        settings.handoffs
+    );
+    println!(
+        "| load | signal to pidfile p50 | p99 | max | spawn to ready p50 | exec and load (with config) | runtime | TLS | handoff | pidfile and accept |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for clients in [0, 8] {
+        let running = start(binaries, System::Uninterruptible, None);
+        let restarts = || {
+            load::restart_loop(
+                &running.pidfile,
+                SIGUSR1,
+                Duration::from_millis(50),
+                Some(settings.handoffs),
+                None,
+            )
+        };
+        let restarts = if clients == 0 {
+            restarts()
+        } else {
+            load::with_load(options(running.addr, clients, None), restarts).0
+        };
+        // The last new process logs its steps just after it writes the pidfile.
+        running
+            .server
+            .log
+            .wait_for_count("after the restart started", settings.handoffs);
+        let accounts: Vec<(f64, Vec<(String, f64)>)> = running
+            .server
+            .log
+            .lines()
+            .iter()
+            .filter_map(|line| restart_steps(line))
+            .collect();
+        let median = |values: Vec<f64>| summary(&values).0;
+        let step = |name: &str| {
+            median(
+                accounts
+                    .iter()
+                    .filter_map(|(_, steps)| steps.iter().find(|(n, _)| n == name).map(|s| s.1))
+                    .collect(),
+            )
+        };
+        let total = median(accounts.iter().map(|(total, _)| *total).collect());
+        let p50 = restarts.quantile(0.5);
+        println!(
+            "| {} | {} | {} | {} | {total:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
+            if clients == 0 {
+                "idle".to_owned()
+            } else {
+                format!("{clients} clients")
+            },
+            ms(p50),
+            ms(restarts.quantile(0.99)),
+            ms(restarts.quantile(1.0)),
+            step("exec and load"),
+            step("runtime"),
+            step("TLS"),
+            step("handoff"),
+            step("pidfile and accept"),
+        );
+        let (limit, label) = if clients == 0 {
+            (2.5, "idle")
+        } else {
+            (5.0, "8 clients")
+        };
+        targets.check(
+            &format!("handoff p50 ≤ {limit} ms, {label}"),
+            ms(p50),
+            p50.as_secs_f64() * 1e3 <= limit,
+        );
+    }
+}
+
+/// Idle connections held across a restart: every one answered by the retiring process, which
+/// exits once they are closed, while the new process serves.
+fn scale(settings: &Settings, binaries: &Binaries, targets: &mut Targets) {
+    let n = settings.idle;
+    let running = start(binaries, System::Uninterruptible, None);
+    let old = running.server.pid();
+    let base_fds = fd_count(old);
+    let mut idle: Vec<TcpStream> = (0..n)
+        .map(|_| TcpStream::connect(running.addr).unwrap())
+        .collect();
+    wait_for("every idle client to be accepted", DEADLINE, || {
+        (fd_count(old) >= base_fds + n).then_some(())
+    });
+    let restart = load::restart_loop(&running.pidfile, SIGUSR1, Duration::ZERO, Some(1), None);
+    let new = read_pidfile(&running.pidfile).unwrap();
+    // New clients are the new process's; the idle ones are still the old one's.
+    let fresh = echo_once(running.addr, "new\n");
+    let answered_at = Instant::now();
+    let mut answered = 0;
+    for (i, conn) in idle.iter_mut().enumerate() {
+        use std::io::{Read, Write};
+        let line = format!("idle {i}\n");
+        let mut reply = String::new();
+        let ok = conn.write_all(line.as_bytes()).is_ok()
+            && conn.read_to_string(&mut reply).is_ok()
+            && reply == line;
+        answered += usize::from(ok);
+    }
+    let answering = answered_at.elapsed();
+    drop(idle);
+    let exited = wait_for("the retiring process to exit", DEADLINE, || {
+        (!uninterruptible_tests::alive(old)).then(Instant::now)
+    });
+    let retired_after = exited.duration_since(answered_at);
+    println!("\n### Scale: {n} idle connections held across a restart\n");
+    println!("| what | measured |");
+    println!("|---|---|");
+    println!(
+        "| handoff with {n} connections open (signal to pidfile) | {} |",
+        ms(restart.quantile(1.0))
+    );
+    println!("| new client after the restart answered (by process {new}) | {fresh} |");
+    println!(
+        "| idle connections answered by the retiring process | {answered} of {n}, in {} |",
+        ms(answering)
+    );
+    println!(
+        "| retiring process exited, after its first idle client was answered | {} |",
+        ms(retired_after)
+    );
+    targets.check(
+        &format!("{n} idle connections across a restart: all answered, the old process exits"),
+        format!(
+            "{answered} of {n} answered; exited after {}",
+            ms(retired_after)
+        ),
+        answered == n && fresh,
+    );
+}
+
+fn echo_once(addr: SocketAddr, line: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let mut reply = String::new();
+    conn.write_all(line.as_bytes()).is_ok()
+        && conn.read_to_string(&mut reply).is_ok()
+        && reply == line
 }
 
 /// Full TLS handshakes per second.

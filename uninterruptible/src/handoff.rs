@@ -394,7 +394,8 @@ fn spawn(plan: &Plan, socket: &Path) -> io::Result<Child> {
     };
     command
         .env(FILE_DESCRIPTOR_SERVER_PATH, socket)
-        .env(GENERATION, plan.generation.to_string());
+        .env(GENERATION, plan.generation.to_string())
+        .env(crate::timing::SPAWNED_AT, crate::timing::now().to_string());
     if plan.keep_socket_files {
         command.env(KEEP_SOCKET_FILES, "1");
     }

@@ -54,6 +54,7 @@ mod shutdown;
 mod signals;
 mod stream;
 mod supervise;
+mod timing;
 mod tls;
 
 pub use address::{AddressParseError, BindAddress};

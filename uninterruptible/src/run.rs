@@ -128,6 +128,7 @@ where
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
+    crate::timing::begin("exec and load");
     // First: from here on a USR1 or TERM waits to be read instead of ending the process.
     if let Err(e) = signals::block() {
         return report(None, &e);
@@ -164,6 +165,7 @@ where
             );
         }
     };
+    crate::timing::mark("runtime");
     let code = match part {
         Part::Supervisor => {
             runtime.block_on(crate::supervise::supervise(config, generation, inherited))
@@ -289,6 +291,7 @@ pub(crate) async fn start(
     // Everything that can fail is done before the sockets are bound or taken over, so a broken
     // certificate at a restart ends the new process while the old one serves on.
     let tls = config.tls.as_ref().map(tls::load).transpose()?;
+    crate::timing::mark("TLS");
 
     // A serving process under a supervisor leaves the control socket to it.
     let serves_control = config
@@ -310,6 +313,7 @@ pub(crate) async fn start(
     let mut links = Vec::new();
     let (listeners, takeover) = match Takeover::connect(config.ready_timeout) {
         Some(Ok((takeover, fds))) => {
+            crate::timing::mark("handoff");
             let received = sort_received(fds, serves_control)?;
             control = received.control;
             links = received.links;
@@ -630,6 +634,7 @@ where
         pidfile::write(path, pid).map_err(|e| fail(config, e, owned))?;
     }
     let accepting = server.start(listeners);
+    crate::timing::mark("pidfile and accept");
     let pending = takeover.and_then(|takeover| {
         let path = takeover.path().to_owned();
         takeover
@@ -649,6 +654,7 @@ where
     };
     let address = config::list(&addresses);
     tracing::info!("listening on {address}{tls_note} (pid {pid}, generation {generation})");
+    crate::timing::report();
     let notifier = Notifier::from_env();
     if !by_restart {
         notifier.ready(&format!("serving on {address} (pid {pid})"));
