@@ -164,7 +164,8 @@ fn start(binaries: &Binaries, system: System, tls: Option<(&Path, &Path)>) -> Ru
         env.push(("TLS_KEY", &key));
         env.push(("TLS_CERTIFICATE", &certificate));
     }
-    let server = Server::start(&binaries.path(binary), &env);
+    // In a session of its own, as a service runs: see `Server::start_in_session`.
+    let server = Server::start_in_session(&binaries.path(binary), &env);
     let Address::Tcp(addr) = server.address() else {
         unreachable!("tcp")
     };

@@ -163,7 +163,24 @@ impl Server {
         dir: Option<&Path>,
         env: &[(&str, &str)],
     ) -> Server {
-        let mut command = Command::new(program);
+        Server::spawn(Command::new(program), args, dir, env, false)
+    }
+
+    /// [`Server::start`] in a session of its own, as a service manager starts a service: with
+    /// the kernel's automatic scheduling groups (`sched_autogroup`), its processes then share the
+    /// CPU with the rest of the machine as a group, not as extra threads of the caller's session.
+    /// The benchmarks start servers this way.
+    pub fn start_in_session(binary: &str, env: &[(&str, &str)]) -> Server {
+        Server::spawn(Command::new(binary), &[], None, env, true)
+    }
+
+    fn spawn(
+        mut command: Command,
+        args: &[&str],
+        dir: Option<&Path>,
+        env: &[(&str, &str)],
+        session: bool,
+    ) -> Server {
         command.args(args);
         if let Some(dir) = dir {
             command.current_dir(dir);
@@ -191,7 +208,18 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        if session {
+            // SAFETY: setsid is async-signal-safe and touches nothing of the parent's.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                    nix::unistd::setsid()
+                        .map(drop)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        } else {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
         let mut child = command.spawn().expect("start the server binary");
         let log = Log::default();
         log.collect(child.stdout.take().unwrap());
