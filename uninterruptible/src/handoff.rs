@@ -23,11 +23,12 @@
 //!    asked to drain them (`abort`); one that never had the socket, or does not answer, is
 //!    killed. The caller then gives the pidfile back to the old process, which serves on.
 //!
-//! New process ([`Takeover`], at startup): connects, receives the socket (close-on-exec),
-//! removes the handoff socket and its directory (so nothing is left if the old process is
-//! killed now), finishes everything that can fail, starts accepting, sends `ready`, then waits
-//! for the old process's verdict ([`Pending::verdict`]). An end of file counts as `ok`: the
-//! old process is gone, so this one is the server.
+//! New process ([`Takeover`], at startup): connects first thing, removes the handoff socket and
+//! its directory (so nothing is left if the old process is killed now), starts its runtime
+//! while the old process sends, receives the socket (close-on-exec), finishes everything that
+//! can fail, starts accepting, sends `ready`, then waits for the old process's verdict
+//! ([`Pending::verdict`]). An end of file counts as `ok`: the old process is gone, so this one
+//! is the server.
 
 use crate::config::{
     FILE_DESCRIPTOR_SERVER_PATH, GENERATION, KEEP_SOCKET_FILES, SUPERVISOR, StartCommand,
@@ -619,16 +620,31 @@ pub(crate) struct Takeover {
     path: PathBuf,
 }
 
-impl Takeover {
-    /// Connects to the handoff socket named by `FILE_DESCRIPTOR_SERVER_PATH` and receives the
-    /// listening socket. `None` when this process was not started by a restart.
-    pub(crate) fn connect(limit: Duration) -> Option<io::Result<(Takeover, Vec<OwnedFd>)>> {
-        let path = PathBuf::from(std::env::var_os(FILE_DESCRIPTOR_SERVER_PATH)?);
-        Some(Self::receive(path, limit))
-    }
+/// A new process's handoff connection, made first thing so the old process sends the sockets
+/// while this one starts its runtime: they are received later, by [`Dialed::receive`].
+#[derive(Debug)]
+pub(crate) struct Dialed {
+    conn: StdUnixStream,
+    path: PathBuf,
+}
 
-    fn receive(path: PathBuf, limit: Duration) -> io::Result<(Takeover, Vec<OwnedFd>)> {
-        let conn = StdUnixStream::connect(&path)?;
+impl Takeover {
+    /// Connects to the handoff socket named by `FILE_DESCRIPTOR_SERVER_PATH`, and removes it and
+    /// its directory, which are not needed once connected (so nothing is left if the old process
+    /// is killed now). `None` when this process was not started by a restart.
+    pub(crate) fn dial() -> Option<io::Result<Dialed>> {
+        let path = PathBuf::from(std::env::var_os(FILE_DESCRIPTOR_SERVER_PATH)?);
+        Some(StdUnixStream::connect(&path).map(|conn| {
+            remove_handoff_path(&path);
+            Dialed { conn, path }
+        }))
+    }
+}
+
+impl Dialed {
+    /// Receives the listening sockets (and the rest the old process hands over).
+    pub(crate) fn receive(self, limit: Duration) -> io::Result<(Takeover, Vec<OwnedFd>)> {
+        let Dialed { conn, path } = self;
         conn.set_read_timeout(Some(limit))?;
         conn.set_write_timeout(Some(limit))?;
         let mut hello = [0u8; HELLO.len()];
@@ -664,10 +680,11 @@ impl Takeover {
         if fds.is_empty() {
             return Err(io::Error::other("no socket received on the handoff socket"));
         }
-        remove_handoff_path(&path);
         Ok((Takeover { conn, path }, fds))
     }
+}
 
+impl Takeover {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }

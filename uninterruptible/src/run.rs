@@ -11,7 +11,7 @@ use crate::drain;
 use crate::error::Error;
 use crate::family::{self, Family, Me, Role};
 use crate::handler::HandlerOutput;
-use crate::handoff::{self, Failure, Handed, Lines, Pending, Takeover, Verdict};
+use crate::handoff::{self, Dialed, Failure, Handed, Lines, Pending, Takeover, Verdict};
 use crate::incoming::Incoming;
 use crate::inherit::{self, Inherited, Manager};
 use crate::listener::{Listener, SocketFile};
@@ -137,6 +137,8 @@ where
         Ok(inherited) => inherited,
         Err(e) => return report(None, &e),
     };
+    // The old process (if any) sends the sockets while this one starts its runtime.
+    let dialed = Takeover::dial();
     let part = match take_supervisor() {
         Some(pid) => Part::Supervised(pid),
         None if config.supervise => Part::Supervisor,
@@ -167,10 +169,12 @@ where
     };
     crate::timing::mark("runtime");
     let code = match part {
-        Part::Supervisor => {
-            runtime.block_on(crate::supervise::supervise(config, generation, inherited))
-        }
-        _ => runtime.block_on(lifecycle(config, handler, generation, inherited, part)),
+        Part::Supervisor => runtime.block_on(crate::supervise::supervise(
+            config, generation, inherited, dialed,
+        )),
+        _ => runtime.block_on(lifecycle(
+            config, handler, generation, inherited, dialed, part,
+        )),
     };
     // Connections still open after a drain timeout are dropped here, not waited for.
     runtime.shutdown_background();
@@ -213,6 +217,7 @@ async fn lifecycle<H, F, O>(
     handler: Handler<H>,
     generation: u64,
     inherited: Option<Inherited>,
+    dialed: Option<io::Result<Dialed>>,
     part: Part,
 ) -> ExitCode
 where
@@ -220,7 +225,7 @@ where
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    let started = match start(&config, inherited, part).await {
+    let started = match start(&config, inherited, dialed, part).await {
         Ok(started) => started,
         Err(e) => return fail(&config, e, &[]),
     };
@@ -284,6 +289,7 @@ pub(crate) struct Started {
 pub(crate) async fn start(
     config: &Config,
     inherited: Option<Inherited>,
+    dialed: Option<io::Result<Dialed>>,
     part: Part,
 ) -> Result<Started, Error> {
     let signals = Signals::register()?;
@@ -311,7 +317,9 @@ pub(crate) async fn start(
     let mut manager = None;
     let mut control = None;
     let mut links = Vec::new();
-    let (listeners, takeover) = match Takeover::connect(config.ready_timeout) {
+    let (listeners, takeover) = match dialed
+        .map(|d| d.and_then(|d| d.receive(config.ready_timeout)))
+    {
         Some(Ok((takeover, fds))) => {
             crate::timing::mark("handoff");
             let received = sort_received(fds, serves_control)?;

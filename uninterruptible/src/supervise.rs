@@ -17,7 +17,7 @@ use crate::config::{self, Config};
 use crate::control::{self, Endpoint, RestartRequest};
 use crate::error::Error;
 use crate::family::{Family, Me, Role};
-use crate::handoff::{self, Failure, Handed, Pending, Takeover, Verdict};
+use crate::handoff::{self, Dialed, Failure, Handed, Pending, Takeover, Verdict};
 use crate::inherit::{Inherited, Manager};
 use crate::listener::{Listener, SocketFile};
 use crate::notify::Notifier;
@@ -98,6 +98,7 @@ pub(crate) async fn supervise(
     config: Config,
     generation: u64,
     inherited: Option<Inherited>,
+    dialed: Option<io::Result<Dialed>>,
 ) -> ExitCode {
     if inherited
         .as_ref()
@@ -115,7 +116,7 @@ pub(crate) async fn supervise(
             return run::fail(&config, Error::io("cannot watch child processes")(e), &[]);
         }
     };
-    let started = match run::start(&config, inherited, Part::Supervisor).await {
+    let started = match run::start(&config, inherited, dialed, Part::Supervisor).await {
         Ok(started) => started,
         Err(e) => return run::fail(&config, e, &[]),
     };
