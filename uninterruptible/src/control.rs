@@ -16,7 +16,6 @@ use crate::error::Error;
 use crate::family::Family;
 use crate::listener::{SocketFile, clear_stale_socket};
 use crate::shutdown::Connections;
-use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::{Mode, umask};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -193,10 +192,12 @@ impl Control {
         let busy = Arc::new(Connections::new());
         let accepting = tokio::spawn(accept(
             listener,
-            family,
-            restarts,
-            handed.subscribe(),
-            Arc::clone(&busy),
+            Shared {
+                family,
+                restarts,
+                handed: handed.subscribe(),
+                busy: Arc::clone(&busy),
+            },
         ));
         tracing::info!("control socket on {}", path.display());
         Ok(Control {
@@ -241,15 +242,18 @@ impl Control {
     }
 }
 
-async fn accept(
-    listener: UnixListener,
+/// What every client of the control socket is served with.
+#[derive(Clone)]
+struct Shared {
     family: Arc<Family>,
     restarts: mpsc::Sender<RestartRequest>,
+    /// Set once this process has let go of the socket: see [`Control::let_go`].
     handed: watch::Receiver<Option<String>>,
     busy: Arc<Connections>,
-) {
-    let own_uid = nix::unistd::geteuid().as_raw();
-    let mut let_go = handed.clone();
+}
+
+async fn accept(listener: UnixListener, shared: Shared) {
+    let mut let_go = shared.handed.clone();
     loop {
         let accepted = tokio::select! {
             // Checked first: once this process has let go, a client that connects (say, after
@@ -268,42 +272,21 @@ async fn accept(
         };
         // Mode 0600 keeps others out; this also covers a socket in a directory they could
         // reach before the mode was set by someone else.
-        match getsockopt(&conn, sockopt::PeerCredentials) {
-            Ok(cred) if cred.uid() == own_uid || cred.uid() == 0 => {}
-            Ok(cred) => {
-                tracing::warn!(
-                    "control socket: refused pid {} with uid {} (ours is {own_uid})",
-                    cred.pid(),
-                    cred.uid()
-                );
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "control socket: refused a client: cannot read its credentials: {e}"
-                );
-                continue;
-            }
+        if crate::handoff::peer_is_ours(&conn, "a control socket client", true) {
+            tokio::spawn(client(conn, shared.clone()));
         }
-        tokio::spawn(client(
-            conn,
-            Arc::clone(&family),
-            restarts.clone(),
-            handed.clone(),
-            Arc::clone(&busy),
-        ));
     }
 }
 
 /// One client: requests, one per line, until it closes, goes quiet, or this process lets go of
 /// the socket.
-async fn client(
-    conn: UnixStream,
-    family: Arc<Family>,
-    restarts: mpsc::Sender<RestartRequest>,
-    handed: watch::Receiver<Option<String>>,
-    busy: Arc<Connections>,
-) {
+async fn client(conn: UnixStream, shared: Shared) {
+    let Shared {
+        family,
+        restarts,
+        handed,
+        busy,
+    } = shared;
     let (reader, mut writer) = conn.into_split();
     let mut reader = BufReader::new(reader);
     let mut line = String::new();

@@ -420,19 +420,31 @@ fn spawn(plan: &Plan, socket: &Path) -> io::Result<Child> {
 
 /// The first connection from a process of our own uid; others are refused and logged.
 async fn accept_own(server: &UnixListener) -> io::Result<UnixStream> {
-    let own_uid = nix::unistd::geteuid().as_raw();
     loop {
         let (conn, _) = server.accept().await?;
-        match getsockopt(&conn, sockopt::PeerCredentials) {
-            Ok(cred) if cred.uid() == own_uid => return Ok(conn),
-            Ok(cred) => tracing::warn!(
-                "refused a handoff connection from pid {} with uid {} (ours is {own_uid})",
+        if peer_is_ours(&conn, "a handoff connection", false) {
+            return Ok(conn);
+        }
+    }
+}
+
+/// Whether the process at the other end of `conn` runs as our uid (or as root, with
+/// `root_too`); a refusal is logged, naming `what` was refused.
+pub(crate) fn peer_is_ours(conn: &UnixStream, what: &str, root_too: bool) -> bool {
+    let own_uid = nix::unistd::geteuid().as_raw();
+    match getsockopt(conn, sockopt::PeerCredentials) {
+        Ok(cred) if cred.uid() == own_uid || (root_too && cred.uid() == 0) => true,
+        Ok(cred) => {
+            tracing::warn!(
+                "refused {what} from pid {} with uid {} (ours is {own_uid})",
                 cred.pid(),
                 cred.uid()
-            ),
-            Err(e) => {
-                tracing::warn!("refused a handoff connection: cannot read its credentials: {e}")
-            }
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!("refused {what}: cannot read its credentials: {e}");
+            false
         }
     }
 }

@@ -3,9 +3,7 @@
 //! own; this module only sequences them.
 
 use crate::acl::Acl;
-use crate::config::{
-    self, Config, FILE_DESCRIPTOR_SERVER_PATH, GENERATION, KEEP_SOCKET_FILES, SUPERVISOR,
-};
+use crate::config::{self, Config, GENERATION, KEEP_SOCKET_FILES, SUPERVISOR};
 use crate::control::{self, Control, ControlSocket, Endpoint, RestartRequest};
 use crate::drain;
 use crate::error::Error;
@@ -229,7 +227,7 @@ where
         Ok(started) => started,
         Err(e) => return fail(&config, e, &[]),
     };
-    let mut serving = match begin(&config, handler, started, generation, part).await {
+    let mut serving = match begin(&config, handler, started, generation, part) {
         Ok(serving) => serving,
         Err(code) => return code,
     };
@@ -293,7 +291,7 @@ pub(crate) async fn start(
     part: Part,
 ) -> Result<Started, Error> {
     let signals = Signals::register()?;
-    let by_restart = std::env::var_os(FILE_DESCRIPTOR_SERVER_PATH).is_some();
+    let by_restart = dialed.is_some();
     // Everything that can fail is done before the sockets are bound or taken over, so a broken
     // certificate at a restart ends the new process while the old one serves on.
     let tls = config.tls.as_ref().map(tls::load).transpose()?;
@@ -577,7 +575,7 @@ enum Ending {
 }
 
 /// Writes the pidfile, starts accepting, and tells the old process (if any) that we are ready.
-async fn begin<H, F, O>(
+fn begin<H, F, O>(
     config: &Config,
     handler: Handler<H>,
     started: Started,
@@ -788,15 +786,12 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
             (verdict, link) = verdict(&mut s.pending) => match verdict {
                 Verdict::Committed => {
                     s.owns_socket_file = !s.plan.keep_socket_files;
-                    committed(s, link).await;
+                    committed(s, link);
                     // Even after a TERM: the USR1 came first, and this process retires once
                     // the restart ends.
                     if std::mem::take(&mut deferred) {
                         tracing::info!("the old process let go of the socket: restarting");
                         restart = begin_restart(s);
-                        if restart.is_none() {
-                            answer_waiters(s, &control::failed("cannot duplicate a listening socket"));
-                        }
                     }
                     None
                 }
@@ -848,15 +843,12 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
         } else {
             tracing::info!("{name} received: restarting");
             restart = begin_restart(s);
-            if restart.is_none() {
-                answer_waiters(s, &control::failed("cannot duplicate a listening socket"));
-            }
         }
     }
 }
 
 /// The old process let go of the socket: this one is the service now.
-async fn committed(s: &mut Serving, link: Option<Lines>) {
+fn committed(s: &mut Serving, link: Option<Lines>) {
     let Some(link) = link else { return };
     match s.part {
         // The supervisor asks this process for its status.
@@ -878,41 +870,44 @@ fn answer_waiters(s: &mut Serving, answer: &str) {
 }
 
 /// Starts a restart on a task of its own. Each attempt gets a generation of its own, so a failed
-/// attempt and the next one are told apart in the log.
+/// attempt and the next one are told apart in the log. When it cannot start, those waiting on
+/// the control socket are told so.
 fn begin_restart(s: &mut Serving) -> Option<JoinHandle<Result<Handed, Failure>>> {
-    if s.handoff_fds.is_empty() {
+    let copies = if s.handoff_fds.is_empty() {
+        None
+    } else {
+        let control = s.control.served().map(Control::duplicate).transpose();
+        let fds: io::Result<Vec<OwnedFd>> = s.handoff_fds.iter().map(OwnedFd::try_clone).collect();
+        fds.and_then(|fds| control.map(|control| (fds, control)))
+            .map_err(|e| {
+                tracing::error!(
+                    "restart failed: cannot duplicate a listening socket: {e}; still serving"
+                )
+            })
+            .ok()
+    };
+    let Some((mut fds, control)) = copies else {
+        answer_waiters(s, &control::failed("cannot duplicate a listening socket"));
         return None;
-    }
-    let control = s.control.served().map(Control::duplicate).transpose();
-    let fds: io::Result<Vec<OwnedFd>> = s.handoff_fds.iter().map(OwnedFd::try_clone).collect();
-    match fds.and_then(|fds| control.map(|control| (fds, control))) {
-        Ok((mut fds, control)) => {
-            s.notifier
-                .reloading(&format!("restarting: starting {}", s.plan.command));
-            fds.extend(control);
-            let family = Arc::clone(&s.family);
-            let plan = s.plan.clone();
-            s.plan.generation += 1;
-            Some(tokio::spawn(async move {
-                // The new process asks the processes this one knows of from now on.
-                let room = handoff::MAX_FDS.saturating_sub(fds.len());
-                // Links only serve `status`: they never hold up a restart.
-                match tokio::time::timeout(LINKS_WAIT, family.link_fds(room)).await {
-                    Ok(links) => fds.extend(links),
-                    Err(_) => tracing::warn!(
-                        "the status links were not ready within {LINKS_WAIT:?}: the new process will list only itself and its predecessor"
-                    ),
-                }
-                handoff::restart(plan, fds, &family).await
-            }))
+    };
+    s.notifier
+        .reloading(&format!("restarting: starting {}", s.plan.command));
+    fds.extend(control);
+    let family = Arc::clone(&s.family);
+    let plan = s.plan.clone();
+    s.plan.generation += 1;
+    Some(tokio::spawn(async move {
+        // The new process asks the processes this one knows of from now on.
+        let room = handoff::MAX_FDS.saturating_sub(fds.len());
+        // Links only serve `status`: they never hold up a restart.
+        match tokio::time::timeout(LINKS_WAIT, family.link_fds(room)).await {
+            Ok(links) => fds.extend(links),
+            Err(_) => tracing::warn!(
+                "the status links were not ready within {LINKS_WAIT:?}: the new process will list only itself and its predecessor"
+            ),
         }
-        Err(e) => {
-            tracing::error!(
-                "restart failed: cannot duplicate a listening socket: {e}; still serving"
-            );
-            None
-        }
-    }
+        handoff::restart(plan, fds, &family).await
+    }))
 }
 
 /// The outcome of the restart in flight; pending while there is none.
