@@ -236,6 +236,29 @@ fn a_new_process_that_says_ready_and_exits_at_once_is_a_success() {
 }
 
 #[test]
+fn a_new_process_that_hangs_up_is_given_time_to_exit_and_its_exit_status_is_the_reason() {
+    // A new process that fails at start-up (a broken certificate, say) has connected to the
+    // handoff socket and hangs up before it reports why: it must not be killed mid-report.
+    let dir = TempDir::new("hang-up");
+    let command = format!("{PROBE} --hang-up-and-exit 3");
+    let (server, pidfile) = start_with_pidfile(
+        ECHO,
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[("START_COMMAND", &command)],
+    );
+    let old = server.pid();
+    send(old, SIGUSR1);
+    let failure = server.log.wait_for("restart failed");
+    assert!(
+        failure.contains("exited before ready (exit status: 3)"),
+        "{failure}"
+    );
+    assert_eq!(read_pidfile(&pidfile), Some(old));
+    assert_eq!(echo(&server.address(), "old\n").unwrap(), "old\n");
+}
+
+#[test]
 fn a_restart_abandoned_after_the_new_process_accepted_loses_no_request() {
     // The new process serves on the socket but is not ready within READY_TIMEOUT: the old one
     // asks it to drain what it accepted (it used to SIGKILL it, losing those connections).

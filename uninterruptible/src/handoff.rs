@@ -62,6 +62,8 @@ const ABORT: &str = "abort\n";
 const ABORTING: &str = "aborting\n";
 /// How long an abandoned new process has to acknowledge `abort` before it is killed.
 const ABORT_GRACE: Duration = Duration::from_secs(5);
+/// How long a new process that hung up on the handoff connection before `ready` has to exit.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
 
 /// How the old process starts and waits for its successor.
 #[derive(Debug, Clone)]
@@ -236,13 +238,23 @@ async fn start_and_hand_over(
     };
     let mut conn = Lines::new(conn);
     if let Err(e) = send_sockets(&conn.stream, &listeners).await {
+        let reason = match exit_within_grace(&mut child).await {
+            Some(Ok(status)) => Reason::Exited(pid, status),
+            _ => Reason::Handoff(pid, e),
+        };
         kill(&mut child).await;
-        return Err(fail(Reason::Handoff(pid, e)));
+        return Err(fail(reason));
     }
     drop(listeners);
     tracing::info!("handed the listening sockets to new process {pid}");
 
-    let reason = match await_ready(&mut conn, child.wait(), deadline).await {
+    let awaited = match await_ready(&mut conn, child.wait(), deadline).await {
+        hung_up @ (Awaited::Closed | Awaited::Failed(_)) => exit_within_grace(&mut child)
+            .await
+            .map_or(hung_up, Awaited::Exited),
+        awaited => awaited,
+    };
+    let reason = match awaited {
         Awaited::Ready => {
             // Best effort: a new process that is gone by now needs no verdict.
             let _ = conn.send(OK).await;
@@ -337,6 +349,13 @@ async fn abandon(mut conn: Lines, mut child: Child, pid: u32) -> Option<Lines> {
         kill(&mut child).await;
         None
     }
+}
+
+/// The exit of a new process that hung up on the handoff connection, if it comes within
+/// [`EXIT_GRACE`]. Such a process is on its way out: one that fails at start-up closes the
+/// connection before it reports why, and a kill now would cut that report short.
+async fn exit_within_grace(child: &mut Child) -> Option<io::Result<ExitStatus>> {
+    tokio::time::timeout(EXIT_GRACE, child.wait()).await.ok()
 }
 
 /// Kills and reaps a new process that never took over (it may already have exited).

@@ -6,6 +6,9 @@
 //!   otherwise. Run as another user to check that the handoff is refused.
 //! - `handoff_probe --ready-and-exit`: as a `START_COMMAND`: takes the socket, writes its pid to
 //!   `PID_FILE`, says `ready`, and exits at once.
+//! - `handoff_probe --hang-up-and-exit CODE`: as a `START_COMMAND`: connects, waits until the
+//!   socket has been sent, hangs up without reading it (as a new process that fails at start-up
+//!   after connecting does), then exits with `CODE` a moment later.
 //! - `handoff_probe --serve-without-ready`: as a `START_COMMAND`: takes the socket and serves
 //!   the line echo on it, but never says `ready`; on `abort` it answers `aborting`, stops
 //!   accepting, finishes the connections it accepted, and exits 0.
@@ -34,6 +37,21 @@ fn main() {
             conn.write_all(b"ready\n").unwrap();
         }
         "--serve-without-ready" => serve_without_ready(&handoff()),
+        "--hang-up-and-exit" => {
+            let code = std::env::args()
+                .nth(2)
+                .and_then(|c| c.parse().ok())
+                .expect("usage: handoff_probe --hang-up-and-exit CODE");
+            let conn = UnixStream::connect(handoff()).expect("connect");
+            // Peeked at, not read: the message with the socket stays in the queue.
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            nix::sys::socket::recv(conn.as_raw_fd(), &mut [0u8; 1], MsgFlags::MSG_PEEK)
+                .expect("the socket sent");
+            drop(conn);
+            // The time a failing server takes to report why.
+            std::thread::sleep(Duration::from_millis(200));
+            std::process::exit(code);
+        }
         path => println!("{}", probe(path).unwrap_or_else(|e| format!("error: {e}"))),
     }
 }
