@@ -242,6 +242,8 @@ fn orphans_of_serving_processes_are_reaped() {
     let command = format!("/bin/sh -c '(sleep 0.3 &); exec {ECHO}'");
     let (server, _) = supervised(&dir, &[("START_COMMAND", &command)]);
     let supervisor = server.pid();
+    // A USR1 while a serving process is being started is ignored: wait for the first one.
+    serving(&server, 1);
     for generation in 2..=6 {
         send(supervisor, SIGUSR1);
         serving(&server, generation);
