@@ -13,6 +13,7 @@ use uninterruptible_tests::{
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
 const PROBE: &str = env!("CARGO_BIN_EXE_handoff_probe");
+const CHILD_ENV: &str = env!("CARGO_BIN_EXE_child_env");
 
 /// A server with a pidfile in `dir`, plus `env`.
 fn start(dir: &TempDir, bind: &str, env: &[(&str, &str)]) -> (Server, PathBuf) {
@@ -390,6 +391,76 @@ fn a_handoff_peer_of_another_uid_is_refused() {
         read_pidfile(&pidfile).filter(|&p| p == child)
     });
     assert_eq!(echo(&server.address(), "ours\n").unwrap(), "ours\n");
+}
+
+#[test]
+fn a_new_process_refuses_a_handoff_socket_of_another_uid() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: running the new process as another user needs root");
+        return;
+    }
+    // A handoff socket served by root, which another user's process could have planted in a
+    // shared TMPDIR; the new process runs as nobody and must not take sockets from it.
+    let tmp = TempDir::new("new-side-uid");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let old = uninterruptible_tests::fake_old::FakeOld::new(&tmp);
+    std::fs::set_permissions(old.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(old.socket(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let echo_copy = tmp.join("echo");
+    copy_executable(Path::new(ECHO), &echo_copy);
+    let server = Server::start_with(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            echo_copy.to_str().unwrap(),
+        ],
+        None,
+        &[
+            ("BIND", "tcp://127.0.0.1:0"),
+            (
+                "FILE_DESCRIPTOR_SERVER_PATH",
+                old.socket().to_str().unwrap(),
+            ),
+        ],
+    );
+    let refused = server.log.wait_for("refused the handoff socket");
+    assert!(refused.contains("with uid 0 (ours is 65534)"), "{refused}");
+    // It serves a socket it bound itself.
+    assert_eq!(echo(&server.address(), "own\n").unwrap(), "own\n");
+}
+
+#[test]
+fn what_a_handler_starts_inherits_no_restart_variable() {
+    let leaked = |server: &Server| -> Vec<String> {
+        let env = echo(&server.address(), "").unwrap();
+        env.lines()
+            .filter(|l| {
+                l.starts_with("FILE_DESCRIPTOR_SERVER_PATH=") || l.starts_with("UNINTERRUPTIBLE_")
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    // Started by a restart.
+    let dir = TempDir::new("child-env");
+    let (server, pidfile) = start_with_pidfile(CHILD_ENV, &dir, "tcp://127.0.0.1:0", &[]);
+    send(server.pid(), SIGUSR1);
+    wait_for("the new process in the pidfile", DEADLINE, || {
+        read_pidfile(&pidfile).filter(|&p| p != server.pid())
+    });
+    server.log.wait_for("exiting with 0");
+    assert_eq!(leaked(&server), Vec::<String>::new());
+    // Started by a supervisor.
+    let dir = TempDir::new("child-env-supervised");
+    let (server, _) = start_with_pidfile(
+        CHILD_ENV,
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[("SUPERVISE", "true")],
+    );
+    server.log.wait_for("(generation 1) is ready");
+    assert_eq!(leaked(&server), Vec::<String>::new());
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 use uninterruptible_tests::load::{Options, Stats, with_load};
 use uninterruptible_tests::{
-    DEADLINE, SIGKILL, SIGTERM, SIGUSR1, Server, TempDir, alive, children, control,
+    DEADLINE, SIGINT, SIGKILL, SIGTERM, SIGUSR1, Server, TempDir, alive, children, control,
     control_restart, control_status, echo, open_accepted, read_pidfile, send, start_with_pidfile,
     wait_for, wait_until_draining,
 };
@@ -285,4 +285,128 @@ fn a_server_restarted_into_supervised_mode_hands_over_once_the_serving_process_i
     assert_eq!(children(supervisor).len(), 1);
     assert_eq!(children(supervisor)[0].0, serving);
     assert_eq!(echo(&address, "supervised\n").unwrap(), "supervised\n");
+}
+
+/// Sends `signal` to every process of the server's process group, as a terminal's Ctrl-C or
+/// systemd's default `KillMode=control-group` does.
+fn signal_group(server: &Server, signal: nix::sys::signal::Signal) {
+    let group = nix::unistd::Pid::from_raw(-(server.pid() as i32));
+    nix::sys::signal::kill(group, signal).unwrap();
+}
+
+#[test]
+fn a_stop_sent_to_the_whole_process_group_is_one_stop() {
+    for (signal, name) in [(SIGTERM, "TERM"), (SIGINT, "INT")] {
+        let dir = TempDir::new("supervise-group-stop");
+        let (mut server, _pidfile) = supervised(&dir, &[]);
+        let address = server.address();
+        let first = serving(&server, 1);
+        let held = open_accepted(first, &address);
+        signal_group(&server, signal);
+        server.log.wait_for("stopping the serving processes");
+        wait_until_draining(&server, first);
+        // The serving process had it from the sender and again from its supervisor: one stop.
+        assert_eq!(held.echo("held\n").unwrap(), "held\n", "{name}");
+        assert_eq!(server.wait_exit(DEADLINE).code(), Some(0), "{name}");
+        assert!(!alive(first));
+        assert_eq!(
+            server.log.count(&format!("second {name} received")),
+            0,
+            "{}",
+            server.log.text()
+        );
+        assert_eq!(
+            server.log.count("exiting with 0"),
+            2,
+            "{}",
+            server.log.text()
+        );
+    }
+}
+
+#[test]
+fn a_second_stop_sent_to_the_whole_process_group_exits_now() {
+    let dir = TempDir::new("supervise-group-stop-twice");
+    let (mut server, _pidfile) = supervised(&dir, &[]);
+    let address = server.address();
+    let first = serving(&server, 1);
+    let _held = open_accepted(first, &address);
+    signal_group(&server, SIGINT);
+    wait_until_draining(&server, first);
+    signal_group(&server, SIGINT);
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(1));
+    wait_for("the serving process to exit", DEADLINE, || {
+        (!alive(first)).then_some(())
+    });
+}
+
+#[test]
+fn clients_that_connect_while_a_supervised_service_stops_are_refused() {
+    let dir = TempDir::new("supervise-stop-refuses");
+    let (mut server, _pidfile) = supervised(&dir, &[]);
+    let address = server.address();
+    let first = serving(&server, 1);
+    let held = open_accepted(first, &address);
+    send(server.pid(), SIGTERM);
+    wait_until_draining(&server, first);
+    // Nobody accepts any more: refused at once, so the client can go elsewhere, as a plain
+    // server's clients are.
+    match uninterruptible_tests::Conn::open(&address) {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
+        Ok(_) => panic!("a client connected to a service that is stopping"),
+    }
+    assert_eq!(held.echo("held\n").unwrap(), "held\n");
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
+}
+
+#[test]
+fn a_serving_process_whose_supervisor_is_killed_drains_and_exits() {
+    let dir = TempDir::new("supervise-killed");
+    let port = uninterruptible_tests::free_port();
+    let bind = format!("tcp://127.0.0.1:{port}");
+    let (server, pidfile) = start_with_pidfile(ECHO, &dir, &bind, &[("SUPERVISE", "true")]);
+    let supervisor = server.pid();
+    let address = server.address();
+    let first = serving(&server, 1);
+    let held = open_accepted(first, &address);
+    // Clients that hold their connection a while before sending: most are accepted and in
+    // flight when the supervisor dies.
+    let load = Options::plain(&address, 8, Duration::from_millis(200));
+    let ((), stats) = with_load(load, || {
+        server
+            .log
+            .wait_until("the service to answer under load", || {
+                echo(&address, "probe\n").ok()
+            });
+        send(supervisor, SIGKILL);
+        server
+            .log
+            .wait_for(&format!("the supervisor (process {supervisor}) is gone"));
+        assert_eq!(held.echo("held\n").unwrap(), "held\n");
+        wait_for("the orphaned serving process to exit", DEADLINE, || {
+            (!alive(first)).then_some(())
+        });
+    });
+    // Every client it had accepted was answered; afterwards the port refuses, as a stopped
+    // service's does.
+    assert_eq!(
+        (
+            stats.reset,
+            stats.eof,
+            stats.timeout,
+            stats.wrong_reply,
+            stats.other
+        ),
+        (0, 0, 0, 0, 0),
+        "{stats}"
+    );
+    assert!(stats.ok > 0, "{stats}");
+    assert_eq!(
+        read_pidfile(&pidfile),
+        None,
+        "the dead supervisor's pidfile is removed"
+    );
+    // The service manager's next start binds the same port.
+    let (again, _) = start_with_pidfile(ECHO, &dir, &bind, &[("SUPERVISE", "true")]);
+    assert_eq!(echo(&again.address(), "again\n").unwrap(), "again\n");
 }

@@ -43,7 +43,7 @@ use nix::sys::socket::{
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice, IoSliceMut, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
@@ -450,21 +450,27 @@ async fn accept_own(server: &UnixListener) -> io::Result<UnixStream> {
 /// Whether the process at the other end of `conn` runs as our uid (or as root, with
 /// `root_too`); a refusal is logged, naming `what` was refused.
 pub(crate) fn peer_is_ours(conn: &UnixStream, what: &str, root_too: bool) -> bool {
+    match check_peer(conn, root_too) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::warn!("refused {what}: {why}");
+            false
+        }
+    }
+}
+
+/// Whether the process at the other end of `conn` runs as our uid (or as root, with
+/// `root_too`); if not, why.
+fn check_peer(conn: &impl AsFd, root_too: bool) -> Result<(), String> {
     let own_uid = nix::unistd::geteuid().as_raw();
     match getsockopt(conn, sockopt::PeerCredentials) {
-        Ok(cred) if cred.uid() == own_uid || (root_too && cred.uid() == 0) => true,
-        Ok(cred) => {
-            tracing::warn!(
-                "refused {what} from pid {} with uid {} (ours is {own_uid})",
-                cred.pid(),
-                cred.uid()
-            );
-            false
-        }
-        Err(e) => {
-            tracing::warn!("refused {what}: cannot read its credentials: {e}");
-            false
-        }
+        Ok(cred) if cred.uid() == own_uid || (root_too && cred.uid() == 0) => Ok(()),
+        Ok(cred) => Err(format!(
+            "it is pid {} with uid {} (ours is {own_uid})",
+            cred.pid(),
+            cred.uid()
+        )),
+        Err(e) => Err(format!("cannot read its credentials: {e}")),
     }
 }
 
@@ -660,15 +666,23 @@ pub(crate) struct Dialed {
 }
 
 impl Takeover {
-    /// Connects to the handoff socket named by `FILE_DESCRIPTOR_SERVER_PATH`, and removes it and
-    /// its directory, which are not needed once connected (so nothing is left if the old process
-    /// is killed now). `None` when this process was not started by a restart.
-    pub(crate) fn dial() -> Option<io::Result<Dialed>> {
-        let path = PathBuf::from(std::env::var_os(FILE_DESCRIPTOR_SERVER_PATH)?);
-        Some(StdUnixStream::connect(&path).map(|conn| {
-            remove_handoff_path(&path);
-            Dialed { conn, path }
-        }))
+    /// Connects to the handoff socket (`FILE_DESCRIPTOR_SERVER_PATH`), checks that the process
+    /// serving it runs as our uid (`SO_PEERCRED`: another user's process must not hand this one
+    /// sockets to serve), and removes the socket and its directory, which are not needed once
+    /// connected (so nothing is left if the old process is killed now).
+    pub(crate) fn dial(path: &Path) -> io::Result<Dialed> {
+        let conn = StdUnixStream::connect(path)?;
+        remove_handoff_path(path);
+        check_peer(&conn, false).map_err(|why| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("refused the handoff socket {}: {why}", path.display()),
+            )
+        })?;
+        Ok(Dialed {
+            conn,
+            path: path.to_owned(),
+        })
     }
 }
 

@@ -46,6 +46,7 @@ mod inherit;
 mod listener;
 mod logging;
 mod notify;
+mod origin;
 mod pidfile;
 mod reaper;
 mod run;

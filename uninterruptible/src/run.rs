@@ -3,7 +3,7 @@
 //! own; this module only sequences them.
 
 use crate::acl::Acl;
-use crate::config::{self, Config, GENERATION, KEEP_SOCKET_FILES, SUPERVISOR};
+use crate::config::{self, Config};
 use crate::control::{self, Control, ControlSocket, Endpoint, RestartRequest};
 use crate::drain;
 use crate::error::Error;
@@ -15,10 +15,11 @@ use crate::inherit::{self, Inherited, Manager};
 use crate::listener::{Listener, SocketFile};
 use crate::logging;
 use crate::notify::Notifier;
+use crate::origin::Origin;
 use crate::pidfile;
 use crate::serve::{Accepting, Server, Target};
 use crate::shutdown::Connections;
-use crate::signals::{self, Request, Signals};
+use crate::signals::{self, Request, Signals, Stops};
 use crate::stream::Stream;
 use crate::tls::{self, Tls};
 use nix::sys::socket::{getsockopt, sockopt};
@@ -31,7 +32,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// How long a restart waits for copies of the status links to hand over.
@@ -49,9 +50,12 @@ const VERDICT_WAIT: Duration = Duration::from_secs(2);
 /// runtime, binds (or takes over the socket of the process that started this one), and serves
 /// each connection on its own task.
 ///
-/// Call it before starting threads of your own: it blocks `TERM`, `INT`, `USR1` and `HUP` in the
-/// calling thread, which every thread started afterwards inherits, and reads them in the order
-/// they arrive. A thread started earlier would take the default action (end the process).
+/// It can be called from any thread, whatever threads the program started before, and from
+/// inside a tokio runtime (`#[tokio::main]`), where it runs the server's own runtime on a thread
+/// of its own and blocks the caller until the server exits. It blocks `TERM`, `INT`, `USR1` and
+/// `HUP` in the thread that serves, which every thread started from it inherits, and reads them
+/// in the order they arrive; in threads started earlier a handler catches them, so no signal
+/// ends the process.
 ///
 /// ```no_run
 /// use tokio::io::AsyncWriteExt;
@@ -126,6 +130,27 @@ where
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return serve_process(config, handler);
+    }
+    // Called from a runtime (`#[tokio::main]`): a runtime cannot be started, nor blocked on,
+    // from one of its threads, so the server's runs on a thread of its own.
+    let thread = std::thread::Builder::new()
+        .name("uninterruptible".into())
+        .spawn(move || serve_process(config, handler));
+    match thread.map(std::thread::JoinHandle::join) {
+        Ok(Ok(code)) => code,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(e) => report(None, &Error::io("cannot start the server's thread")(e)),
+    }
+}
+
+fn serve_process<H, F, O>(config: Config, handler: Handler<H>) -> ExitCode
+where
+    H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
     crate::timing::begin("exec and load");
     // First: from here on a USR1 or TERM waits to be read instead of ending the process.
     if let Err(e) = signals::block() {
@@ -135,17 +160,17 @@ where
         Ok(inherited) => inherited,
         Err(e) => return report(None, &e),
     };
+    let origin = Origin::take();
     // The old process (if any) sends the sockets while this one starts its runtime.
-    let dialed = Takeover::dial();
-    let part = match take_supervisor() {
+    let dialed = origin.handoff.as_deref().map(Takeover::dial);
+    let part = match origin.supervisor {
         Some(pid) => Part::Supervised(pid),
         None if config.supervise => Part::Supervisor,
         None => Part::Alone,
     };
     // A supervisor is generation 0; the serving processes it starts count from 1.
-    let generation = std::env::var(GENERATION)
-        .ok()
-        .and_then(|g| g.parse().ok())
+    let generation = origin
+        .generation
         .unwrap_or(if part == Part::Supervisor { 0 } else { 1 });
     if let Err(e) = logging::init(&config, generation) {
         return report(None, &e);
@@ -168,10 +193,20 @@ where
     crate::timing::mark("runtime");
     let code = match part {
         Part::Supervisor => runtime.block_on(crate::supervise::supervise(
-            config, generation, inherited, dialed,
+            config,
+            generation,
+            inherited,
+            dialed,
+            origin.keep_socket_files,
         )),
         _ => runtime.block_on(lifecycle(
-            config, handler, generation, inherited, dialed, part,
+            config,
+            handler,
+            generation,
+            inherited,
+            dialed,
+            part,
+            origin.keep_socket_files,
         )),
     };
     // Connections still open after a drain timeout are dropped here, not waited for.
@@ -188,15 +223,6 @@ pub(crate) enum Part {
     Supervisor,
     /// A serving process started by the supervisor with this pid, which restarts it.
     Supervised(u32),
-}
-
-/// The supervisor's pid, when a supervisor started this process; the variable is removed, so
-/// nothing the handler starts takes itself for a serving process.
-fn take_supervisor() -> Option<u32> {
-    let pid = std::env::var(SUPERVISOR).ok()?.parse().ok();
-    // SAFETY: no other thread runs yet (run() is documented to be called before any).
-    unsafe { std::env::remove_var(SUPERVISOR) };
-    pid
 }
 
 /// What the `main` that `#[uninterruptible::server]` generates calls first: the configuration
@@ -217,13 +243,14 @@ async fn lifecycle<H, F, O>(
     inherited: Option<Inherited>,
     dialed: Option<io::Result<Dialed>>,
     part: Part,
+    keep_socket_files: bool,
 ) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    let started = match start(&config, inherited, dialed, part).await {
+    let started = match start(&config, inherited, dialed, part, keep_socket_files).await {
         Ok(started) => started,
         Err(e) => return fail(&config, e, &[]),
     };
@@ -270,6 +297,9 @@ where
 pub(crate) struct Started {
     /// systemd or Server::Starter handed the sockets over: their socket files are theirs.
     pub(crate) manager: Option<Manager>,
+    /// The UNIX socket files are a service manager's or a supervisor's, for this process and
+    /// every one a restart starts from it: never removed.
+    pub(crate) keeps_socket_files: bool,
     /// Started by a restart: the old process tells the service manager about this one.
     by_restart: bool,
     pub(crate) signals: Signals,
@@ -289,6 +319,7 @@ pub(crate) async fn start(
     inherited: Option<Inherited>,
     dialed: Option<io::Result<Dialed>>,
     part: Part,
+    keep_socket_files: bool,
 ) -> Result<Started, Error> {
     let signals = Signals::register()?;
     let by_restart = dialed.is_some();
@@ -366,6 +397,7 @@ pub(crate) async fn start(
         }
     }
     Ok(Started {
+        keeps_socket_files: keep_socket_files || manager.is_some(),
         manager,
         by_restart,
         signals,
@@ -541,8 +573,8 @@ struct Serving {
     /// Whether the UNIX socket file is ours to remove when we stop: we bound it, or the old
     /// process let go of it.
     owns_socket_file: bool,
-    /// A `TERM` or `INT` has been received: the next one exits at once.
-    stop_received: bool,
+    /// The `TERM`s and `INT`s received: a second from the same side exits at once.
+    stops: Stops,
     plan: handoff::Plan,
     /// An `async fn(Incoming)` handler's task: the process retires when it returns.
     listener: Option<JoinHandle<io::Result<()>>>,
@@ -559,6 +591,8 @@ struct Serving {
     waiters: Vec<RestartRequest>,
     /// Once handed over: the answer to a restart asked as it happened.
     handed_answer: Option<String>,
+    /// A supervised serving process: completes when its supervisor is gone.
+    supervisor_gone: Option<oneshot::Receiver<()>>,
 }
 
 /// How the serving phase ended.
@@ -589,6 +623,7 @@ where
 {
     let Started {
         manager,
+        keeps_socket_files,
         by_restart,
         signals,
         listeners,
@@ -603,7 +638,6 @@ where
     // Socket files of inherited sockets are the service manager's, for this process and for
     // every one a restart starts from it; socket files taken over are the old process's until it
     // lets go, so a failure now must not remove them.
-    let keeps_socket_files = manager.is_some() || std::env::var_os(KEEP_SOCKET_FILES).is_some();
     let owns_socket_file = takeover.is_none() && !keeps_socket_files;
     let owned: &[SocketFile] = if owns_socket_file { &socket_files } else { &[] };
     let handoff_fds = listeners
@@ -695,7 +729,10 @@ where
         socket_files,
         pending,
         owns_socket_file,
-        stop_received: false,
+        stops: Stops::new(match part {
+            Part::Supervised(pid) => Some(pid),
+            _ => None,
+        }),
         plan,
         listener: listener_task,
         notifier,
@@ -705,6 +742,7 @@ where
         control,
         waiters: Vec::new(),
         handed_answer: None,
+        supervisor_gone: None,
     })
 }
 
@@ -716,13 +754,12 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
     loop {
         // Asked by a signal (no one waits for the answer) or on the control socket.
         let asked: Option<(&str, Option<RestartRequest>)> = tokio::select! {
-            request = s.signals.recv() => match request {
-                Request::Stop(name) if s.stop_received => {
+            received = s.signals.recv() => match received.request {
+                Request::Stop(name) if s.stops.record(received.sender) => {
                     tracing::warn!("second {name} received: exiting now");
                     return Ending::ExitNow;
                 }
                 Request::Stop(name) => {
-                    s.stop_received = true;
                     // A deferred restart is one in progress: the USR1 came first.
                     if restart.is_none() && !deferred {
                         tracing::info!("{name} received: stopping");
@@ -768,13 +805,27 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                         if let Some(link) = failure.draining.take() {
                             s.family.add_link(link);
                         }
-                        if s.stop_received {
+                        if s.stops.received() {
                             tracing::info!("stopping, as asked while the restart was in progress");
                             return Ending::Stop;
                         }
                     }
                 }
                 None
+            }
+            () = supervisor_gone(&mut s.supervisor_gone) => {
+                if let Part::Supervised(supervisor) = s.part {
+                    // Killed (SIGKILL, the OOM killer): no one can restart or stop this process
+                    // any more, and it holds the service's sockets. It drains and exits, so the
+                    // service manager's next start can bind them.
+                    tracing::warn!(
+                        "the supervisor (process {supervisor}) is gone: stopping, so the service can be started again"
+                    );
+                    if let Some(path) = &config.pidfile {
+                        pidfile::remove_if_ours(path, supervisor);
+                    }
+                }
+                return Ending::Stop;
             }
             result = returned(&mut s.listener) => {
                 match result {
@@ -820,7 +871,7 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                 "{name} received: ignored, the supervisor restarts this process (send USR1 to process {supervisor})"
             );
             Some("the supervisor restarts this process")
-        } else if s.stop_received {
+        } else if s.stops.received() {
             tracing::info!("{name} received: ignored while stopping");
             Some("this process is stopping")
         } else {
@@ -851,9 +902,16 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
 fn committed(s: &mut Serving, link: Option<Lines>) {
     let Some(link) = link else { return };
     match s.part {
-        // The supervisor asks this process for its status.
+        // The supervisor asks this process for its status on the link, which stays open for
+        // the supervisor's life: its end means the supervisor is gone.
         Part::Supervised(_) => {
-            tokio::spawn(family::answer(link, Arc::clone(&s.family)));
+            let (gone, when_gone) = oneshot::channel();
+            s.supervisor_gone = Some(when_gone);
+            let family = Arc::clone(&s.family);
+            tokio::spawn(async move {
+                family::answer(link, family).await;
+                let _ = gone.send(());
+            });
         }
         _ => {
             s.family.add_link(link);
@@ -931,6 +989,17 @@ pub(crate) async fn verdict(pending: &mut Option<Pending>) -> (Verdict, Option<L
             let verdict = p.verdict().await;
             let link = pending.take().map(Pending::into_link);
             (verdict, link)
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when the link to this process's supervisor ends; pending while there is none.
+async fn supervisor_gone(gone: &mut Option<oneshot::Receiver<()>>) {
+    match gone {
+        Some(when) => {
+            let _ = when.await;
+            *gone = None;
         }
         None => std::future::pending().await,
     }
@@ -1035,8 +1104,8 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                     ),
                 }
             }
-            request = s.signals.recv() => match request {
-                Request::Stop(name) if s.stop_received => {
+            received = s.signals.recv() => match received.request {
+                Request::Stop(name) if s.stops.record(received.sender) => {
                     tracing::warn!(
                         "second {name} received: exiting now with {} connections open",
                         s.connections.count()
@@ -1046,7 +1115,6 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                 Request::Stop(name) => {
                     // A service manager stopping the service signals every process in it; a
                     // retiring one goes on draining.
-                    s.stop_received = true;
                     tracing::info!(
                         "{name} received while retiring: draining goes on (a second {name} exits now)"
                     );

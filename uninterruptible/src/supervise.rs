@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::family::{Family, Me, Role};
 use crate::handoff::{self, Dialed, Failure, Handed, Pending, Takeover, Verdict};
 use crate::inherit::{Inherited, Manager};
-use crate::listener::{Listener, SocketFile};
+use crate::listener::SocketFile;
 use crate::notify::Notifier;
 use crate::pidfile;
 use crate::reaper::{self, Exits, Reaper};
@@ -79,6 +79,8 @@ struct Supervisor {
     pending: Option<Pending>,
     socket_files: Vec<SocketFile>,
     owns_socket_files: bool,
+    /// The socket files are a service manager's, or the old process's: never ours to remove.
+    keeps_socket_files: bool,
     addresses: String,
 
     current: Option<Serving>,
@@ -99,6 +101,7 @@ pub(crate) async fn supervise(
     generation: u64,
     inherited: Option<Inherited>,
     dialed: Option<io::Result<Dialed>>,
+    keep_socket_files: bool,
 ) -> ExitCode {
     if inherited
         .as_ref()
@@ -116,7 +119,15 @@ pub(crate) async fn supervise(
             return run::fail(&config, Error::io("cannot watch child processes")(e), &[]);
         }
     };
-    let started = match run::start(&config, inherited, dialed, Part::Supervisor).await {
+    let mut started = match run::start(
+        &config,
+        inherited,
+        dialed,
+        Part::Supervisor,
+        keep_socket_files,
+    )
+    .await
+    {
         Ok(started) => started,
         Err(e) => return run::fail(&config, e, &[]),
     };
@@ -126,18 +137,16 @@ pub(crate) async fn supervise(
         .iter()
         .filter_map(SocketFile::of)
         .collect();
-    let owns_socket_files = started.manager.is_none()
-        && !by_restart
-        && std::env::var_os(config::KEEP_SOCKET_FILES).is_none();
+    let owns_socket_files = !started.keeps_socket_files && !by_restart;
     let owned: &[SocketFile] = if owns_socket_files {
         &socket_files
     } else {
         &[]
     };
-    let sockets = match started
-        .listeners
-        .iter()
-        .map(Listener::duplicate)
+    // The listeners become plain descriptors: this process never accepts on them.
+    let sockets = match std::mem::take(&mut started.listeners)
+        .into_iter()
+        .map(|listener| listener.duplicate())
         .collect::<io::Result<Vec<_>>>()
     {
         Ok(sockets) => sockets,
@@ -187,6 +196,7 @@ pub(crate) async fn supervise(
         pending: None,
         socket_files,
         owns_socket_files,
+        keeps_socket_files: keep_socket_files,
         addresses,
         current: None,
         retiring: Vec::new(),
@@ -219,7 +229,7 @@ impl Supervisor {
                 return ExitCode::SUCCESS;
             }
             tokio::select! {
-                request = self.signals.recv() => match request {
+                received = self.signals.recv() => match received.request {
                     Request::Stop(name) if self.stopping => {
                         tracing::warn!("second {name} received: the serving processes exit now");
                         return self.exit_now().await;
@@ -247,8 +257,7 @@ impl Supervisor {
                     }
                     match verdict {
                         Verdict::Committed => {
-                            self.owns_socket_files =
-                                std::env::var_os(config::KEEP_SOCKET_FILES).is_none();
+                            self.owns_socket_files = !self.keeps_socket_files;
                             self.control.commit();
                         }
                         Verdict::Abandoned => {
@@ -455,6 +464,10 @@ impl Supervisor {
     fn stop(&mut self) {
         self.stopping = true;
         self.again_at = None;
+        // Closed, so that once the serving processes have closed theirs a client that connects
+        // meanwhile is refused at once, and can go elsewhere, instead of waiting in a queue
+        // nobody accepts from until the drain ends.
+        self.sockets.clear();
         self.notifier
             .stopping("stopping: the serving processes drain their connections");
         self.answer_waiters(&control::failed("the service is stopping"));

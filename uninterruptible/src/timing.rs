@@ -27,14 +27,14 @@ pub(crate) fn now() -> u64 {
         .unwrap_or_default()
 }
 
-/// Reads (and removes) the old process's stamp, and marks the first step. Must run before the
-/// process starts a thread: it changes the environment.
+/// Reads (and removes) the old process's stamp, and marks the first step.
 pub(crate) fn begin(first_step: &'static str) {
     let entered = now();
     let Some(spawned) = std::env::var(SPAWNED_AT).ok().and_then(|v| v.parse().ok()) else {
         return;
     };
-    // SAFETY: no other thread runs yet (run() is documented to be called before any).
+    // SAFETY: the standard library's environment functions hold a lock; another thread's direct
+    // `getenv(3)` would race, which no runtime thread does.
     unsafe { std::env::remove_var(SPAWNED_AT) };
     *MARKS.lock().unwrap_or_else(|e| e.into_inner()) = Some(Marks {
         spawned,
