@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use uninterruptible_tests::certs::{Ca, Client, Pair};
 use uninterruptible_tests::load::{self, Options, Target};
 use uninterruptible_tests::{
-    Address, DEADLINE, SIGTERM, SIGUSR1, Server, TempDir, alive, fd_count, read_pidfile, send,
-    wait_for,
+    Address, Conn, DEADLINE, SIGTERM, SIGUSR1, Server, TempDir, alive, fd_count, open_accepted,
+    read_pidfile, send, wait_for,
 };
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
+const SESSION: &str = env!("CARGO_BIN_EXE_session");
+const POOL: &str = env!("CARGO_BIN_EXE_pool");
 const TLS_ECHO: &str = env!("CARGO_BIN_EXE_tls_echo");
 const WHOAMI: &str = env!("CARGO_BIN_EXE_whoami");
 
@@ -475,6 +477,15 @@ fn allowed_networks_for_ipv4_ipv6_and_mapped_peers() {
     }
 }
 
+/// A real ClientHello, from a rustls client that writes into a buffer.
+fn client_hello(fixture: &Fixture) -> Vec<u8> {
+    let name = "localhost".try_into().unwrap();
+    let mut connection = rustls::ClientConnection::new(fixture.client().config(), name).unwrap();
+    let mut hello = Vec::new();
+    connection.write_tls(&mut hello).unwrap();
+    hello
+}
+
 #[test]
 fn a_refused_peer_receives_no_server_hello() {
     let fixture = Fixture::new("refused");
@@ -486,13 +497,7 @@ fn a_refused_peer_receives_no_server_hello() {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    // A real ClientHello, from a rustls client that writes into a buffer.
-    let mut connection =
-        rustls::ClientConnection::new(fixture.client().config(), "localhost".try_into().unwrap())
-            .unwrap();
-    let mut hello = Vec::new();
-    connection.write_tls(&mut hello).unwrap();
-    let _ = stream.write_all(&hello);
+    let _ = stream.write_all(&client_hello(&fixture));
     let mut reply = Vec::new();
     let _ = stream.read_to_end(&mut reply);
     assert!(
@@ -522,6 +527,174 @@ fn silent_clients_hold_a_stopping_process_no_longer_than_the_handshake_timeout()
         "exited {took:?} after TERM; handshake timeout is 1 s"
     );
     drop(silent);
+}
+
+/// The debug line of a handshake dropped to make room in a full handshake budget.
+const DROPPED: &str = "TLS handshake dropped unfinished";
+
+/// Whether the server has closed `conn`, which sends nothing: it would read the end or a reset.
+fn closed_by_server(conn: &TcpStream) -> bool {
+    conn.set_nonblocking(true).unwrap();
+    let closed =
+        !matches!(conn.peek(&mut [0]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    conn.set_nonblocking(false).unwrap();
+    closed
+}
+
+#[test]
+fn stalled_clients_beyond_the_handshake_budget_lock_out_no_one() {
+    // MAX_CONNECTIONS=4 used to be four silent clients away from a lockout: each held a
+    // connection slot for the whole TLS_HANDSHAKE_TIMEOUT, and reconnecting ones kept it so.
+    let fixture = Fixture::new("flood");
+    let mut env = fixture.env("tcp://[::]:0");
+    env.extend([
+        ("MAX_CONNECTIONS", "4"),
+        ("TLS_HANDSHAKE_TIMEOUT", "30"),
+        ("ALLOWED_NETWORKS", "::1"),
+        ("LOG_LEVEL", "debug"),
+    ]);
+    // The handshake budget is half the descriptor limit: 64 here.
+    let budget = 64;
+    let server = Server::start_with("prlimit", &["--nofile=128", "--", ECHO], None, &env);
+    let Address::Tcp(listening) = server.address() else {
+        panic!("tcp")
+    };
+    // Over IPv4 a client comes from 127.0.0.1, which is refused.
+    let addr = SocketAddr::new("::1".parse().unwrap(), listening.port());
+    let refused_addr = SocketAddr::from(([127, 0, 0, 1], listening.port()));
+
+    // Silent clients, and slow ones that send half a ClientHello.
+    let hello = client_hello(&fixture);
+    let stalled: Vec<TcpStream> = (0..budget + 36)
+        .map(|i| {
+            let mut conn = TcpStream::connect(addr).unwrap();
+            if i % 2 == 1 {
+                conn.write_all(&hello[..hello.len() / 2]).unwrap();
+            }
+            conn
+        })
+        .collect();
+    // Refused before any handshake, they take no place in the budget.
+    let refused: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(refused_addr).unwrap())
+        .collect();
+
+    // Accepted after all of them, it is answered while they are still connected.
+    let reply = fixture.client().echo(addr, "localhost", "real\n").unwrap();
+    assert_eq!(reply.text, "real\n");
+
+    // Each connection past the budget dropped the oldest unfinished handshake: 36 stalled ones,
+    // and one more for the real client. The others wait on in their handshakes.
+    let dropped = stalled.len() + 1 - budget;
+    server.log.wait_for_count(DROPPED, dropped);
+    for (i, conn) in stalled.iter().enumerate().skip(dropped) {
+        assert!(!closed_by_server(conn), "stalled client {i} was closed");
+    }
+    wait_for(
+        "the dropped and refused clients to be closed",
+        DEADLINE,
+        || {
+            (stalled[..dropped].iter().chain(&refused))
+                .all(closed_by_server)
+                .then_some(())
+        },
+    );
+    server
+        .log
+        .wait_for_count("refused: not in ALLOWED_NETWORKS", refused.len());
+    assert_eq!(server.log.count(DROPPED), dropped, "{}", server.log.text());
+    let line = server.log.wait_for(DROPPED);
+    assert!(
+        line.contains(&format!("{budget} handshakes were in flight")),
+        "{line}"
+    );
+}
+
+/// A TLS connection to the `session` server, which answers each line with itself.
+struct Session(rustls::StreamOwned<rustls::ClientConnection, TcpStream>);
+
+impl Session {
+    /// TLS over `tcp`, returned once the client has finished its handshake.
+    fn over(client: &Client, mut tcp: TcpStream) -> Session {
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let name = "localhost".try_into().unwrap();
+        let mut tls = rustls::ClientConnection::new(client.config(), name).unwrap();
+        while tls.is_handshaking() {
+            tls.complete_io(&mut tcp).unwrap();
+        }
+        Session(rustls::StreamOwned::new(tls, tcp))
+    }
+
+    fn open(client: &Client, addr: SocketAddr) -> Session {
+        Session::over(client, TcpStream::connect(addr).unwrap())
+    }
+
+    /// Sends `line` and reads the line that comes back.
+    fn exchange(&mut self, line: &str) -> String {
+        self.0.write_all(line.as_bytes()).unwrap();
+        let mut reply = Vec::new();
+        let mut byte = [0];
+        while reply.last() != Some(&b'\n') {
+            match self.0.read(&mut byte) {
+                Ok(1) => reply.push(byte[0]),
+                other => panic!("reading the answer to {line:?}: {other:?}"),
+            }
+        }
+        String::from_utf8(reply).unwrap()
+    }
+}
+
+#[test]
+fn max_connections_counts_connections_whose_handshake_is_done() {
+    let fixture = Fixture::new("tls-limit");
+    let (server, addr) = fixture.start(
+        SESSION,
+        &[("MAX_CONNECTIONS", "4"), ("TLS_HANDSHAKE_TIMEOUT", "30")],
+    );
+    // Accepted, and not yet started on its handshake: it takes no connection slot meanwhile.
+    let Conn::Tcp(late) = open_accepted(server.pid(), &Address::Tcp(addr)) else {
+        panic!("tcp")
+    };
+    let client = fixture.client();
+    let mut held: Vec<Session> = (0..4)
+        .map(|i| {
+            let mut session = Session::open(&client, addr);
+            let line = format!("held {i}\n");
+            assert_eq!(session.exchange(&line), line);
+            session
+        })
+        .collect();
+
+    // Its handshake done, it is the fifth: it is served once one of the four closes.
+    let mut late = Session::over(&client, late);
+    let late = std::thread::spawn(move || {
+        let reply = late.exchange("late\n");
+        (late, reply)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!late.is_finished(), "served beyond MAX_CONNECTIONS");
+    drop(held.pop());
+    let (_late, reply) = late.join().unwrap();
+    assert_eq!(reply, "late\n");
+
+    // Four served again: a new client waits until one closes.
+    let next = std::thread::spawn(move || Session::open(&client, addr).exchange("next\n"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!next.is_finished(), "served beyond MAX_CONNECTIONS");
+    drop(held.pop());
+    assert_eq!(next.join().unwrap(), "next\n");
+}
+
+#[test]
+fn an_incoming_handler_gets_connections_whose_handshake_is_done() {
+    let fixture = Fixture::new("tls-pool");
+    let (server, addr) = fixture.start(
+        POOL,
+        &[("MAX_CONNECTIONS", "1"), ("TLS_HANDSHAKE_TIMEOUT", "30")],
+    );
+    let _silent = open_accepted(server.pid(), &Address::Tcp(addr));
+    let reply = fixture.client().echo(addr, "localhost", "pool\n").unwrap();
+    assert_eq!(reply.text, "pool\n");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use crate::handler::HandlerOutput;
 use crate::listener::Listener;
 use crate::shutdown::{ConnectionGuard, Connections};
 use crate::stream::{Io, PeerAddr, Stream};
-use crate::tls::Tls;
+use crate::tls::{Ticket, Tls};
 use nix::errno::Errno;
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -62,7 +62,13 @@ where
     /// the queue and spawning its task there is no await, so an abort never loses a connection;
     /// and no stop signal is polled per accept, which the accept path would pay for.
     async fn accept_loop(self: Arc<Self>, listener: Listener) {
-        let mut backoff = MIN_BACKOFF;
+        match &self.tls {
+            None => self.accept_plain(&listener).await,
+            Some(tls) => self.accept_tls(tls, &listener).await,
+        }
+    }
+
+    async fn accept_plain(&self, listener: &Listener) {
         loop {
             // At the limit, wait for a connection to end before accepting another; the kernel
             // queues new clients meanwhile.
@@ -70,6 +76,34 @@ where
                 None => None,
                 Some(limit) => Arc::clone(limit).acquire_owned().await.ok(),
             };
+            let (io, peer) = self.next(listener).await;
+            self.spawn(io, peer, permit);
+        }
+    }
+
+    /// With TLS a connection takes its `MAX_CONNECTIONS` permit once its handshake is done, not
+    /// when it is accepted: a client that stalls in its handshake must not keep the others out.
+    /// Unfinished handshakes are bounded by their own budget instead ([`Handshakes`]).
+    ///
+    /// [`Handshakes`]: crate::tls::Handshakes
+    async fn accept_tls(&self, tls: &Tls, listener: &Listener) {
+        loop {
+            // At the limit, stop accepting as without TLS: wait until a permit is free. The wait
+            // queues fairly behind finished handshakes waiting for permits, so those number no
+            // more than the handshakes that were in flight.
+            if let Some(limit) = &self.limit {
+                drop(limit.acquire().await);
+            }
+            let (io, peer) = self.next(listener).await;
+            self.spawn_tls(tls, io, peer);
+        }
+    }
+
+    /// The next connection that `ALLOWED_NETWORKS` admits; a refused peer is closed at once,
+    /// before any handshake. Returns as soon as it is accepted, with no await in between.
+    async fn next(&self, listener: &Listener) -> (Io, PeerAddr) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
             match listener.accept().await {
                 Ok((io, peer)) => {
                     backoff = MIN_BACKOFF;
@@ -77,7 +111,7 @@ where
                         tracing::debug!(%peer, "refused: not in ALLOWED_NETWORKS");
                         continue;
                     }
-                    self.spawn(io, peer, permit);
+                    return (io, peer);
                 }
                 Err(e) if concerns_one_connection(&e) => {
                     tracing::debug!("accept: a connection failed before it was accepted: {e}");
@@ -100,49 +134,44 @@ where
         }
     }
 
+    /// A plain connection, holding its permit already. Plain and TLS connections have tasks of
+    /// their own kinds rather than one with a branch: a task's size is fixed when it is spawned,
+    /// and a plain connection should not carry room for a TLS handshake's state.
     fn spawn(&self, io: Io, peer: PeerAddr, permit: Option<OwnedSemaphorePermit>) {
-        let handler = match &self.target {
-            Target::PerConnection(handler) => handler.clone(),
-            Target::Listener(incoming) => return self.deliver(incoming, io, peer, permit),
-        };
-        let held = (self.connections.guard(), permit);
-        // Two kinds of task rather than one with a branch: a task's size is fixed when it is
-        // spawned, and a plain connection should not carry room for a TLS handshake's state.
-        match &self.tls {
-            None => {
-                tokio::spawn(serve_connection(handler, Stream::new(io, peer), held));
+        match &self.target {
+            Target::PerConnection(handler) => {
+                let held = (self.connections.guard(), permit);
+                tokio::spawn(serve_connection(
+                    handler.clone(),
+                    Stream::new(io, peer),
+                    held,
+                ));
             }
-            Some(tls) => {
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    if let Some(io) = handshake(&tls, io, &peer).await {
-                        serve_connection(handler, Stream::new(io, peer), held).await;
-                    }
-                });
+            // A send fails only once the handler has dropped its `Incoming`: the connection
+            // closes. The stream carries its permit, released when the handler drops it.
+            Target::Listener(incoming) => {
+                let _ = incoming.send(Stream::new(io, peer).holding(permit));
             }
         }
     }
-}
 
-impl<H> Server<H> {
-    /// Hands a connection to the listener handler, after its TLS handshake if there is one. The
-    /// stream carries its `MAX_CONNECTIONS` permit, released when the handler drops it.
-    fn deliver(
-        &self,
-        incoming: &mpsc::UnboundedSender<Stream>,
-        io: Io,
-        peer: PeerAddr,
-        permit: Option<OwnedSemaphorePermit>,
-    ) {
-        // A send fails only once the handler has dropped its `Incoming`: the connection closes.
-        match &self.tls {
-            None => {
-                let _ = incoming.send(Stream::new(io, peer).holding(permit));
+    /// A TLS connection: its task runs the handshake, then takes a permit, then serves.
+    fn spawn_tls(&self, tls: &Tls, io: Io, peer: PeerAddr) {
+        let handshakes = &tls.handshakes;
+        let (tls, limit) = (tls.clone(), self.limit.clone());
+        match &self.target {
+            Target::PerConnection(handler) => {
+                let (handler, guard) = (handler.clone(), self.connections.guard());
+                handshakes.spawn(peer.clone(), move |ticket| async move {
+                    if let Some((io, permit)) = admit(&tls, ticket, limit, io, &peer).await {
+                        serve_connection(handler, Stream::new(io, peer), (guard, permit)).await;
+                    }
+                });
             }
-            Some(tls) => {
-                let (tls, incoming) = (tls.clone(), incoming.clone());
-                tokio::spawn(async move {
-                    if let Some(io) = handshake(&tls, io, &peer).await {
+            Target::Listener(incoming) => {
+                let incoming = incoming.clone();
+                handshakes.spawn(peer.clone(), move |ticket| async move {
+                    if let Some((io, permit)) = admit(&tls, ticket, limit, io, &peer).await {
                         let _ = incoming.send(Stream::new(io, peer).holding(permit));
                     }
                 });
@@ -192,6 +221,29 @@ impl<F: Future<Output: HandlerOutput>> Future for Connection<F> {
 }
 
 type Held = (ConnectionGuard, Option<OwnedSemaphorePermit>);
+
+/// The TLS handshake, then the `MAX_CONNECTIONS` permit. The connection leaves the handshake
+/// budget when its handshake ends, and only then waits for a permit, as long as it takes: the
+/// accept loop has stopped accepting meanwhile, as it does without TLS.
+async fn admit(
+    tls: &Tls,
+    ticket: Ticket,
+    limit: Option<Arc<Semaphore>>,
+    io: Io,
+    peer: &PeerAddr,
+) -> Option<(Io, Option<OwnedSemaphorePermit>)> {
+    let io = handshake(tls, io, peer).await;
+    if !ticket.finish() {
+        // Dropped to make room as it finished: its task is being aborted.
+        return None;
+    }
+    let io = io?;
+    let permit = match limit {
+        None => None,
+        Some(limit) => limit.acquire_owned().await.ok(),
+    };
+    Some((io, permit))
+}
 
 /// The TLS handshake, in the connection's own task and bounded by the handshake timeout, so a
 /// slow or silent client holds neither the accept loop nor a stopping process.

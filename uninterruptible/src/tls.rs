@@ -1,16 +1,22 @@
 //! TLS: the certificate, key and client CA read from PEM files at startup (and so afresh by every
-//! new process: a restart rotates certificates), with rustls and its *ring* provider.
+//! new process: a restart rotates certificates), with rustls and its *ring* provider; and the
+//! budget of unfinished handshakes.
 
 use crate::config::{TlsFiles, TlsVersion};
 use crate::error::{Error, Source};
+use crate::stream::PeerAddr;
+use nix::sys::resource::{Resource, getrlimit};
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
 /// What the accept path needs to run a handshake.
@@ -18,14 +24,123 @@ use tokio_rustls::TlsAcceptor;
 pub(crate) struct Tls {
     pub(crate) acceptor: TlsAcceptor,
     pub(crate) handshake_timeout: Duration,
+    /// The unfinished handshakes, shared by every listener of the process.
+    pub(crate) handshakes: Arc<Handshakes>,
 }
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("handshakes", &self.handshakes.budget)
             .finish_non_exhaustive()
     }
+}
+
+/// The unfinished TLS handshakes of a process: bounded in time by `TLS_HANDSHAKE_TIMEOUT`, and in
+/// number by a budget of their own.
+///
+/// A connection takes no `MAX_CONNECTIONS` permit until its handshake is done, so clients that
+/// stall in theirs (silent, or trickling their hello) keep no one out. A new connection that finds
+/// the budget full drops the oldest unfinished handshake to make room: a real client's handshake
+/// takes a round trip or two, so it finishes long before a flood of new connections could make it
+/// the oldest, while a stalled one only grows older.
+#[derive(Debug)]
+pub(crate) struct Handshakes {
+    budget: usize,
+    in_flight: Mutex<InFlight>,
+}
+
+#[derive(Debug, Default)]
+struct InFlight {
+    /// Ids are given in order, so the first entry is the oldest handshake.
+    next: u64,
+    tasks: BTreeMap<u64, (AbortHandle, PeerAddr)>,
+}
+
+/// A handshake's place in the budget, held by its task until the handshake ends.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    handshakes: Arc<Handshakes>,
+    id: Option<u64>,
+}
+
+impl Handshakes {
+    pub(crate) fn new(budget: usize) -> Handshakes {
+        Handshakes {
+            budget: budget.max(1),
+            in_flight: Mutex::default(),
+        }
+    }
+
+    /// Spawns the task of a new connection from `peer`, made by `task` from the [`Ticket`] it
+    /// holds while its handshake runs; first drops the oldest unfinished handshake if the budget
+    /// is full.
+    pub(crate) fn spawn<F>(self: &Arc<Self>, peer: PeerAddr, task: impl FnOnce(Ticket) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut in_flight = self.lock();
+        let oldest = if in_flight.tasks.len() >= self.budget {
+            in_flight.tasks.pop_first()
+        } else {
+            None
+        };
+        let id = in_flight.next;
+        in_flight.next += 1;
+        let ticket = Ticket {
+            handshakes: Arc::clone(self),
+            id: Some(id),
+        };
+        // Spawned under the lock, so the task cannot end, and leave, before it is entered.
+        let handle = tokio::spawn(task(ticket));
+        in_flight.tasks.insert(id, (handle.abort_handle(), peer));
+        drop(in_flight);
+        if let Some((_, (task, peer))) = oldest {
+            task.abort();
+            tracing::debug!(
+                %peer,
+                "TLS handshake dropped unfinished: {} handshakes were in flight, the most this process runs at once; the oldest made room for a new connection",
+                self.budget
+            );
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, InFlight> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Ticket {
+    /// Leaves the budget as the handshake ends. False when the handshake was dropped to make room
+    /// meanwhile: its task is being aborted and must not go on to serve the connection.
+    pub(crate) fn finish(mut self) -> bool {
+        self.leave()
+    }
+
+    fn leave(&mut self) -> bool {
+        self.id
+            .take()
+            .is_some_and(|id| self.handshakes.lock().tasks.remove(&id).is_some())
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+/// How many handshakes may be unfinished at once: half the descriptors the process may open
+/// (`RLIMIT_NOFILE`), because a descriptor is what an unfinished handshake holds. A flood of
+/// silent clients then never leaves the process without descriptors (every accept would fail
+/// with `EMFILE`, shutting out every client), and the other half stays for the connections being
+/// served and the process's own files. It does not depend on `MAX_CONNECTIONS`: a budget as small
+/// as a small limit would drop real clients that merely arrive together.
+fn handshake_budget() -> usize {
+    const USUAL_SOFT_LIMIT: u64 = 1024;
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(USUAL_SOFT_LIMIT, |(soft, _)| soft);
+    usize::try_from(soft / 2).unwrap_or(usize::MAX)
 }
 
 fn bad(variable: Source, path: &Path, reason: impl Into<String>) -> Error {
@@ -104,6 +219,7 @@ pub(crate) fn load(files: &TlsFiles) -> Result<Tls, Error> {
     Ok(Tls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         handshake_timeout: files.handshake_timeout,
+        handshakes: Arc::new(Handshakes::new(handshake_budget())),
     })
 }
 
@@ -228,6 +344,72 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
+
+    fn peer(port: u16) -> PeerAddr {
+        PeerAddr::Tcp(([127, 0, 0, 1], port).into())
+    }
+
+    /// A connection whose handshake never ends; the receiver fails once its task is dropped.
+    fn stalled(handshakes: &Arc<Handshakes>, port: u16) -> oneshot::Receiver<()> {
+        let (alive, dropped) = oneshot::channel::<()>();
+        handshakes.spawn(peer(port), move |ticket| async move {
+            let _held = (ticket, alive);
+            std::future::pending::<()>().await;
+        });
+        dropped
+    }
+
+    fn still_running(task: &mut oneshot::Receiver<()>) -> bool {
+        task.try_recv() == Err(oneshot::error::TryRecvError::Empty)
+    }
+
+    #[tokio::test]
+    async fn a_full_budget_drops_the_oldest_unfinished_handshake() {
+        let handshakes = Arc::new(Handshakes::new(2));
+        let first = stalled(&handshakes, 1);
+        let mut second = stalled(&handshakes, 2);
+        let mut third = stalled(&handshakes, 3);
+        assert!(first.await.is_err(), "the oldest was dropped");
+        tokio::task::yield_now().await;
+        assert!(still_running(&mut second) && still_running(&mut third));
+        assert_eq!(handshakes.lock().tasks.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_finished_handshake_leaves_the_budget_and_is_never_dropped() {
+        let handshakes = Arc::new(Handshakes::new(1));
+        let (finished_tx, finished) = oneshot::channel();
+        let (alive, mut served) = oneshot::channel::<()>();
+        handshakes.spawn(peer(1), move |ticket| async move {
+            let _ = finished_tx.send(ticket.finish());
+            let _serving = alive;
+            std::future::pending::<()>().await;
+        });
+        assert!(finished.await.unwrap(), "it was still in the budget");
+        assert!(handshakes.lock().tasks.is_empty());
+        let mut next = stalled(&handshakes, 2);
+        tokio::task::yield_now().await;
+        assert!(still_running(&mut served) && still_running(&mut next));
+    }
+
+    #[tokio::test]
+    async fn a_handshake_dropped_to_make_room_cannot_finish() {
+        let handshakes = Arc::new(Handshakes::new(1));
+        let (give, take) = std::sync::mpsc::channel();
+        handshakes.spawn(peer(1), move |ticket| {
+            give.send(ticket).unwrap();
+            std::future::ready(())
+        });
+        let ticket = take.recv().unwrap();
+        let _newer = stalled(&handshakes, 2);
+        assert!(!ticket.finish());
+        assert_eq!(
+            handshakes.lock().tasks.len(),
+            1,
+            "the newer one is in flight"
+        );
+    }
 
     #[test]
     fn civil_dates() {
