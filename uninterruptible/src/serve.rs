@@ -5,7 +5,7 @@ use crate::handler::HandlerOutput;
 use crate::listener::Listener;
 use crate::shutdown::{ConnectionGuard, Connections};
 use crate::stream::{Io, PeerAddr, Stream};
-use crate::tls::{Ticket, Tls};
+use crate::tls::{HandshakeSlot, Tls};
 use nix::errno::Errno;
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -162,16 +162,16 @@ where
         match &self.target {
             Target::PerConnection(handler) => {
                 let (handler, guard) = (handler.clone(), self.connections.guard());
-                handshakes.spawn(peer.clone(), move |ticket| async move {
-                    if let Some((io, permit)) = admit(&tls, ticket, limit, io, &peer).await {
+                handshakes.spawn(peer.clone(), move |slot| async move {
+                    if let Some((io, permit)) = admit(&tls, slot, limit, io, &peer).await {
                         serve_connection(handler, Stream::new(io, peer), (guard, permit)).await;
                     }
                 });
             }
             Target::Listener(incoming) => {
                 let incoming = incoming.clone();
-                handshakes.spawn(peer.clone(), move |ticket| async move {
-                    if let Some((io, permit)) = admit(&tls, ticket, limit, io, &peer).await {
+                handshakes.spawn(peer.clone(), move |slot| async move {
+                    if let Some((io, permit)) = admit(&tls, slot, limit, io, &peer).await {
                         let _ = incoming.send(Stream::new(io, peer).holding(permit));
                     }
                 });
@@ -227,13 +227,13 @@ type Held = (ConnectionGuard, Option<OwnedSemaphorePermit>);
 /// accept loop has stopped accepting meanwhile, as it does without TLS.
 async fn admit(
     tls: &Tls,
-    ticket: Ticket,
+    slot: HandshakeSlot,
     limit: Option<Arc<Semaphore>>,
     io: Io,
     peer: &PeerAddr,
 ) -> Option<(Io, Option<OwnedSemaphorePermit>)> {
     let io = handshake(tls, io, peer).await;
-    if !ticket.finish() {
+    if !slot.finish() {
         // Dropped to make room as it finished: its task is being aborted.
         return None;
     }

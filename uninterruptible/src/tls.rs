@@ -60,7 +60,7 @@ struct InFlight {
 
 /// A handshake's place in the budget, held by its task until the handshake ends.
 #[derive(Debug)]
-pub(crate) struct Ticket {
+pub(crate) struct HandshakeSlot {
     handshakes: Arc<Handshakes>,
     id: Option<u64>,
 }
@@ -73,10 +73,10 @@ impl Handshakes {
         }
     }
 
-    /// Spawns the task of a new connection from `peer`, made by `task` from the [`Ticket`] it
+    /// Spawns the task of a new connection from `peer`, made by `task` from the [`HandshakeSlot`] it
     /// holds while its handshake runs; first drops the oldest unfinished handshake if the budget
     /// is full.
-    pub(crate) fn spawn<F>(self: &Arc<Self>, peer: PeerAddr, task: impl FnOnce(Ticket) -> F)
+    pub(crate) fn spawn<F>(self: &Arc<Self>, peer: PeerAddr, task: impl FnOnce(HandshakeSlot) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -88,12 +88,12 @@ impl Handshakes {
         };
         let id = in_flight.next;
         in_flight.next += 1;
-        let ticket = Ticket {
+        let slot = HandshakeSlot {
             handshakes: Arc::clone(self),
             id: Some(id),
         };
         // Spawned under the lock, so the task cannot end, and leave, before it is entered.
-        let handle = tokio::spawn(task(ticket));
+        let handle = tokio::spawn(task(slot));
         in_flight.tasks.insert(id, (handle.abort_handle(), peer));
         drop(in_flight);
         if let Some((_, (task, peer))) = oldest {
@@ -111,7 +111,7 @@ impl Handshakes {
     }
 }
 
-impl Ticket {
+impl HandshakeSlot {
     /// Leaves the budget as the handshake ends. False when the handshake was dropped to make room
     /// meanwhile: its task is being aborted and must not go on to serve the connection.
     pub(crate) fn finish(mut self) -> bool {
@@ -125,7 +125,7 @@ impl Ticket {
     }
 }
 
-impl Drop for Ticket {
+impl Drop for HandshakeSlot {
     fn drop(&mut self) {
         self.leave();
     }
@@ -353,8 +353,8 @@ mod tests {
     /// A connection whose handshake never ends; the receiver fails once its task is dropped.
     fn stalled(handshakes: &Arc<Handshakes>, port: u16) -> oneshot::Receiver<()> {
         let (alive, dropped) = oneshot::channel::<()>();
-        handshakes.spawn(peer(port), move |ticket| async move {
-            let _held = (ticket, alive);
+        handshakes.spawn(peer(port), move |slot| async move {
+            let _held = (slot, alive);
             std::future::pending::<()>().await;
         });
         dropped
@@ -381,8 +381,8 @@ mod tests {
         let handshakes = Arc::new(Handshakes::new(1));
         let (finished_tx, finished) = oneshot::channel();
         let (alive, mut served) = oneshot::channel::<()>();
-        handshakes.spawn(peer(1), move |ticket| async move {
-            let _ = finished_tx.send(ticket.finish());
+        handshakes.spawn(peer(1), move |slot| async move {
+            let _ = finished_tx.send(slot.finish());
             let _serving = alive;
             std::future::pending::<()>().await;
         });
@@ -397,13 +397,13 @@ mod tests {
     async fn a_handshake_dropped_to_make_room_cannot_finish() {
         let handshakes = Arc::new(Handshakes::new(1));
         let (give, take) = std::sync::mpsc::channel();
-        handshakes.spawn(peer(1), move |ticket| {
-            give.send(ticket).unwrap();
+        handshakes.spawn(peer(1), move |slot| {
+            give.send(slot).unwrap();
             std::future::ready(())
         });
-        let ticket = take.recv().unwrap();
+        let slot = take.recv().unwrap();
         let _newer = stalled(&handshakes, 2);
-        assert!(!ticket.finish());
+        assert!(!slot.finish());
         assert_eq!(
             handshakes.lock().tasks.len(),
             1,
