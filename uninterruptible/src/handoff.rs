@@ -469,8 +469,9 @@ pub(crate) fn peer_is_ours(conn: &UnixStream, what: &str, root_too: bool) -> boo
 }
 
 /// The most descriptors a handoff carries (listeners, the control socket and status links):
-/// the kernel's limit for one message (`SCM_MAX_FD`).
-pub(crate) const MAX_FDS: usize = 253;
+/// the kernel's limit for one message (`SCM_MAX_FD`). The configuration keeps the listeners and
+/// the control socket within it.
+pub(crate) const MAX_FDS: usize = uninterruptible_grammar::MAX_HANDOFF_FDS;
 
 async fn send_sockets(conn: &UnixStream, listeners: &[OwnedFd]) -> io::Result<()> {
     let fds: Vec<_> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
