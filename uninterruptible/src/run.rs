@@ -131,7 +131,7 @@ where
     if let Err(e) = signals::block() {
         return report(None, &e);
     }
-    let inherited = match inherit::take() {
+    let inherited = match inherit::take(config.max_listeners()) {
         Ok(inherited) => inherited,
         Err(e) => return report(None, &e),
     };
