@@ -25,7 +25,27 @@ fn each_bad_value_exits_2_naming_the_variable() {
             "0.0001",
             "seconds from 0.001 to 999999999",
         ),
-        ("DRAIN_TIMEOUT", "1e10", "seconds from 0 to 999999999"),
+        // The range the message states, exactly.
+        (
+            "DRAIN_TIMEOUT",
+            "1e10",
+            "0, or a number of seconds from 0.001 to 999999999",
+        ),
+        (
+            "DRAIN_TIMEOUT",
+            "999999999.5",
+            "0, or a number of seconds from 0.001 to 999999999",
+        ),
+        (
+            "DRAIN_TIMEOUT",
+            "0.0005",
+            "0, or a number of seconds from 0.001 to 999999999",
+        ),
+        (
+            "READY_TIMEOUT",
+            "999999999.5",
+            "seconds from 0.001 to 999999999",
+        ),
         (
             "MAX_CONNECTIONS",
             "lots",
@@ -75,39 +95,106 @@ fn each_bad_value_exits_2_naming_the_variable() {
     ];
     let mut failures = Vec::new();
     for (var, value, accepted) in cases {
-        let dir = TempDir::new("config");
-        let pidfile = dir.join("echo.pid");
-        let socket = dir.join("echo.sock");
-        let bind = format!("unix://{}", socket.display());
-        // Everything else is valid, including a pidfile and a UNIX socket that must not appear.
-        let mut env = vec![
-            ("PID_FILE", pidfile.to_str().unwrap()),
-            ("BIND", bind.as_str()),
-        ];
-        if *var == "BIND" || *var == "PORT" || *var == "ALLOWED_NETWORKS" {
-            env.retain(|(k, _)| *k != "BIND");
-        }
-        env.push((var, value));
-        let mut server = Server::start(ECHO, &env);
-        let status = server.wait_exit(DEADLINE);
-        // The pipes close with the process; wait for the line to be read.
-        let line = server.log.wait_for("uninterruptible:");
-        let lines = server.log.lines();
-        let problems = [
-            (status.code() != Some(2)).then(|| format!("exit status {status}")),
-            (lines.len() != 1).then(|| format!("{} lines", lines.len())),
-            (!line.contains(&format!("{var}=\"{value}\"")))
-                .then(|| "variable and value not named".into()),
-            (!line.contains(accepted))
-                .then(|| format!("does not say what is accepted ({accepted})")),
-            (line.contains("panicked") || line.contains("backtrace")).then(|| "panicked".into()),
-            (std::fs::read_dir(dir.path()).unwrap().count() != 0)
-                .then(|| "left a file behind".into()),
-        ];
-        for problem in problems.into_iter().flatten() {
-            failures.push(format!("{var}={value}: {problem}: {}", lines.join(" | ")));
-        }
+        failures.extend(refused(var, value, accepted, &[]));
     }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Starts the echo server with `var=value` and `also`, everything else valid (including a
+/// pidfile and a UNIX socket that must not appear); returns what is wrong with how it refused:
+/// exit status 2, one line naming the variable, the value and what is `accepted`, no panic,
+/// nothing left behind.
+fn refused(var: &str, value: &str, accepted: &str, also: &[(&str, &str)]) -> Vec<String> {
+    let dir = TempDir::new("config");
+    let pidfile = dir.join("echo.pid");
+    let socket = dir.join("echo.sock");
+    let bind = format!("unix://{}", socket.display());
+    let mut env = vec![
+        ("PID_FILE", pidfile.to_str().unwrap()),
+        ("BIND", bind.as_str()),
+    ];
+    if var == "BIND" || var == "PORT" || var == "ALLOWED_NETWORKS" {
+        env.retain(|(k, _)| *k != "BIND");
+    }
+    env.extend_from_slice(also);
+    env.push((var, value));
+    let mut server = Server::start(ECHO, &env);
+    let status = server.wait_exit(DEADLINE);
+    // The pipes close with the process; wait for the line to be read.
+    let line = server.log.wait_for("uninterruptible:");
+    let lines = server.log.lines();
+    let problems = [
+        (status.code() != Some(2)).then(|| format!("exit status {status}")),
+        (lines.len() != 1).then(|| format!("{} lines", lines.len())),
+        (!line.contains(&format!("{var}=\"{value}\"")))
+            .then(|| "variable and value not named".into()),
+        (!line.contains(accepted)).then(|| format!("does not say what is accepted ({accepted})")),
+        (line.contains("panicked") || line.contains("backtrace")).then(|| "panicked".into()),
+        (std::fs::read_dir(dir.path()).unwrap().count() != 0).then(|| "left a file behind".into()),
+    ];
+    problems
+        .into_iter()
+        .flatten()
+        .map(|problem| format!("{var}={value}: {problem}: {}", lines.join(" | ")))
+        .collect()
+}
+
+#[test]
+fn socket_paths_longer_than_a_socket_address_holds_exit_2() {
+    let dir = TempDir::new("socket-path");
+    // 107 bytes, the most sun_path holds with its terminating NUL, and one more.
+    let base = format!("{}/", dir.path().display());
+    let fits = format!("{base}{}", "s".repeat(107 - base.len()));
+    let path = format!("{fits}s");
+    let too_long = "a UNIX socket path of at most 107 bytes (the longest a socket address holds); this one has 108";
+    let mut failures = refused("BIND", &format!("unix://{path}"), too_long, &[]);
+    failures.extend(refused("CONTROL_SOCKET", &path, too_long, &[]));
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    // The longest that fits is taken.
+    let server = Server::start(
+        ECHO,
+        &[("BIND", "tcp://127.0.0.1:0"), ("CONTROL_SOCKET", &fits)],
+    );
+    server.address();
+    assert!(std::path::Path::new(&fits).exists());
+}
+
+#[test]
+fn more_listeners_than_a_restart_hands_over_exit_2() {
+    let addresses = |n: u16| {
+        (1..=n)
+            .map(|i| format!("tcp://127.0.0.1:{}", 40000 + i))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut failures = refused(
+        "BIND",
+        &addresses(254),
+        "at most 253 addresses (a restart hands every listener over in one message, which carries at most 253 descriptors); there are 254",
+        &[],
+    );
+    // The control socket goes in the same message.
+    let dir = TempDir::new("fds");
+    let control = dir.join("echo.ctl");
+    let mut server = Server::start(
+        ECHO,
+        &[
+            ("BIND", &addresses(253)),
+            ("CONTROL_SOCKET", control.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(2));
+    let line = server.log.wait_for("uninterruptible:");
+    assert_eq!(
+        line,
+        format!(
+            "uninterruptible: BIND has 253 addresses and CONTROL_SOCKET={control:?} is set: a restart hands the listeners and the control socket over in one message, which carries at most 253 descriptors; use at most 252 addresses, or no control socket"
+        )
+    );
+    assert!(!control.exists());
+    failures.extend(
+        (server.log.lines().len() != 1).then(|| format!("{} lines", server.log.lines().len())),
+    );
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 

@@ -242,3 +242,35 @@ fn under_tini_term_drains_and_exits_0() {
         term_drains_and_exits_0(&["tini", "--", ECHO]);
     }
 }
+
+#[test]
+fn as_pid_1_without_supervise_a_warning_at_start_points_to_supervise() {
+    if !can_unshare() {
+        return;
+    }
+    let server = Server::start_with(
+        "unshare",
+        &["--pid", "--fork", "--mount-proc", ECHO],
+        None,
+        &[("BIND", "tcp://127.0.0.1:0")],
+    );
+    let listening = server.log.wait_for("listening on ");
+    assert!(listening.contains("(pid 1, generation 1)"), "{listening}");
+    let line = server
+        .log
+        .wait_for("this process is PID 1 and not supervised");
+    assert!(
+        line.ends_with("a restart (USR1) ends it once the new process serves, and with it the container and every process in it; set SUPERVISE=true, so that PID 1 stays as a supervisor and restarts replace only the serving process"),
+        "{line}"
+    );
+    // Supervised, PID 1 is the supervisor, and the serving process is not PID 1: no warning.
+    let dir = TempDir::new("container-supervised");
+    let container = Container::start(&[ECHO], &dir, &[]);
+    container.server.address();
+    assert_eq!(
+        container.server.log.count("not supervised"),
+        0,
+        "{}",
+        container.server.log.text()
+    );
+}

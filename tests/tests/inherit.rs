@@ -274,3 +274,151 @@ fn a_worker_that_fails_to_start_leaves_the_old_one_serving() {
     );
     assert_eq!(echo(&address, "old\n").unwrap(), "old\n");
 }
+
+/// Starts the echo server through `bash -c '<setup>; export LISTEN_PID=$$; exec echo'`, so that
+/// `LISTEN_PID` is its pid, with `env` and a pidfile; returns its one line on stderr once it has
+/// exited 2 without leaving the pidfile behind.
+fn refused_with_our_pid(setup: &str, env: &[(&str, &str)]) -> String {
+    let dir = TempDir::new("inherit-refused");
+    let pidfile = dir.join("echo.pid");
+    let mut all = vec![("PID_FILE", pidfile.to_str().unwrap())];
+    all.extend_from_slice(env);
+    let script = format!("{setup}; export LISTEN_PID=$$; exec \"$0\"");
+    let server = Server::start_with("bash", &["-c", &script, ECHO], None, &all);
+    refusal(server, &dir)
+}
+
+/// The one line `server` wrote on stderr once it exited 2, having left nothing in `dir`.
+fn refusal(mut server: Server, dir: &TempDir) -> String {
+    let status = server.wait_exit(DEADLINE);
+    let line = server.log.wait_for("uninterruptible:");
+    assert_eq!(status.code(), Some(2), "{}", server.log.text());
+    assert_eq!(server.log.lines().len(), 1, "{}", server.log.text());
+    assert!(!line.contains("panicked"), "{line}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{line}");
+    line
+}
+
+#[test]
+fn listen_fds_that_pass_no_socket_exit_2_naming_the_variable() {
+    let count = |value: &str, most: usize| {
+        format!(
+            "uninterruptible: LISTEN_FDS=\"{value}\" is invalid: expected a whole number from 1 to {most}: how many listening sockets are passed from descriptor 3 on (a restart hands them all over in one message of at most 253 descriptors, the control socket included)"
+        )
+    };
+    for value in ["0", "-1", "2147483647", "254"] {
+        let line = refused_with_our_pid(":", &[("LISTEN_FDS", value)]);
+        assert_eq!(line, count(value, 253));
+    }
+    // Supervised, the supervisor refuses them too, rather than a serving process binding the
+    // attribute's default.
+    let line = refused_with_our_pid(":", &[("LISTEN_FDS", "0"), ("SUPERVISE", "true")]);
+    assert_eq!(line, count("0", 253));
+    // The control socket takes a descriptor of the handoff message.
+    let dir = TempDir::new("inherit-control");
+    let control = dir.join("echo.ctl");
+    let line = refused_with_our_pid(
+        ":",
+        &[
+            ("LISTEN_FDS", "253"),
+            ("CONTROL_SOCKET", control.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(line, count("253", 252));
+}
+
+#[test]
+fn listen_fds_that_are_not_listening_sockets_exit_2_naming_the_descriptor() {
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = peer.local_addr().unwrap().port();
+    let cases = [
+        // More than the descriptors open.
+        (":", "descriptor 3 is not open"),
+        ("exec 3</dev/null", "descriptor 3 is not a socket"),
+        (
+            &format!("exec 3<>/dev/tcp/127.0.0.1/{port}") as &str,
+            "descriptor 3 is a socket that is not listening",
+        ),
+    ];
+    for (setup, why) in cases {
+        let line = refused_with_our_pid(setup, &[("LISTEN_FDS", "1")]);
+        assert_eq!(
+            line,
+            format!(
+                "uninterruptible: LISTEN_FDS=\"1\" is invalid: expected as many listening sockets as descriptors 3 to 3 hold; {why}"
+            ),
+            "{setup}"
+        );
+    }
+}
+
+#[test]
+fn listen_fdnames_that_do_not_match_listen_fds_exit_2() {
+    let line = refused_with_our_pid(":", &[("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "web:admin")]);
+    assert_eq!(
+        line,
+        "uninterruptible: LISTEN_FDNAMES=\"web:admin\" is invalid: expected one name per socket, separated by `:` (LISTEN_FDS=1 passes 1); it has 2"
+    );
+}
+
+#[test]
+fn server_starter_ports_that_name_no_socket_exit_2_naming_the_variable() {
+    let expected =
+        "host:port=fd or path=fd entries separated by `;`, each a listening socket named once";
+    for (value, why) in [
+        (";;;", "there is none".to_owned()),
+        (
+            "127.0.0.1:6789=-1",
+            "\"127.0.0.1:6789=-1\" is not one".to_owned(),
+        ),
+    ] {
+        let dir = TempDir::new("starter-refused");
+        let pidfile = dir.join("echo.pid");
+        let server = Server::start(
+            ECHO,
+            &[
+                ("SERVER_STARTER_PORT", value),
+                ("PID_FILE", pidfile.to_str().unwrap()),
+            ],
+        );
+        let line = refusal(server, &dir);
+        assert_eq!(
+            line,
+            format!(
+                "uninterruptible: SERVER_STARTER_PORT=\"{value}\" is invalid: expected {expected}; {why}"
+            )
+        );
+    }
+}
+
+#[test]
+fn a_descriptor_server_starter_names_twice_exits_2() {
+    let port = free_port();
+    // start_server's variable, with its socket named a second time.
+    let server = Server::start_with(
+        "start_server",
+        &[
+            &format!("--port=127.0.0.1:{port}"),
+            "--",
+            "bash",
+            "-c",
+            "export SERVER_STARTER_PORT=\"$SERVER_STARTER_PORT;again=${SERVER_STARTER_PORT##*=}\"; exec \"$0\"",
+            ECHO,
+        ],
+        None,
+        &[],
+    );
+    let line = server.log.wait_for("uninterruptible: SERVER_STARTER_PORT=");
+    let fd = line
+        .split(&format!("127.0.0.1:{port}="))
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(
+        line,
+        format!(
+            "uninterruptible: SERVER_STARTER_PORT=\"127.0.0.1:{port}={fd};again={fd}\" is invalid: expected host:port=fd or path=fd entries separated by `;`, each a listening socket named once; descriptor {fd} is named twice"
+        )
+    );
+    server.log.wait_for("seems to have failed to start");
+}

@@ -4,7 +4,8 @@
 use std::time::Duration;
 use uninterruptible_tests::load::{self, Options};
 use uninterruptible_tests::{
-    Address, Conn, DEADLINE, SIGTERM, SIGUSR1, Server, TempDir, echo, start_with_pidfile,
+    Address, Conn, DEADLINE, SIGTERM, SIGUSR1, Server, TempDir, alive, echo, free_port,
+    read_pidfile, send, start_with_pidfile, wait_for,
 };
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
@@ -131,4 +132,95 @@ fn term_stops_every_listener_and_removes_the_socket_file() {
         );
     }
     assert!(!socket.exists());
+}
+
+/// Whether this machine has an IPv6 loopback; the tests that need one say so when it has not.
+fn ipv6_loopback() -> bool {
+    let there = std::net::TcpListener::bind("[::1]:0").is_ok();
+    if !there {
+        println!("skipped: no IPv6 loopback (::1) on this machine");
+    }
+    there
+}
+
+/// What the listener that accepted a connection to `to` says of it: `local tcp://...`, the
+/// address the connection came in on.
+fn local(to: &str) -> String {
+    let address = Address::Tcp(to.parse().unwrap());
+    let reply = Conn::open(&address).unwrap().echo("").unwrap();
+    reply
+        .split(" local ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{reply}"))
+        .to_owned()
+}
+
+#[test]
+fn ipv4_and_ipv6_wildcards_listen_together_in_either_order_and_across_a_restart() {
+    if !ipv6_loopback() {
+        return;
+    }
+    for order in ["v4 first", "v6 first"] {
+        let port = free_port();
+        let (v4, v6) = (
+            format!("tcp://0.0.0.0:{port}"),
+            format!("tcp://[::]:{port}"),
+        );
+        let bind = match order {
+            "v4 first" => format!("{v4},{v6}"),
+            _ => format!("{v6},{v4}"),
+        };
+        let dir = TempDir::new("wildcards");
+        let (server, pidfile) = start_with_pidfile(WHOAMI, &dir, &bind, &[]);
+        let old = server.pid();
+        for generation in 1..=2 {
+            // Each family reaches its own listener: `[::]` is IPv6-only beside `0.0.0.0`.
+            assert_eq!(
+                local(&format!("127.0.0.1:{port}")),
+                format!("tcp://127.0.0.1:{port}"),
+                "{order}, generation {generation}"
+            );
+            assert_eq!(
+                local(&format!("[::1]:{port}")),
+                format!("tcp://[::1]:{port}"),
+                "{order}, generation {generation}"
+            );
+            if generation == 1 {
+                // The sockets keep their setting in the new process.
+                send(old, SIGUSR1);
+                wait_for("a new pid", DEADLINE, || {
+                    read_pidfile(&pidfile).filter(|&p| p != old)
+                });
+                wait_for("the old process to exit", DEADLINE, || {
+                    (!alive(old)).then_some(())
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn the_ipv6_wildcard_alone_takes_ipv4_clients_too() {
+    if !ipv6_loopback() {
+        return;
+    }
+    let dual_stack = std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
+        .is_ok_and(|value| value.trim() == "0");
+    if !dual_stack {
+        println!("skipped: net.ipv6.bindv6only is set, so [::] takes IPv6 only on this machine");
+        return;
+    }
+    let port = free_port();
+    let server = Server::start(WHOAMI, &[("BIND", &format!("tcp://[::]:{port}"))]);
+    server.address();
+    // An IPv4 client arrives as an IPv4-mapped IPv6 address.
+    assert_eq!(
+        local(&format!("127.0.0.1:{port}")),
+        format!("tcp://[::ffff:127.0.0.1]:{port}")
+    );
+    assert_eq!(
+        local(&format!("[::1]:{port}")),
+        format!("tcp://[::1]:{port}")
+    );
 }

@@ -483,6 +483,45 @@ fn a_restart_that_cannot_create_its_handoff_directory_names_it() {
     assert_eq!(echo(&server.address(), "on\n").unwrap(), "on\n");
 }
 
+#[test]
+fn a_tmpdir_too_long_for_a_socket_address_is_said_at_start_and_restarts_still_work() {
+    let dir = TempDir::new("long-tmp");
+    // Longer than a handoff socket's path can be under it (a UNIX socket address holds 107).
+    let tmp = dir.join(&"t".repeat(80));
+    std::fs::create_dir(&tmp).unwrap();
+    let (server, pidfile) = start(
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[("TMPDIR", tmp.to_str().unwrap())],
+    );
+    let line = server
+        .log
+        .wait_for("the handoff socket would not fit a UNIX socket address");
+    assert!(
+        line.contains(&format!(
+            "(107 bytes) under {}: restarts make it under ",
+            tmp.display()
+        )) && line.ends_with("instead; set TMPDIR to a shorter directory"),
+        "{line}"
+    );
+    let old = server.pid();
+    send(old, SIGUSR1);
+    let new = wait_for("a new pid", DEADLINE, || {
+        read_pidfile(&pidfile).filter(|&p| p != old)
+    });
+    wait_for("the old process to exit", DEADLINE, || {
+        (!alive(old)).then_some(())
+    });
+    assert!(alive(new));
+    assert_eq!(
+        server.log.count("restart failed"),
+        0,
+        "{}",
+        server.log.text()
+    );
+    assert_eq!(echo(&server.address(), "short\n").unwrap(), "short\n");
+}
+
 /// The binary a process runs, as the kernel names it.
 fn exe(pid: u32) -> PathBuf {
     std::fs::read_link(format!("/proc/{pid}/exe")).unwrap()

@@ -52,14 +52,26 @@ pub struct Key {
 
 /// A file path: any text that is not empty.
 pub const PATH: &str = "a file path";
-/// [`seconds`] from 0.
-pub const SECONDS_FROM_ZERO: &str = "a number of seconds from 0 to 999999999 (e.g. 30 or 2.5)";
+/// [`seconds`] with 0 ("at once"): what it takes, exactly (a shorter timer than a millisecond
+/// fires at once, so that is refused rather than taken as 0).
+pub const SECONDS_FROM_ZERO: &str =
+    "0, or a number of seconds from 0.001 to 999999999 (e.g. 30 or 2.5)";
 /// [`seconds`] from a millisecond: a shorter timer fires at once.
 pub const SECONDS_FROM_A_MILLISECOND: &str =
     "a number of seconds from 0.001 to 999999999 (e.g. 30 or 2.5)";
+/// The most seconds [`seconds`] takes.
+const MAX_SECONDS: f64 = 999_999_999.0;
+/// The longest path a UNIX socket address holds on Linux: `sun_path` is 108 bytes, the last of
+/// them the terminating NUL. A longer path cannot be bound or connected to.
+pub const MAX_SOCKET_PATH: usize = 107;
+/// The most descriptors one handoff message carries (Linux's `SCM_MAX_FD`): every listener, and
+/// the control socket when there is one, go to the new process in one message.
+pub const MAX_HANDOFF_FDS: usize = 253;
 /// [`bind`].
-pub const BIND: &str =
-    "tcp://host:port (e.g. tcp://127.0.0.1:6789 or tcp://[::1]:6789) or unix:///absolute/path";
+pub const BIND: &str = "tcp://host:port (e.g. tcp://127.0.0.1:6789 or tcp://[::1]:6789) or unix:///absolute/path (a path of at most 107 bytes)";
+/// [`socket_path`].
+pub const SOCKET_PATH: &str =
+    "a file path of at most 107 bytes (the longest a UNIX socket address holds)";
 /// [`boolean`].
 pub const BOOLEAN: &str = "true, false, 1, 0, yes or no";
 /// [`networks`].
@@ -255,8 +267,8 @@ pub static KEYS: &[Key] = &[
         literal: Literal::Str,
         default: "none",
         meaning: "path of a UNIX socket (mode 0600) answering `restart` (with the outcome) and `status`, one line per request",
-        accepted: PATH,
-        check: |s| path(s).map(drop),
+        accepted: SOCKET_PATH,
+        check: |s| socket_path(s).map(drop),
     },
 ];
 
@@ -304,6 +316,9 @@ pub fn bind(s: &str) -> Result<Address, String> {
         if !path.starts_with('/') || path.len() < 2 {
             return Err(err());
         }
+        if path.len() > MAX_SOCKET_PATH {
+            return Err(too_long(path));
+        }
         return Ok(Address::Unix(path.to_owned()));
     }
     let rest = s.strip_prefix("tcp://").ok_or_else(err)?;
@@ -321,7 +336,16 @@ pub fn bind(s: &str) -> Result<Address, String> {
     Ok(Address::Tcp(host.to_owned(), port))
 }
 
-/// One address or several, comma-separated, each said once.
+/// What is wrong with a UNIX socket path longer than [`MAX_SOCKET_PATH`].
+fn too_long(path: &str) -> String {
+    format!(
+        "a UNIX socket path of at most {MAX_SOCKET_PATH} bytes (the longest a socket address holds); this one has {}",
+        path.len()
+    )
+}
+
+/// One address or several, comma-separated, each said once; no more than a restart can hand
+/// over ([`MAX_HANDOFF_FDS`]).
 pub fn binds(s: &str) -> Result<Vec<Address>, String> {
     let mut addresses = Vec::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
@@ -333,6 +357,12 @@ pub fn binds(s: &str) -> Result<Vec<Address>, String> {
     }
     if addresses.is_empty() {
         return Err(BIND.to_owned());
+    }
+    if addresses.len() > MAX_HANDOFF_FDS {
+        return Err(format!(
+            "at most {MAX_HANDOFF_FDS} addresses (a restart hands every listener over in one message, which carries at most {MAX_HANDOFF_FDS} descriptors); there are {}",
+            addresses.len()
+        ));
     }
     Ok(addresses)
 }
@@ -353,7 +383,17 @@ pub fn path(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// Seconds, decimal allowed, below a billion: from 0 (`zero_ok`: "at once") or from 0.001.
+/// A UNIX socket's path: [`path`], no longer than a socket address holds.
+pub fn socket_path(s: &str) -> Result<String, String> {
+    let path = path(s).map_err(|_| SOCKET_PATH.to_owned())?;
+    if path.len() > MAX_SOCKET_PATH {
+        return Err(too_long(&path));
+    }
+    Ok(path)
+}
+
+/// Seconds, decimal allowed, from 0.001 to 999999999, and 0 ("at once") with `zero_ok`:
+/// exactly the range the message states.
 pub fn seconds(s: &str, zero_ok: bool) -> Result<Duration, String> {
     let expected = if zero_ok {
         SECONDS_FROM_ZERO
@@ -361,7 +401,7 @@ pub fn seconds(s: &str, zero_ok: bool) -> Result<Duration, String> {
         SECONDS_FROM_A_MILLISECOND
     };
     let secs: f64 = s.trim().parse().map_err(|_| expected.to_owned())?;
-    let ok = secs.is_finite() && (secs >= 0.001 || zero_ok && secs == 0.0) && secs < 1e9;
+    let ok = secs.is_finite() && (secs >= 0.001 || zero_ok && secs == 0.0) && secs <= MAX_SECONDS;
     if !ok {
         return Err(expected.to_owned());
     }
@@ -527,6 +567,17 @@ pub const SAMPLES: &[(&str, &str, bool)] = &[
         false,
     ),
     ("bind", r#"["tcp://127.0.0.1:80", "udp://x:1"]"#, false),
+    // The longest path a UNIX socket address holds, and one byte more.
+    (
+        "bind",
+        r#""unix:///ssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss""#,
+        true,
+    ),
+    (
+        "bind",
+        r#""unix:///sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss""#,
+        false,
+    ),
     ("start_command", r#""/srv/app/server --flag""#, true),
     ("start_command", r#""exec ./server""#, true),
     ("start_command", r#""RUST_LOG=debug ./server""#, false),
@@ -556,6 +607,9 @@ pub const SAMPLES: &[(&str, &str, bool)] = &[
     ("allowed_networks", r#"["10.0.0.0/8", "banana"]"#, false),
     ("drain_timeout", "0", true),
     ("drain_timeout", "30", true),
+    ("drain_timeout", "0.0005", false),
+    ("drain_timeout", "999999999", true),
+    ("drain_timeout", "999999999.5", false),
     ("drain_timeout", "1000000000", false),
     ("ready_timeout", "0.001", true),
     ("ready_timeout", "0", false),
@@ -569,6 +623,16 @@ pub const SAMPLES: &[(&str, &str, bool)] = &[
     ("supervise", "sometimes", false),
     ("control_socket", r#""/run/app.ctl""#, true),
     ("control_socket", r#""  ""#, false),
+    (
+        "control_socket",
+        r#""/ssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss""#,
+        true,
+    ),
+    (
+        "control_socket",
+        r#""/sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss""#,
+        false,
+    ),
 ];
 
 #[cfg(test)]
@@ -612,6 +676,59 @@ mod tests {
         ] {
             assert_eq!(bind(s), Err(BIND.to_owned()), "{s}");
         }
+    }
+
+    #[test]
+    fn the_accepted_text_states_the_limits_the_parsers_apply() {
+        assert!(BIND.contains(&format!("at most {MAX_SOCKET_PATH} bytes")));
+        assert!(SOCKET_PATH.contains(&format!("at most {MAX_SOCKET_PATH} bytes")));
+        let most = format!("to {MAX_SECONDS}");
+        assert!(SECONDS_FROM_ZERO.contains(&most) && SECONDS_FROM_A_MILLISECOND.contains(&most));
+    }
+
+    #[test]
+    fn seconds_take_exactly_the_range_they_state() {
+        for s in ["0", "0.001", "30", "999999999"] {
+            assert!(seconds(s, true).is_ok(), "{s}");
+        }
+        // Between 0 and a millisecond a timer would fire at once, not when asked.
+        for s in ["0.0005", "-0.5", "999999999.5", "1e9", "inf", "NaN", "soon"] {
+            assert_eq!(seconds(s, true), Err(SECONDS_FROM_ZERO.to_owned()), "{s}");
+        }
+        assert!(seconds("0.001", false).is_ok() && seconds("999999999", false).is_ok());
+        for s in ["0", "0.0005", "999999999.5"] {
+            assert_eq!(
+                seconds(s, false),
+                Err(SECONDS_FROM_A_MILLISECOND.to_owned()),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn socket_paths_fit_a_socket_address() {
+        let longest = format!("/{}", "s".repeat(MAX_SOCKET_PATH - 1));
+        assert!(bind(&format!("unix://{longest}")).is_ok());
+        assert_eq!(socket_path(&longest), Ok(longest.clone()));
+        let over = format!("{longest}s");
+        let expected = "a UNIX socket path of at most 107 bytes (the longest a socket address holds); this one has 108";
+        assert_eq!(bind(&format!("unix://{over}")), Err(expected.to_owned()));
+        assert_eq!(socket_path(&over), Err(expected.to_owned()));
+        assert_eq!(socket_path("  "), Err(SOCKET_PATH.to_owned()));
+    }
+
+    #[test]
+    fn no_more_addresses_than_a_restart_hands_over() {
+        let list = |n: u16| {
+            (1..=n)
+                .map(|port| format!("tcp://127.0.0.1:{port}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(binds(&list(253)).unwrap().len(), MAX_HANDOFF_FDS);
+        let error = binds(&list(254)).unwrap_err();
+        assert!(error.starts_with("at most 253 addresses"), "{error}");
+        assert!(error.ends_with("there are 254"), "{error}");
     }
 
     #[test]

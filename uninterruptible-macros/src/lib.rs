@@ -45,7 +45,7 @@ use proc_macro::TokenStream;
 /// <!-- keys: generated from the key table (uninterruptible-grammar); tests/tests/docs.rs checks it -->
 /// | attribute key | environment | default | accepted | meaning |
 /// |---|---|---|---|---|
-/// | `bind` | `BIND`, `PORT` | none | tcp://host:port (e.g. tcp://127.0.0.1:6789 or tcp://\[::1\]:6789) or unix:///absolute/path | one address or several (`["tcp://0.0.0.0:8080", "unix:///run/app.sock"]`, comma-separated in `BIND`), all served by the handler. `BIND` wins; else the literal, with `PORT` replacing the port of its tcp addresses; else `tcp://0.0.0.0:$PORT`; else a config error |
+/// | `bind` | `BIND`, `PORT` | none | tcp://host:port (e.g. tcp://127.0.0.1:6789 or tcp://\[::1\]:6789) or unix:///absolute/path (a path of at most 107 bytes) | one address or several (`["tcp://0.0.0.0:8080", "unix:///run/app.sock"]`, comma-separated in `BIND`), all served by the handler. `BIND` wins; else the literal, with `PORT` replacing the port of its tcp addresses; else `tcp://0.0.0.0:$PORT`; else a config error |
 /// | `start_command` | `START_COMMAND` | the binary's own path and arguments, as captured at startup | a program and its arguments, which the restart runs with exec | command for the new copy, run as `/bin/sh -c 'exec <command>'`: a program and its arguments |
 /// | `pidfile` | `PID_FILE` | none | a file path | written atomically (temp file + rename) once the process is serving |
 /// | `log_path` | `LOG_PATH` | stdout | a file path | append logs to this file instead |
@@ -57,12 +57,12 @@ use proc_macro::TokenStream;
 /// | `verify_client_tls_certificate` | `VERIFY_CLIENT_TLS_CERTIFICATE` | `false` | true, false, 1, 0, yes or no | `true` needs `client_tls_certificate_ca`; an explicit `false` turns client certificates off even when a CA is set (logged as a warning) |
 /// | `client_tls_certificate_ca` | `CLIENT_TLS_CERTIFICATE_CA` | none | a file path | PEM file of the CA that signs client certificates; clients must then present one |
 /// | `allowed_networks` | `ALLOWED_NETWORKS` | all allowed | comma-separated networks such as 10.0.0.0/8, 2001:db8::/32 or 127.0.0.1 | CIDRs or bare addresses: `"10.0.0.0/8, ::1"` or `["10.0.0.0/8", "::1"]` in the attribute, comma-separated in the environment; TCP only |
-/// | `drain_timeout` | `DRAIN_TIMEOUT` | none (wait) | a number of seconds from 0 to 999999999 (e.g. 30 or 2.5) | seconds a stopping or retiring process waits for open connections |
+/// | `drain_timeout` | `DRAIN_TIMEOUT` | none (wait) | 0, or a number of seconds from 0.001 to 999999999 (e.g. 30 or 2.5) | seconds a stopping or retiring process waits for open connections |
 /// | `ready_timeout` | `READY_TIMEOUT` | `60` | a number of seconds from 0.001 to 999999999 (e.g. 30 or 2.5) | seconds an old process waits for the new one to report ready |
 /// | `max_connections` | `MAX_CONNECTIONS` | unlimited | a whole number from 1 to 2305843009213693951 | connections served at once; beyond it the process stops accepting (the kernel queues new clients) |
 /// | `backlog` | `BACKLOG` | `1024` | a whole number from 1 to 65535 | listen queue length of the sockets this process binds, capped by the kernel's `net.core.somaxconn`; a socket taken over keeps its queue |
 /// | `supervise` | `SUPERVISE` | `false` | true, false, 1, 0, yes or no | supervised mode, for containers and supervisors that follow one pid: the first process stays as a small supervisor that holds the sockets, runs the serving process, restarts it on `USR1` and starts it again if it dies; its pid never changes |
-/// | `control_socket` | `CONTROL_SOCKET` | none | a file path | path of a UNIX socket (mode 0600) answering `restart` (with the outcome) and `status`, one line per request |
+/// | `control_socket` | `CONTROL_SOCKET` | none | a file path of at most 107 bytes (the longest a UNIX socket address holds) | path of a UNIX socket (mode 0600) answering `restart` (with the outcome) and `status`, one line per request |
 /// <!-- /keys -->
 ///
 /// # Signals and exit statuses

@@ -1,7 +1,7 @@
 //! Where a server listens: parsed once, printed back the same way in logs and errors.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -85,6 +85,45 @@ impl BindAddress {
         }
     }
 
+    /// Whether this address must be bound IPv6-only (`IPV6_V6ONLY`) beside the others of `all`.
+    ///
+    /// On Linux's default dual stack the IPv6 wildcard `[::]` takes IPv4 connections too, and so
+    /// holds its port on every IPv4 address: an IPv4 address on the same port could not be bound
+    /// beside it, in either order. When the list has one (by address, or a name that resolves to
+    /// one), `[::]` takes IPv6 only and leaves IPv4 to it, as nginx and HAProxy do. Alone, `[::]`
+    /// keeps the system's setting. Port 0 asks for a port of each socket's own: no clash.
+    pub(crate) async fn needs_ipv6_only(&self, all: &[BindAddress]) -> bool {
+        let BindAddress::Tcp { host, port } = self else {
+            return false;
+        };
+        if *port == 0 || host.parse::<Ipv6Addr>() != Ok(Ipv6Addr::UNSPECIFIED) {
+            return false;
+        }
+        for other in all {
+            let BindAddress::Tcp {
+                host: other,
+                port: other_port,
+            } = other
+            else {
+                continue;
+            };
+            if other_port != port {
+                continue;
+            }
+            let ipv4 = match other.parse::<IpAddr>() {
+                Ok(ip) => ip.is_ipv4(),
+                // Binding resolves the name the same way.
+                Err(_) => tokio::net::lookup_host((other.as_str(), *port))
+                    .await
+                    .is_ok_and(|mut found| found.any(|a| a.is_ipv4())),
+            };
+            if ipv4 {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Whether a socket bound at `actual` serves this address: the same IP (or, for a host name,
     /// one it resolves to) and the same port, where port 0 matches any.
     pub(crate) async fn matches_tcp(&self, actual: SocketAddr) -> bool {
@@ -140,6 +179,36 @@ mod tests {
             "127.0.0.1:80",
         ] {
             assert!(s.parse::<BindAddress>().is_err(), "{s} should not parse");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_ipv6_wildcard_is_ipv6_only_beside_ipv4_on_its_port() {
+        let parse = |list: &str| -> Vec<BindAddress> {
+            list.split(',').map(|a| a.trim().parse().unwrap()).collect()
+        };
+        for (list, expected) in [
+            ("tcp://[::]:8080, tcp://0.0.0.0:8080", true),
+            ("tcp://0.0.0.0:8080, tcp://[::]:8080", true),
+            ("tcp://[::]:8080, tcp://127.0.0.1:8080", true),
+            ("tcp://[::]:8080, tcp://localhost:8080", true),
+            ("tcp://[::]:8080", false),
+            ("tcp://[::]:8080, tcp://0.0.0.0:8081", false),
+            (
+                "tcp://[::]:8080, tcp://[::1]:8080, unix:///run/a.sock",
+                false,
+            ),
+            ("tcp://[::]:0, tcp://0.0.0.0:0", false),
+        ] {
+            let all = parse(list);
+            let wildcard = all
+                .iter()
+                .find(|a| a.to_string().starts_with("tcp://[::]"))
+                .unwrap();
+            assert_eq!(wildcard.needs_ipv6_only(&all).await, expected, "{list}");
+            for other in all.iter().filter(|a| *a != wildcard) {
+                assert!(!other.needs_ipv6_only(&all).await, "{other} in {list}");
+            }
         }
     }
 

@@ -351,6 +351,15 @@ impl Config {
     }
 }
 
+impl Config {
+    /// How many listening sockets a restart can hand over: one message carries
+    /// [`grammar::MAX_HANDOFF_FDS`] descriptors, one of them the control socket when there is
+    /// one.
+    pub(crate) fn max_listeners(&self) -> usize {
+        grammar::MAX_HANDOFF_FDS - usize::from(self.control_socket.is_some())
+    }
+}
+
 /// Addresses as a list, as they are written in `BIND`.
 pub(crate) fn list(addresses: &[BindAddress]) -> String {
     addresses
@@ -397,13 +406,28 @@ fn control_socket(l: &Lookup<'_>, bind: &[BindAddress]) -> Result<Option<PathBuf
     let Some(setting) = l.setting("control_socket")? else {
         return Ok(None);
     };
-    let path = PathBuf::from(setting.parse(grammar::path)?);
+    let path = PathBuf::from(setting.parse(grammar::socket_path)?);
     if bind.contains(&BindAddress::Unix(path.clone())) {
         return Err(Error::invalid(
             setting.source,
             &setting.value,
             "a path that is not one of the listening sockets (BIND)",
         ));
+    }
+    // The grammar keeps the addresses to what one handoff message carries; the control socket
+    // goes in the same message.
+    if bind.len() >= grammar::MAX_HANDOFF_FDS {
+        let bind_source = l
+            .setting("bind")?
+            .map_or(Source::Env(key("bind").env), |s| s.source);
+        return Err(Error::InvalidConfig(format!(
+            "{bind_source} has {} addresses and {}={:?} is set: a restart hands the listeners and the control socket over in one message, which carries at most {} descriptors; use at most {} addresses, or no control socket",
+            bind.len(),
+            setting.source,
+            setting.value,
+            grammar::MAX_HANDOFF_FDS,
+            grammar::MAX_HANDOFF_FDS - 1
+        )));
     }
     Ok(Some(path))
 }
@@ -728,6 +752,35 @@ mod tests {
         assert_eq!(
             c.start_command,
             StartCommand::Shell("bin/server --flag".into())
+        );
+    }
+
+    #[test]
+    fn the_listeners_and_the_control_socket_fit_one_handoff_message() {
+        let addresses = |n: u16| {
+            (1..=n)
+                .map(|port| format!("tcp://127.0.0.1:{port}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let none = Defaults::new();
+        let c = config(none, &[("BIND", &addresses(253))]).unwrap();
+        assert_eq!((c.bind.len(), c.max_listeners()), (253, 253));
+        let c = config(
+            none,
+            &[("BIND", &addresses(252)), ("CONTROL_SOCKET", "/run/a.ctl")],
+        )
+        .unwrap();
+        assert_eq!(c.max_listeners(), 252);
+        let error = config(
+            none,
+            &[("BIND", &addresses(253)), ("CONTROL_SOCKET", "/run/a.ctl")],
+        )
+        .unwrap_err();
+        assert_eq!(error.exit_status(), 2);
+        assert_eq!(
+            error.to_string(),
+            "BIND has 253 addresses and CONTROL_SOCKET=\"/run/a.ctl\" is set: a restart hands the listeners and the control socket over in one message, which carries at most 253 descriptors; use at most 252 addresses, or no control socket"
         );
     }
 

@@ -12,8 +12,9 @@
 //! ```
 //!
 //! Old process ([`restart`], on `USR1`/`HUP`):
-//! 1. Creates a private directory (mode 0700) under `$TMPDIR` holding a UNIX socket, the
-//!    *handoff socket*, and starts the new copy with `FILE_DESCRIPTOR_SERVER_PATH` naming it.
+//! 1. Creates a private directory (mode 0700) under `$TMPDIR` (or, when a socket path there
+//!    would not fit a UNIX socket address, `$XDG_RUNTIME_DIR` or `/tmp`) holding a UNIX socket,
+//!    the *handoff socket*, and starts the new copy with `FILE_DESCRIPTOR_SERVER_PATH` naming it.
 //!    It keeps accepting clients throughout.
 //! 2. Accepts a connection on the handoff socket from a peer of its own uid (`SO_PEERCRED`) and
 //!    sends it the listening sockets, all in one message.
@@ -151,12 +152,28 @@ impl fmt::Display for Failure {
 /// server.
 pub(crate) fn preflight(plan: &Plan) {
     let tmp = std::env::temp_dir();
-    match HandoffDir::create(&tmp) {
+    let base = base_dir(&tmp);
+    if base != tmp {
+        tracing::warn!(
+            "the handoff socket would not fit a UNIX socket address ({} bytes) under {}: restarts make it under {} instead; set TMPDIR to a shorter directory",
+            uninterruptible_grammar::MAX_SOCKET_PATH,
+            tmp.display(),
+            base.display()
+        );
+    }
+    match HandoffDir::create(&base) {
         Ok(dir) => drop(dir),
         Err(e) => tracing::warn!(
             "restarts will fail until this is fixed: cannot create a handoff directory in {} ({e}); set TMPDIR to a writable directory",
-            tmp.display()
+            base.display()
         ),
+    }
+    // The kernel ends a PID namespace (a container) when its PID 1 exits, which a restart
+    // makes this process do.
+    if plan.supervisor.is_none() && std::process::id() == 1 {
+        tracing::warn!(
+            "this process is PID 1 and not supervised: a restart (USR1) ends it once the new process serves, and with it the container and every process in it; set SUPERVISE=true, so that PID 1 stays as a supervisor and restarts replace only the serving process"
+        );
     }
     if let Some(problem) = plan.command.program_problem() {
         tracing::warn!(
@@ -191,10 +208,10 @@ async fn start_and_hand_over(
         command: command.clone(),
         draining: None,
     };
-    let tmp = std::env::temp_dir();
-    let dir = HandoffDir::create(&tmp).map_err(|e| {
+    let base = base_dir(&std::env::temp_dir());
+    let dir = HandoffDir::create(&base).map_err(|e| {
         fail(Reason::Setup(
-            format!("cannot create the handoff directory in {}", tmp.display()),
+            format!("cannot create the handoff directory in {}", base.display()),
             e,
         ))
     })?;
@@ -475,8 +492,9 @@ fn check_peer(conn: &impl AsFd, root_too: bool) -> Result<(), String> {
 }
 
 /// The most descriptors a handoff carries (listeners, the control socket and status links):
-/// the kernel's limit for one message (`SCM_MAX_FD`).
-pub(crate) const MAX_FDS: usize = 253;
+/// the kernel's limit for one message (`SCM_MAX_FD`). The configuration keeps the listeners and
+/// the control socket within it.
+pub(crate) const MAX_FDS: usize = uninterruptible_grammar::MAX_HANDOFF_FDS;
 
 async fn send_sockets(conn: &UnixStream, listeners: &[OwnedFd]) -> io::Result<()> {
     let fds: Vec<_> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
@@ -591,6 +609,33 @@ struct HandoffDir {
 
 /// The prefix of every handoff directory's name.
 const DIR_PREFIX: &str = "uninterruptible-";
+/// The handoff socket's name in its directory.
+const SOCKET_NAME: &str = "handoff.sock";
+/// The longest path [`HandoffDir::create`] gives a handoff socket, below its base directory:
+/// `/<prefix><pid>-<attempt>-<nanoseconds in hex>/handoff.sock`, each number at its longest.
+const LONGEST_BELOW_BASE: usize =
+    1 + DIR_PREFIX.len() + 10 + 1 + 10 + 1 + 8 + 1 + SOCKET_NAME.len();
+
+/// The directory to make handoff directories in: `tmp` (`$TMPDIR`), unless a handoff socket
+/// there could be longer than a UNIX socket address holds, which would make every restart fail;
+/// then the first short enough of `$XDG_RUNTIME_DIR` (private to the user) and `/tmp`.
+fn base_dir(tmp: &Path) -> PathBuf {
+    let fits = |dir: &Path| {
+        dir.as_os_str().len() + LONGEST_BELOW_BASE <= uninterruptible_grammar::MAX_SOCKET_PATH
+    };
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute());
+    [
+        Some(tmp.to_path_buf()),
+        runtime,
+        Some(PathBuf::from("/tmp")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|dir| fits(dir))
+    .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
 
 impl HandoffDir {
     fn create(base: &Path) -> io::Result<HandoffDir> {
@@ -604,7 +649,7 @@ impl HandoffDir {
             let dir = base.join(format!("{DIR_PREFIX}{}-{n}-{nanos:x}", std::process::id()));
             match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => {
-                    let socket = dir.join("handoff.sock");
+                    let socket = dir.join(SOCKET_NAME);
                     return Ok(HandoffDir { dir, socket });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -871,6 +916,36 @@ mod tests {
             matches!(&awaited, Awaited::Unexpected(l) if l == "steady\n"),
             "{awaited:?}"
         );
+    }
+
+    #[test]
+    fn a_handoff_socket_always_fits_a_socket_address() {
+        let short = Path::new("/var/tmp");
+        assert_eq!(base_dir(short), short);
+        // The longest base that fits, and one byte more.
+        let longest = uninterruptible_grammar::MAX_SOCKET_PATH - LONGEST_BELOW_BASE;
+        let fits = PathBuf::from(format!("/{}", "t".repeat(longest - 1)));
+        assert_eq!(base_dir(&fits), fits);
+        let over = PathBuf::from(format!("/{}", "t".repeat(longest)));
+        let fallback = base_dir(&over);
+        assert_ne!(fallback, over);
+        assert!(
+            fallback.as_os_str().len() <= longest,
+            "{}",
+            fallback.display()
+        );
+
+        // The longest name a handoff directory gets is within what was counted.
+        let dir = HandoffDir::create(&std::env::temp_dir()).unwrap();
+        let below = dir.socket().strip_prefix(std::env::temp_dir()).unwrap();
+        assert!(below.as_os_str().len() < LONGEST_BELOW_BASE);
+        let name = format!(
+            "/{DIR_PREFIX}{}-{}-{:x}/{SOCKET_NAME}",
+            u32::MAX,
+            u32::MAX,
+            999_999_999u32
+        );
+        assert_eq!(name.len(), LONGEST_BELOW_BASE);
     }
 
     #[tokio::test]

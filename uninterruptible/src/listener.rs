@@ -4,13 +4,14 @@ use crate::address::BindAddress;
 use crate::error::Error;
 use crate::stream::{Io, PeerAddr};
 use nix::sys::socket::{
-    AddressFamily, SockaddrLike, SockaddrStorage, getsockname, getsockopt, sockopt,
+    AddressFamily, SockaddrLike, SockaddrStorage, getsockname, getsockopt, setsockopt, sockopt,
 };
 use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
 
 /// A listening TCP or UNIX socket.
 #[derive(Debug)]
@@ -20,15 +21,23 @@ pub(crate) enum Listener {
 }
 
 impl Listener {
-    /// Binds `address` with a listen queue of `backlog`. A UNIX path that a live server answers
+    /// Binds `address` with a listen queue of `backlog`; IPv6 only (`IPV6_V6ONLY`) with
+    /// `ipv6_only` (see [`BindAddress::needs_ipv6_only`]). A UNIX path that a live server answers
     /// on is an error; a stale socket file (nobody answers) is replaced; any other file is left
     /// alone and is an error.
-    pub(crate) async fn bind(address: &BindAddress, backlog: u32) -> Result<Listener, Error> {
+    pub(crate) async fn bind(
+        address: &BindAddress,
+        backlog: u32,
+        ipv6_only: bool,
+    ) -> Result<Listener, Error> {
         let fail = |source: io::Error| Error::Bind {
             address: address.to_string(),
             source,
         };
         let listener = match address {
+            BindAddress::Tcp { host, port } if ipv6_only => bind_ipv6_only(host, *port)
+                .map(Listener::Tcp)
+                .map_err(fail)?,
             BindAddress::Tcp { host, port } => TcpListener::bind((host.as_str(), *port))
                 .await
                 .map(Listener::Tcp)
@@ -101,6 +110,19 @@ impl Listener {
         }
     }
 
+    /// Whether this is a dual-stack IPv6 wildcard socket on `port`: it takes IPv4 connections
+    /// too, and holds the port on every IPv4 address. Such a socket taken over keeps its
+    /// setting (it cannot change once bound).
+    pub(crate) fn takes_ipv4_on(&self, port: u16) -> bool {
+        let Listener::Tcp(listener) = self else {
+            return false;
+        };
+        listener
+            .local_addr()
+            .is_ok_and(|a| a.port() == port && a.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED))
+            && getsockopt(listener, sockopt::Ipv6V6Only).is_ok_and(|only| !only)
+    }
+
     /// Whether this socket serves `wanted`, so that a new process can adopt it.
     pub(crate) async fn serves(&self, wanted: &BindAddress) -> bool {
         match (self, wanted) {
@@ -136,6 +158,21 @@ impl Listener {
             }
         }
     }
+}
+
+/// A TCP socket on the IPv6 address `host` that takes no IPv4 connections, so that IPv4
+/// addresses keep the port for sockets of their own.
+fn bind_ipv6_only(host: &str, port: u16) -> io::Result<TcpListener> {
+    let ip: Ipv6Addr = host
+        .parse()
+        .map_err(|_| io::Error::other("not an IPv6 address"))?;
+    let socket = TcpSocket::new_v6()?;
+    // As `TcpListener::bind` does: a restarted server binds again while old connections linger.
+    socket.set_reuseaddr(true)?;
+    setsockopt(&socket, sockopt::Ipv6V6Only, &true)?;
+    socket.bind(SocketAddr::from((ip, port)))?;
+    // The caller sets the queue's real length.
+    socket.listen(128)
 }
 
 pub(crate) fn clear_stale_socket(path: &Path) -> io::Result<()> {
@@ -214,26 +251,65 @@ mod tests {
         let path = dir.join("s.sock");
         let address = BindAddress::Unix(path.clone());
 
-        let live = Listener::bind(&address, 16).await.unwrap();
-        let err = Listener::bind(&address, 16).await.unwrap_err().report();
+        let live = Listener::bind(&address, 16, false).await.unwrap();
+        let err = Listener::bind(&address, 16, false)
+            .await
+            .unwrap_err()
+            .report();
         assert!(err.contains("already answering"), "{err}");
         drop(live); // leaves a stale file behind
-        let again = Listener::bind(&address, 16).await.unwrap();
+        let again = Listener::bind(&address, 16, false).await.unwrap();
         let file = SocketFile::of(&address).unwrap();
         drop(again);
         file.remove_if_ours();
         assert!(!path.exists());
 
         std::fs::write(&path, b"not a socket").unwrap();
-        let err = Listener::bind(&address, 16).await.unwrap_err().report();
+        let err = Listener::bind(&address, 16, false)
+            .await
+            .unwrap_err()
+            .report();
         assert!(err.contains("not a socket"), "{err}");
         assert!(path.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
+    async fn an_ipv6_only_wildcard_leaves_the_port_to_ipv4() {
+        let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+            println!("skipped: no IPv6 loopback");
+            return;
+        };
+        drop(probe);
+        let v4 = Listener::bind(&"tcp://0.0.0.0:0".parse().unwrap(), 16, false)
+            .await
+            .unwrap();
+        let BindAddress::Tcp { port, .. } = v4.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let v6: BindAddress = format!("tcp://[::]:{port}").parse().unwrap();
+        let dual = Listener::bind(&v6, 16, false).await.unwrap_err().report();
+        assert!(dual.contains("in use"), "{dual}");
+        let v6 = Listener::bind(&v6, 16, true).await.unwrap();
+        assert!(!v6.takes_ipv4_on(port));
+        drop((v4, v6));
+        let dual = Listener::bind(&"tcp://[::]:0".parse().unwrap(), 16, false)
+            .await
+            .unwrap();
+        let BindAddress::Tcp { port, .. } = dual.local_addr().unwrap() else {
+            unreachable!()
+        };
+        // The system's default, dual stack here unless net.ipv6.bindv6only says otherwise.
+        let system = std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only");
+        assert_eq!(
+            dual.takes_ipv4_on(port),
+            system.is_ok_and(|s| s.trim() == "0")
+        );
+    }
+
+    #[tokio::test]
     async fn adopts_a_duplicated_tcp_socket() {
-        let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap(), 16)
+        let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap(), 16, false)
             .await
             .unwrap();
         let adopted = Listener::from_fd(listener.duplicate().unwrap()).unwrap();

@@ -156,7 +156,7 @@ where
     if let Err(e) = signals::block() {
         return report(None, &e);
     }
-    let inherited = match inherit::take() {
+    let inherited = match inherit::take(config.max_listeners()) {
         Ok(inherited) => inherited,
         Err(e) => return report(None, &e),
     };
@@ -478,14 +478,16 @@ async fn bind_all(
                 break;
             }
         }
+        let ipv6_only = address.needs_ipv6_only(&config.bind).await;
         match found {
             Some(i) => listeners.push(received.remove(i)),
-            None => match Listener::bind(address, config.backlog).await {
+            None => match Listener::bind(address, config.backlog, ipv6_only).await {
                 Ok(listener) => {
                     bound.extend(SocketFile::of(address));
                     listeners.push(listener);
                 }
                 Err(e) => {
+                    let e = explain_dual_stack(e, address, listeners.iter().chain(&received));
                     drop(listeners);
                     for file in &bound {
                         file.remove_if_ours();
@@ -496,6 +498,32 @@ async fn bind_all(
         }
     }
     Ok((listeners, received))
+}
+
+/// An IPv4 address that cannot be bound because a `[::]` socket taken over on its port takes
+/// IPv4 too: that socket keeps its setting, so the error says why and what to change.
+fn explain_dual_stack<'a>(
+    e: Error,
+    address: &crate::BindAddress,
+    taken_over: impl IntoIterator<Item = &'a Listener>,
+) -> Error {
+    let (Error::Bind { source, .. }, crate::BindAddress::Tcp { port, .. }) = (&e, address) else {
+        return e;
+    };
+    if source.kind() != io::ErrorKind::AddrInUse
+        || !taken_over.into_iter().any(|l| l.takes_ipv4_on(*port))
+    {
+        return e;
+    }
+    Error::Bind {
+        address: address.to_string(),
+        source: io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "the socket taken over for tcp://[::]:{port} takes IPv4 connections too (dual stack) and holds the port: leave {address} out, or hand over a [::] socket that is IPv6-only (BindIPv6Only=ipv6-only in a systemd .socket unit)"
+            ),
+        ),
+    }
 }
 
 /// Adopts the received sockets that serve configured addresses, binds the other addresses (the
