@@ -45,6 +45,7 @@ mod incoming;
 mod inherit;
 mod listener;
 mod logging;
+mod machine;
 mod notify;
 mod origin;
 mod pidfile;

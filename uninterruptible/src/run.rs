@@ -19,7 +19,8 @@ use crate::origin::Origin;
 use crate::pidfile;
 use crate::serve::{Accepting, Server, Target};
 use crate::shutdown::Connections;
-use crate::signals::{self, Request, Signals, Stops};
+use crate::machine::{Ending, Machine, Refusal, Restarter, Step};
+use crate::signals::{self, Request, Signals};
 use crate::stream::Stream;
 use crate::tls::{self, Tls};
 use nix::sys::socket::{getsockopt, sockopt};
@@ -601,15 +602,13 @@ struct Serving {
     /// Whether the UNIX socket file is ours to remove when we stop: we bound it, or the old
     /// process let go of it.
     owns_socket_file: bool,
-    /// The `TERM`s and `INT`s received: a second from the same side exits at once.
-    stops: Stops,
+    /// Where the serving role is: accepting, restarting, deferred or retiring.
+    machine: Machine,
     plan: handoff::Plan,
     /// An `async fn(Incoming)` handler's task: the process retires when it returns.
     listener: Option<JoinHandle<io::Result<()>>>,
     /// systemd, when it asked to be told (`NOTIFY_SOCKET`).
     notifier: Notifier,
-    /// A Server::Starter worker: `start_server` restarts it, not a signal to it.
-    worker: bool,
     part: Part,
     /// This process and its links to the others of the service, for `status`.
     family: Arc<Family>,
@@ -621,19 +620,6 @@ struct Serving {
     handed_answer: Option<String>,
     /// A supervised serving process: completes when its supervisor is gone.
     supervisor_gone: Option<oneshot::Receiver<()>>,
-}
-
-/// How the serving phase ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ending {
-    /// `TERM`/`INT`: this is the last process; clean up the pidfile and socket file.
-    Stop,
-    /// A new process is serving: leave the pidfile and socket file to it.
-    HandedOver,
-    /// The old process abandoned the restart that started us: it owns everything.
-    Abandoned,
-    /// A second `TERM`/`INT` while a restart was in progress.
-    ExitNow,
 }
 
 /// Writes the pidfile, starts accepting, and tells the old process (if any) that we are ready.
@@ -715,6 +701,7 @@ where
             })
             .ok()
     });
+    let awaiting_verdict = pending.is_some();
     let tls_note = if config.tls.is_some() {
         " with TLS"
     } else {
@@ -757,14 +744,17 @@ where
         socket_files,
         pending,
         owns_socket_file,
-        stops: Stops::new(match part {
-            Part::Supervised(pid) => Some(pid),
-            _ => None,
-        }),
+        machine: Machine::new(
+            match (part, manager) {
+                (Part::Supervised(pid), _) => Restarter::Supervisor(pid),
+                (_, Some(Manager::ServerStarter)) => Restarter::ServerStarter,
+                _ => Restarter::Itself,
+            },
+            awaiting_verdict,
+        ),
         plan,
         listener: listener_task,
         notifier,
-        worker: manager == Some(Manager::ServerStarter),
         part,
         family,
         control,
@@ -777,69 +767,16 @@ where
 /// Serves until a stop, a handover or an abandonment. Restarts run on a task of their own.
 async fn serve(config: &Config, s: &mut Serving) -> Ending {
     let mut restart: Option<JoinHandle<Result<Handed, Failure>>> = None;
-    // A restart asked for before the old process let go of us: started once it does.
-    let mut deferred = false;
     loop {
-        // Asked by a signal (no one waits for the answer) or on the control socket.
-        let asked: Option<(&str, Option<RestartRequest>)> = tokio::select! {
+        let step = tokio::select! {
             received = s.signals.recv() => match received.request {
-                Request::Stop(name) if s.stops.record(received.sender) => {
-                    tracing::warn!("second {name} received: exiting now");
-                    return Ending::ExitNow;
-                }
-                Request::Stop(name) => {
-                    // A deferred restart is one in progress: the USR1 came first.
-                    if restart.is_none() && !deferred {
-                        tracing::info!("{name} received: stopping");
-                        return Ending::Stop;
-                    }
-                    // Cancelling would lose what the new process accepted; finishing costs at
-                    // most READY_TIMEOUT, and either way this process then goes.
-                    tracing::info!(
-                        "{name} received: this process stops once the restart in progress ends (a second {name} exits now)"
-                    );
-                    None
-                }
-                Request::Restart(name) => Some((name, None)),
+                Request::Stop(name) => stop(s, name, received.sender),
+                Request::Restart(name) => restart_asked(s, name, None),
             },
-            reply = s.control.next() => Some(("a restart on the control socket", Some(reply))),
+            reply = s.control.next() => restart_asked(s, "a restart on the control socket", Some(reply)),
             result = finished(&mut restart) => {
                 restart = None;
-                match result {
-                    Ok(handed) => {
-                        let Handed { pid, generation, link, .. } = handed;
-                        tracing::info!("new process {pid} is ready: this process stops accepting");
-                        let answer = control::restarted(pid, generation);
-                        s.family.me().retire();
-                        // The new process owns the control socket and asks the others now;
-                        // this one answers it. Let go first: a client that hears the answer
-                        // and asks again must reach the new process.
-                        if let Some(control) = s.control.served() {
-                            control.let_go(&answer);
-                        }
-                        answer_waiters(s, &answer);
-                        s.handed_answer = Some(answer);
-                        s.family.drop_links();
-                        tokio::spawn(family::answer(link, Arc::clone(&s.family)));
-                        // The new process wrote the pidfile before it said ready.
-                        s.notifier.handed_over(pid, &format!("new process {pid} is serving"));
-                        return Ending::HandedOver;
-                    }
-                    Err(mut failure) => {
-                        restore_pidfile(config);
-                        tracing::warn!("restart failed: {failure}; still serving");
-                        s.notifier.restart_failed(&failure.to_string());
-                        answer_waiters(s, &control::failed(&failure));
-                        if let Some(link) = failure.draining.take() {
-                            s.family.add_link(link);
-                        }
-                        if s.stops.received() {
-                            tracing::info!("stopping, as asked while the restart was in progress");
-                            return Ending::Stop;
-                        }
-                    }
-                }
-                None
+                restart_ended(config, s, result)
             }
             () = supervisor_gone(&mut s.supervisor_gone) => {
                 if let Part::Supervised(supervisor) = s.part {
@@ -853,75 +790,145 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                         pidfile::remove_if_ours(path, supervisor);
                     }
                 }
-                return Ending::Stop;
+                s.machine.must_stop()
             }
             result = returned(&mut s.listener) => {
                 match result {
                     Ok(()) => tracing::warn!("the handler returned while the process was accepting: stopping"),
                     Err(e) => tracing::error!("the handler failed while the process was accepting: {e}; stopping"),
                 }
-                return Ending::Stop;
+                s.machine.must_stop()
             }
-            (verdict, link) = verdict(&mut s.pending) => match verdict {
-                Verdict::Committed => {
-                    s.owns_socket_file = !s.plan.keep_socket_files;
-                    committed(s, link);
-                    // Even after a TERM: the USR1 came first, and this process retires once
-                    // the restart ends.
-                    if std::mem::take(&mut deferred) {
-                        tracing::info!("the old process let go of the socket: restarting");
-                        restart = begin_restart(s);
+            (verdict, link) = verdict(&mut s.pending) => verdict_came(s, verdict, link),
+        };
+        match step {
+            Step::End(ending) => return ending,
+            Step::Restart => {
+                restart = begin_restart(s);
+                if restart.is_none() {
+                    if let Step::End(ending) = s.machine.restart_ended(false) {
+                        return ending;
                     }
-                    None
                 }
-                Verdict::Abandoned => {
-                    tracing::info!(
-                        "the old process abandoned the restart that started this one: stopping"
-                    );
-                    if let Some(link) = link {
-                        tokio::spawn(family::answer(link, Arc::clone(&s.family)));
-                    }
-                    answer_waiters(s, &control::failed("the old process abandoned the restart that started this one"));
-                    return Ending::Abandoned;
-                }
-            },
-        };
-        let Some((name, reply)) = asked else {
-            continue;
-        };
-        let refused = if s.worker {
-            tracing::info!(
-                "{name} received: ignored, start_server restarts its workers (send HUP to start_server)"
-            );
-            Some("start_server restarts its workers: send HUP to start_server")
-        } else if let Part::Supervised(supervisor) = s.part {
-            tracing::info!(
-                "{name} received: ignored, the supervisor restarts this process (send USR1 to process {supervisor})"
-            );
-            Some("the supervisor restarts this process")
-        } else if s.stops.received() {
-            tracing::info!("{name} received: ignored while stopping");
-            Some("this process is stopping")
-        } else {
-            None
-        };
-        if let Some(why) = refused {
-            if let Some(reply) = reply {
-                let _ = reply.send(control::failed(why));
             }
-            continue;
+            _ => {}
         }
-        s.waiters.extend(reply);
-        if restart.is_some() {
-            tracing::info!("{name} received: a restart is already in progress");
-        } else if s.pending.is_some() {
-            deferred = true;
-            tracing::info!(
-                "{name} received: restarting once the old process has let go of the socket"
+    }
+}
+
+/// `TERM` or `INT`.
+fn stop(s: &mut Serving, name: &str, sender: u32) -> Step {
+    let step = s.machine.stop(sender);
+    match step {
+        Step::End(Ending::ExitNow) => tracing::warn!("second {name} received: exiting now"),
+        Step::End(_) => tracing::info!("{name} received: stopping"),
+        _ => tracing::info!(
+            "{name} received: this process stops once the restart in progress ends (a second {name} exits now)"
+        ),
+    }
+    step
+}
+
+/// A restart asked by a signal (no one waits for the answer) or on the control socket.
+fn restart_asked(s: &mut Serving, name: &str, reply: Option<RestartRequest>) -> Step {
+    let step = s.machine.restart_asked();
+    match step {
+        Step::Refuse(why) => {
+            match why {
+                Refusal::ServerStarter => tracing::info!(
+                    "{name} received: ignored, start_server restarts its workers (send HUP to start_server)"
+                ),
+                Refusal::Supervised(supervisor) => tracing::info!(
+                    "{name} received: ignored, the supervisor restarts this process (send USR1 to process {supervisor})"
+                ),
+                Refusal::Stopping => tracing::info!("{name} received: ignored while stopping"),
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(control::failed(why.reason()));
+            }
+            return step;
+        }
+        Step::Join => tracing::info!("{name} received: a restart is already in progress"),
+        Step::Defer => tracing::info!(
+            "{name} received: restarting once the old process has let go of the socket"
+        ),
+        _ => tracing::info!("{name} received: restarting"),
+    }
+    s.waiters.extend(reply);
+    step
+}
+
+/// The restart in progress ended.
+fn restart_ended(config: &Config, s: &mut Serving, result: Result<Handed, Failure>) -> Step {
+    let failure = match result {
+        Ok(handed) => {
+            handed_over(s, handed);
+            return s.machine.restart_ended(true);
+        }
+        Err(failure) => failure,
+    };
+    let mut failure = failure;
+    restore_pidfile(config);
+    tracing::warn!("restart failed: {failure}; still serving");
+    s.notifier.restart_failed(&failure.to_string());
+    answer_waiters(s, &control::failed(&failure));
+    if let Some(link) = failure.draining.take() {
+        s.family.add_link(link);
+    }
+    let step = s.machine.restart_ended(false);
+    if let Step::End(_) = step {
+        tracing::info!("stopping, as asked while the restart was in progress");
+    }
+    step
+}
+
+/// A new process is serving: it owns the socket, the pidfile and the control socket now.
+fn handed_over(s: &mut Serving, handed: Handed) {
+    let Handed {
+        pid,
+        generation,
+        link,
+        ..
+    } = handed;
+    tracing::info!("new process {pid} is ready: this process stops accepting");
+    let answer = control::restarted(pid, generation);
+    s.family.me().retire();
+    // The new process owns the control socket and asks the others now; this one answers it.
+    // Let go first: a client that hears the answer and asks again must reach the new process.
+    if let Some(control) = s.control.served() {
+        control.let_go(&answer);
+    }
+    answer_waiters(s, &answer);
+    s.handed_answer = Some(answer);
+    s.family.drop_links();
+    tokio::spawn(family::answer(link, Arc::clone(&s.family)));
+    // The new process wrote the pidfile before it said ready.
+    s.notifier
+        .handed_over(pid, &format!("new process {pid} is serving"));
+}
+
+/// The old process's verdict on this one.
+fn verdict_came(s: &mut Serving, verdict: Verdict, link: Option<Lines>) -> Step {
+    match verdict {
+        Verdict::Committed => {
+            s.owns_socket_file = !s.plan.keep_socket_files;
+            committed(s, link);
+            let step = s.machine.verdict(true);
+            if step == Step::Restart {
+                tracing::info!("the old process let go of the socket: restarting");
+            }
+            step
+        }
+        Verdict::Abandoned => {
+            tracing::info!("the old process abandoned the restart that started this one: stopping");
+            if let Some(link) = link {
+                tokio::spawn(family::answer(link, Arc::clone(&s.family)));
+            }
+            answer_waiters(
+                s,
+                &control::failed("the old process abandoned the restart that started this one"),
             );
-        } else {
-            tracing::info!("{name} received: restarting");
-            restart = begin_restart(s);
+            s.machine.verdict(false)
         }
     }
 }
@@ -1133,14 +1140,14 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                 }
             }
             received = s.signals.recv() => match received.request {
-                Request::Stop(name) if s.stops.record(received.sender) => {
-                    tracing::warn!(
-                        "second {name} received: exiting now with {} connections open",
-                        s.connections.count()
-                    );
-                    return Drained::Cut;
-                }
                 Request::Stop(name) => {
+                    if s.machine.stop(received.sender) == Step::End(Ending::ExitNow) {
+                        tracing::warn!(
+                            "second {name} received: exiting now with {} connections open",
+                            s.connections.count()
+                        );
+                        return Drained::Cut;
+                    }
                     // A service manager stopping the service signals every process in it; a
                     // retiring one goes on draining.
                     tracing::info!(
