@@ -832,6 +832,19 @@ impl Pending {
     }
 }
 
+/// The old process's answer to our `ready`, and the connection it came on; pending while none
+/// is awaited. Once it has come, there is none to wait for.
+pub(crate) async fn verdict(pending: &mut Option<Pending>) -> (Verdict, Option<Lines>) {
+    match pending {
+        Some(p) => {
+            let verdict = p.verdict().await;
+            let link = pending.take().map(Pending::into_link);
+            (verdict, link)
+        }
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

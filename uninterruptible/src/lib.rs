@@ -52,6 +52,8 @@ mod pidfile;
 mod reaper;
 mod run;
 mod serve;
+mod server;
+mod setup;
 mod shutdown;
 mod signals;
 mod stream;

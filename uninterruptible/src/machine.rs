@@ -212,7 +212,11 @@ mod tests {
     fn a_restart_then_a_handover() {
         let mut m = alone();
         assert_eq!(m.restart_asked(), Step::Restart);
-        assert_eq!(m.restart_asked(), Step::Join, "a burst of USR1 is one restart");
+        assert_eq!(
+            m.restart_asked(),
+            Step::Join,
+            "a burst of USR1 is one restart"
+        );
         assert_eq!(m.restart_ended(true), Step::End(Ending::HandedOver));
         assert_eq!(m.phase(), Phase::Retiring(Ending::HandedOver));
         assert_eq!(m.restart_asked(), Step::Refuse(Refusal::Stopping));

@@ -43,6 +43,17 @@ impl Origin {
     }
 }
 
+/// The part this process plays in its service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// Serves, and restarts itself into a new copy.
+    Alone,
+    /// Supervised mode's first process: holds the sockets, runs the serving process.
+    Supervisor,
+    /// A serving process started by the supervisor with this pid, which restarts it.
+    Supervised(u32),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

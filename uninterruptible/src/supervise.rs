@@ -21,9 +21,10 @@ use crate::handoff::{self, Dialed, Failure, Handed, Pending, Takeover, Verdict};
 use crate::inherit::{Inherited, Manager};
 use crate::listener::SocketFile;
 use crate::notify::Notifier;
+use crate::origin::Part;
 use crate::pidfile;
 use crate::reaper::{self, Exits, Reaper};
-use crate::run::{self, Part};
+use crate::setup;
 use crate::signals::{Request, Signals};
 use nix::sys::signal::Signal;
 use std::io;
@@ -110,16 +111,16 @@ pub(crate) async fn supervise(
         let e = Error::InvalidConfig(
             "SUPERVISE=true cannot be used under Server::Starter: start_server supervises its workers; unset SUPERVISE".into(),
         );
-        return run::fail(&config, e, &[]);
+        return setup::fail(&config, e, &[]);
     }
     reaper::adopt_orphans();
     let (reaper, exits) = match Reaper::start() {
         Ok(reaper) => reaper,
         Err(e) => {
-            return run::fail(&config, Error::io("cannot watch child processes")(e), &[]);
+            return setup::fail(&config, Error::io("cannot watch child processes")(e), &[]);
         }
     };
-    let mut started = match run::start(
+    let mut started = match setup::start(
         &config,
         inherited,
         dialed,
@@ -129,7 +130,7 @@ pub(crate) async fn supervise(
     .await
     {
         Ok(started) => started,
-        Err(e) => return run::fail(&config, e, &[]),
+        Err(e) => return setup::fail(&config, e, &[]),
     };
     let by_restart = started.takeover.is_some();
     let socket_files: Vec<SocketFile> = started
@@ -151,7 +152,7 @@ pub(crate) async fn supervise(
     {
         Ok(sockets) => sockets,
         Err(e) => {
-            return run::fail(
+            return setup::fail(
                 &config,
                 Error::io("cannot duplicate a listening socket")(e),
                 owned,
@@ -161,7 +162,7 @@ pub(crate) async fn supervise(
     let pid = std::process::id();
     if let Some(path) = &config.pidfile {
         if let Err(e) = pidfile::write(path, pid) {
-            return run::fail(&config, e, owned);
+            return setup::fail(&config, e, owned);
         }
     }
     let addresses = config::list(&started.addresses);
@@ -251,7 +252,7 @@ impl Supervisor {
                         self.start(Start::Again);
                     }
                 }
-                (verdict, link) = run::verdict(&mut self.pending) => {
+                (verdict, link) = handoff::verdict(&mut self.pending) => {
                     if let Some(link) = link {
                         self.family.add_link(link);
                     }

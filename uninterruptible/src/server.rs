@@ -1,0 +1,689 @@
+//! The serving role: writes the pidfile, accepts, and tells the old process it is ready; then
+//! serves until a stop, a handover or an abandoned takeover ([`Machine`] decides), drains, and
+//! cleans up what the last process leaves.
+
+use crate::acl::Acl;
+use crate::config::{self, Config};
+use crate::control::{self, Control, Endpoint, RestartRequest};
+use crate::drain;
+use crate::error::Error;
+use crate::family::{self, Family, Me, Role};
+use crate::handler::{Handler, HandlerOutput};
+use crate::handoff::{self, Dialed, Failure, Handed, Lines, Pending, Verdict};
+use crate::incoming::Incoming;
+use crate::inherit::{Inherited, Manager};
+use crate::listener::{Listener, SocketFile};
+use crate::logging;
+use crate::machine::{Ending, Machine, Refusal, Restarter, Step};
+use crate::notify::Notifier;
+use crate::origin::Part;
+use crate::pidfile;
+use crate::serve::{Accepting, Server, Target};
+use crate::setup::{self, Started, fail};
+use crate::shutdown::Connections;
+use crate::signals::{Request, Signals};
+use crate::stream::Stream;
+use std::future::Future;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// How long a restart waits for copies of the status links to hand over.
+const LINKS_WAIT: Duration = Duration::from_millis(500);
+/// How often a drain reports the connections still open.
+const DRAIN_PROGRESS: Duration = Duration::from_secs(10);
+/// How long a new process that stops before the old one answered `ready` waits for the answer,
+/// which says whether the UNIX socket file is its to remove.
+const VERDICT_WAIT: Duration = Duration::from_secs(2);
+
+pub(crate) async fn lifecycle<H, F, O>(
+    config: Config,
+    handler: Handler<H>,
+    generation: u64,
+    inherited: Option<Inherited>,
+    dialed: Option<io::Result<Dialed>>,
+    part: Part,
+    keep_socket_files: bool,
+) -> ExitCode
+where
+    H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    let started = match setup::start(&config, inherited, dialed, part, keep_socket_files).await {
+        Ok(started) => started,
+        Err(e) => return fail(&config, e, &[]),
+    };
+    let mut serving = match begin(&config, handler, started, generation, part) {
+        Ok(serving) => serving,
+        Err(code) => return code,
+    };
+    let ending = serve(&config, &mut serving).await;
+    // A retiring process is not the service any more: only a real stop is announced, and cleans
+    // up after itself.
+    let stopping = matches!(ending, Ending::Stop | Ending::ExitNow);
+    if stopping {
+        serving
+            .notifier
+            .stopping("stopping: draining open connections");
+    }
+    let drained = match ending {
+        Ending::ExitNow => Drained::Cut,
+        _ => drain(&config, &mut serving).await,
+    };
+    let code = match drained {
+        Drained::Cut => ExitCode::FAILURE,
+        Drained::All | Drained::TimedOut => ExitCode::SUCCESS,
+    };
+    if stopping {
+        clean_up(&config, &mut serving).await;
+    }
+    // The last process removes the file; a retiring one left it to its successor.
+    serving.control.close(stopping).await;
+    if logging::dropped() > 0 {
+        logging::to_stderr(format_args!(
+            "{} log lines could not be written",
+            logging::dropped()
+        ));
+    }
+    tracing::info!(
+        "exiting with {}",
+        if drained == Drained::Cut { 1 } else { 0 }
+    );
+    code
+}
+
+/// A process that is serving, and what its later phases need.
+struct Serving {
+    signals: Signals,
+    accepting: Option<Accepting>,
+    /// Descriptors of our own to hand over on restart; closed when we stop accepting.
+    handoff_fds: Vec<OwnedFd>,
+    connections: Arc<Connections>,
+    socket_files: Vec<SocketFile>,
+    /// Until the old process answers our `ready`: we may yet be abandoned.
+    pending: Option<Pending>,
+    /// Whether the UNIX socket file is ours to remove when we stop: we bound it, or the old
+    /// process let go of it.
+    owns_socket_file: bool,
+    /// Where the serving role is: accepting, restarting, deferred or retiring.
+    machine: Machine,
+    plan: handoff::Plan,
+    /// An `async fn(Incoming)` handler's task: the process retires when it returns.
+    listener: Option<JoinHandle<io::Result<()>>>,
+    /// systemd, when it asked to be told (`NOTIFY_SOCKET`).
+    notifier: Notifier,
+    part: Part,
+    /// This process and its links to the others of the service, for `status`.
+    family: Arc<Family>,
+    /// The control socket, and the restarts asked on it.
+    control: Endpoint,
+    /// Who waits for the outcome of the restart in progress (or deferred).
+    waiters: Vec<RestartRequest>,
+    /// Once handed over: the answer to a restart asked as it happened.
+    handed_answer: Option<String>,
+    /// A supervised serving process: completes when its supervisor is gone.
+    supervisor_gone: Option<oneshot::Receiver<()>>,
+}
+
+/// Writes the pidfile, starts accepting, and tells the old process (if any) that we are ready.
+fn begin<H, F, O>(
+    config: &Config,
+    handler: Handler<H>,
+    started: Started,
+    generation: u64,
+    part: Part,
+) -> Result<Serving, ExitCode>
+where
+    H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    let Started {
+        manager,
+        keeps_socket_files,
+        by_restart,
+        signals,
+        listeners,
+        addresses,
+        takeover,
+        tls,
+        control,
+        links,
+    } = started;
+    let pid = std::process::id();
+    let socket_files: Vec<SocketFile> = addresses.iter().filter_map(SocketFile::of).collect();
+    // Socket files of inherited sockets are the service manager's, for this process and for
+    // every one a restart starts from it; socket files taken over are the old process's until it
+    // lets go, so a failure now must not remove them.
+    let owns_socket_file = takeover.is_none() && !keeps_socket_files;
+    let owned: &[SocketFile] = if owns_socket_file { &socket_files } else { &[] };
+    let handoff_fds = listeners
+        .iter()
+        .map(Listener::duplicate)
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|e| {
+            fail(
+                config,
+                Error::io("cannot duplicate a listening socket")(e),
+                owned,
+            )
+        })?;
+
+    let connections = Arc::new(Connections::new());
+    let (target, listener_task) = match handler {
+        Handler::PerConnection(handler) => (Target::PerConnection(handler), None),
+        Handler::Listener(handler) => {
+            let (streams, incoming) = mpsc::unbounded_channel();
+            let task = tokio::spawn(handler(Incoming::new(incoming)));
+            (Target::Listener(streams), Some(task))
+        }
+    };
+    let server = Server {
+        target,
+        connections: Arc::clone(&connections),
+        limit: config.max_connections.map(|n| Arc::new(Semaphore::new(n))),
+        acl: config.allowed_networks.clone().map(Acl::new),
+        tls,
+    };
+    // The pidfile before accepting: once a connection is accepted nothing may fail, or that
+    // connection would be lost with the process. Under a supervisor it names the supervisor.
+    if let (Some(path), Part::Alone) = (&config.pidfile, part) {
+        pidfile::write(path, pid).map_err(|e| fail(config, e, owned))?;
+    }
+    let accepting = server.start(listeners);
+    crate::timing::mark("pidfile and accept");
+    let pending = takeover.and_then(|takeover| {
+        let path = takeover.path().to_owned();
+        takeover
+            .ready()
+            .map_err(|e| {
+                tracing::warn!(
+                    "cannot tell the old process we are ready on {}: {e}",
+                    path.display()
+                );
+            })
+            .ok()
+    });
+    let awaiting_verdict = pending.is_some();
+    let tls_note = if config.tls.is_some() {
+        " with TLS"
+    } else {
+        ""
+    };
+    let address = config::list(&addresses);
+    tracing::info!("listening on {address}{tls_note} (pid {pid}, generation {generation})");
+    crate::timing::report();
+    let notifier = Notifier::from_env();
+    if !by_restart {
+        notifier.ready(&format!("serving on {address} (pid {pid})"));
+    }
+    let family = Family::new(Me::new(
+        generation,
+        Role::Server,
+        Some(Arc::clone(&connections)),
+    ));
+    for link in links {
+        family.add_link(link);
+    }
+    // Taken over, the control socket is the old process's until it lets go of it.
+    let control = Endpoint::new(control, by_restart, &family);
+
+    let plan = handoff::Plan {
+        command: config.start_command.clone(),
+        ready_timeout: config.ready_timeout,
+        generation: generation + 1,
+        keep_socket_files: keeps_socket_files,
+        bind: (manager.is_some() && !config.origins.bind_from_env).then(|| address.clone()),
+        supervisor: None,
+    };
+    if part == Part::Alone && manager != Some(Manager::ServerStarter) {
+        handoff::preflight(&plan);
+    }
+    Ok(Serving {
+        signals,
+        accepting: Some(accepting),
+        handoff_fds,
+        connections,
+        socket_files,
+        pending,
+        owns_socket_file,
+        machine: Machine::new(
+            match (part, manager) {
+                (Part::Supervised(pid), _) => Restarter::Supervisor(pid),
+                (_, Some(Manager::ServerStarter)) => Restarter::ServerStarter,
+                _ => Restarter::Itself,
+            },
+            awaiting_verdict,
+        ),
+        plan,
+        listener: listener_task,
+        notifier,
+        part,
+        family,
+        control,
+        waiters: Vec::new(),
+        handed_answer: None,
+        supervisor_gone: None,
+    })
+}
+
+/// Serves until a stop, a handover or an abandonment. Restarts run on a task of their own.
+async fn serve(config: &Config, s: &mut Serving) -> Ending {
+    let mut restart: Option<JoinHandle<Result<Handed, Failure>>> = None;
+    loop {
+        let step = tokio::select! {
+            received = s.signals.recv() => match received.request {
+                Request::Stop(name) => stop(s, name, received.sender),
+                Request::Restart(name) => restart_asked(s, name, None),
+            },
+            reply = s.control.next() => restart_asked(s, "a restart on the control socket", Some(reply)),
+            result = finished(&mut restart) => {
+                restart = None;
+                restart_ended(config, s, result)
+            }
+            () = supervisor_gone(&mut s.supervisor_gone) => {
+                if let Part::Supervised(supervisor) = s.part {
+                    // Killed (SIGKILL, the OOM killer): no one can restart or stop this process
+                    // any more, and it holds the service's sockets. It drains and exits, so the
+                    // service manager's next start can bind them.
+                    tracing::warn!(
+                        "the supervisor (process {supervisor}) is gone: stopping, so the service can be started again"
+                    );
+                    if let Some(path) = &config.pidfile {
+                        pidfile::remove_if_ours(path, supervisor);
+                    }
+                }
+                s.machine.must_stop()
+            }
+            result = returned(&mut s.listener) => {
+                match result {
+                    Ok(()) => tracing::warn!("the handler returned while the process was accepting: stopping"),
+                    Err(e) => tracing::error!("the handler failed while the process was accepting: {e}; stopping"),
+                }
+                s.machine.must_stop()
+            }
+            (verdict, link) = handoff::verdict(&mut s.pending) => verdict_came(s, verdict, link),
+        };
+        match step {
+            Step::End(ending) => return ending,
+            Step::Restart => {
+                restart = begin_restart(s);
+                if restart.is_none() {
+                    if let Step::End(ending) = s.machine.restart_ended(false) {
+                        return ending;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `TERM` or `INT`.
+fn stop(s: &mut Serving, name: &str, sender: u32) -> Step {
+    let step = s.machine.stop(sender);
+    match step {
+        Step::End(Ending::ExitNow) => tracing::warn!("second {name} received: exiting now"),
+        Step::End(_) => tracing::info!("{name} received: stopping"),
+        _ => tracing::info!(
+            "{name} received: this process stops once the restart in progress ends (a second {name} exits now)"
+        ),
+    }
+    step
+}
+
+/// A restart asked by a signal (no one waits for the answer) or on the control socket.
+fn restart_asked(s: &mut Serving, name: &str, reply: Option<RestartRequest>) -> Step {
+    let step = s.machine.restart_asked();
+    match step {
+        Step::Refuse(why) => {
+            match why {
+                Refusal::ServerStarter => tracing::info!(
+                    "{name} received: ignored, start_server restarts its workers (send HUP to start_server)"
+                ),
+                Refusal::Supervised(supervisor) => tracing::info!(
+                    "{name} received: ignored, the supervisor restarts this process (send USR1 to process {supervisor})"
+                ),
+                Refusal::Stopping => tracing::info!("{name} received: ignored while stopping"),
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(control::failed(why.reason()));
+            }
+            return step;
+        }
+        Step::Join => tracing::info!("{name} received: a restart is already in progress"),
+        Step::Defer => tracing::info!(
+            "{name} received: restarting once the old process has let go of the socket"
+        ),
+        _ => tracing::info!("{name} received: restarting"),
+    }
+    s.waiters.extend(reply);
+    step
+}
+
+/// The restart in progress ended.
+fn restart_ended(config: &Config, s: &mut Serving, result: Result<Handed, Failure>) -> Step {
+    let failure = match result {
+        Ok(handed) => {
+            handed_over(s, handed);
+            return s.machine.restart_ended(true);
+        }
+        Err(failure) => failure,
+    };
+    let mut failure = failure;
+    restore_pidfile(config);
+    tracing::warn!("restart failed: {failure}; still serving");
+    s.notifier.restart_failed(&failure.to_string());
+    answer_waiters(s, &control::failed(&failure));
+    if let Some(link) = failure.draining.take() {
+        s.family.add_link(link);
+    }
+    let step = s.machine.restart_ended(false);
+    if let Step::End(_) = step {
+        tracing::info!("stopping, as asked while the restart was in progress");
+    }
+    step
+}
+
+/// A new process is serving: it owns the socket, the pidfile and the control socket now.
+fn handed_over(s: &mut Serving, handed: Handed) {
+    let Handed {
+        pid,
+        generation,
+        link,
+        ..
+    } = handed;
+    tracing::info!("new process {pid} is ready: this process stops accepting");
+    let answer = control::restarted(pid, generation);
+    s.family.me().retire();
+    // The new process owns the control socket and asks the others now; this one answers it.
+    // Let go first: a client that hears the answer and asks again must reach the new process.
+    if let Some(control) = s.control.served() {
+        control.let_go(&answer);
+    }
+    answer_waiters(s, &answer);
+    s.handed_answer = Some(answer);
+    s.family.drop_links();
+    tokio::spawn(family::answer(link, Arc::clone(&s.family)));
+    // The new process wrote the pidfile before it said ready.
+    s.notifier
+        .handed_over(pid, &format!("new process {pid} is serving"));
+}
+
+/// The old process's verdict on this one.
+fn verdict_came(s: &mut Serving, verdict: Verdict, link: Option<Lines>) -> Step {
+    match verdict {
+        Verdict::Committed => {
+            s.owns_socket_file = !s.plan.keep_socket_files;
+            committed(s, link);
+            let step = s.machine.verdict(true);
+            if step == Step::Restart {
+                tracing::info!("the old process let go of the socket: restarting");
+            }
+            step
+        }
+        Verdict::Abandoned => {
+            tracing::info!("the old process abandoned the restart that started this one: stopping");
+            if let Some(link) = link {
+                tokio::spawn(family::answer(link, Arc::clone(&s.family)));
+            }
+            answer_waiters(
+                s,
+                &control::failed("the old process abandoned the restart that started this one"),
+            );
+            s.machine.verdict(false)
+        }
+    }
+}
+
+/// The old process let go of the socket: this one is the service now.
+fn committed(s: &mut Serving, link: Option<Lines>) {
+    let Some(link) = link else { return };
+    match s.part {
+        // The supervisor asks this process for its status on the link, which stays open for
+        // the supervisor's life: its end means the supervisor is gone.
+        Part::Supervised(_) => {
+            let (gone, when_gone) = oneshot::channel();
+            s.supervisor_gone = Some(when_gone);
+            let family = Arc::clone(&s.family);
+            tokio::spawn(async move {
+                family::answer(link, family).await;
+                let _ = gone.send(());
+            });
+        }
+        _ => {
+            s.family.add_link(link);
+            s.control.commit();
+        }
+    }
+}
+
+/// Tells everyone waiting on the control socket how the restart went.
+fn answer_waiters(s: &mut Serving, answer: &str) {
+    for waiter in s.waiters.drain(..) {
+        let _ = waiter.send(answer.to_owned());
+    }
+}
+
+/// Starts a restart on a task of its own. Each attempt gets a generation of its own, so a failed
+/// attempt and the next one are told apart in the log. When it cannot start, those waiting on
+/// the control socket are told so.
+fn begin_restart(s: &mut Serving) -> Option<JoinHandle<Result<Handed, Failure>>> {
+    let copies = if s.handoff_fds.is_empty() {
+        None
+    } else {
+        let control = s.control.served().map(Control::duplicate).transpose();
+        let fds: io::Result<Vec<OwnedFd>> = s.handoff_fds.iter().map(OwnedFd::try_clone).collect();
+        fds.and_then(|fds| control.map(|control| (fds, control)))
+            .map_err(|e| {
+                tracing::error!(
+                    "restart failed: cannot duplicate a listening socket: {e}; still serving"
+                )
+            })
+            .ok()
+    };
+    let Some((mut fds, control)) = copies else {
+        answer_waiters(s, &control::failed("cannot duplicate a listening socket"));
+        return None;
+    };
+    s.notifier
+        .reloading(&format!("restarting: starting {}", s.plan.command));
+    fds.extend(control);
+    let family = Arc::clone(&s.family);
+    let plan = s.plan.clone();
+    s.plan.generation += 1;
+    Some(tokio::spawn(async move {
+        // The new process asks the processes this one knows of from now on.
+        let room = handoff::MAX_FDS.saturating_sub(fds.len());
+        // Links only serve `status`: they never hold up a restart.
+        match tokio::time::timeout(LINKS_WAIT, family.link_fds(room)).await {
+            Ok(links) => fds.extend(links),
+            Err(_) => tracing::warn!(
+                "the status links were not ready within {LINKS_WAIT:?}: the new process will list only itself and its predecessor"
+            ),
+        }
+        handoff::restart(plan, fds, &family).await
+    }))
+}
+
+/// The outcome of the restart in flight; pending while there is none.
+pub(crate) async fn finished(
+    restart: &mut Option<JoinHandle<Result<Handed, Failure>>>,
+) -> Result<Handed, Failure> {
+    match restart {
+        Some(task) => match task.await {
+            Ok(result) => result,
+            Err(e) => Err(Failure::task(e)),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when the link to this process's supervisor ends; pending while there is none.
+async fn supervisor_gone(gone: &mut Option<oneshot::Receiver<()>>) {
+    match gone {
+        Some(when) => {
+            let _ = when.await;
+            *gone = None;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// What an `async fn(Incoming)` handler returned; pending while it runs, or when there is none.
+/// Once it has returned, there is nothing left to wait for.
+async fn returned(listener: &mut Option<JoinHandle<io::Result<()>>>) -> io::Result<()> {
+    let Some(task) = listener else {
+        return std::future::pending().await;
+    };
+    let result = match task.await {
+        Ok(result) => result,
+        Err(e) => Err(io::Error::other(format!("it panicked: {e}"))),
+    };
+    *listener = None;
+    result
+}
+
+/// Gives the pidfile back to this process after a failed restart: the new process may have
+/// written its own pid, and it is gone or draining.
+fn restore_pidfile(config: &Config) {
+    if let Some(path) = &config.pidfile {
+        if let Err(e) = pidfile::write(path, std::process::id()) {
+            tracing::warn!("cannot restore the pidfile: {e}");
+        }
+    }
+}
+
+/// How the drain ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Drained {
+    All,
+    TimedOut,
+    /// A second `TERM`/`INT`: exit now with what is still open.
+    Cut,
+}
+
+/// Stops accepting and waits for the open connections, bounded by `DRAIN_TIMEOUT`.
+async fn drain(config: &Config, s: &mut Serving) -> Drained {
+    // The accept task drops its listener, and we close our duplicate. Both are closed, never
+    // shut down, so a new process sharing the socket keeps accepting.
+    if let Some(accepting) = s.accepting.take() {
+        accepting.stop().await;
+    }
+    s.handoff_fds.clear();
+    // Long-lived handlers that listen for it now finish their exchange and close.
+    drain::announce();
+
+    let started = tokio::time::Instant::now();
+    let mut listener = s.listener.take();
+    // An `async fn(Incoming)` handler is waited for; per-connection handlers are counted.
+    let waits_for_handler = listener.is_some();
+    if waits_for_handler {
+        tracing::info!("draining: waiting for the handler to return");
+    } else {
+        tracing::info!("draining {} open connections", s.connections.count());
+    }
+    let connections = Arc::clone(&s.connections);
+    let drain = async {
+        match &mut listener {
+            None => connections.drained(config.drain_timeout).await,
+            Some(_) => match config.drain_timeout {
+                None => {
+                    let _ = returned(&mut listener).await;
+                    true
+                }
+                Some(limit) => tokio::time::timeout(limit, returned(&mut listener))
+                    .await
+                    .is_ok(),
+            },
+        }
+    };
+    tokio::pin!(drain);
+    let mut progress = tokio::time::interval_at(started + DRAIN_PROGRESS, DRAIN_PROGRESS);
+    loop {
+        tokio::select! {
+            all = &mut drain => {
+                if all {
+                    return Drained::All;
+                }
+                tracing::warn!(
+                    "drain timeout: closing {} connections still open",
+                    s.connections.count()
+                );
+                return Drained::TimedOut;
+            }
+            _ = progress.tick() => {
+                let waited = started.elapsed().as_secs();
+                let open = if waits_for_handler {
+                    "the handler has not returned".to_owned()
+                } else {
+                    format!("{} connections still open", s.connections.count())
+                };
+                match config.drain_timeout {
+                    None => tracing::info!(
+                        "draining: {open} after {waited} s (no DRAIN_TIMEOUT: waiting)"
+                    ),
+                    Some(limit) => tracing::info!(
+                        "draining: {open} after {waited} s (ended at DRAIN_TIMEOUT, {} s)",
+                        limit.as_secs_f64()
+                    ),
+                }
+            }
+            received = s.signals.recv() => match received.request {
+                Request::Stop(name) => {
+                    if s.machine.stop(received.sender) == Step::End(Ending::ExitNow) {
+                        tracing::warn!(
+                            "second {name} received: exiting now with {} connections open",
+                            s.connections.count()
+                        );
+                        return Drained::Cut;
+                    }
+                    // A service manager stopping the service signals every process in it; a
+                    // retiring one goes on draining.
+                    tracing::info!(
+                        "{name} received while retiring: draining goes on (a second {name} exits now)"
+                    );
+                }
+                Request::Restart(name) => tracing::info!("{name} received: ignored while draining"),
+            },
+            reply = s.control.next() => {
+                let answer = s
+                    .handed_answer
+                    .clone()
+                    .unwrap_or_else(|| control::failed(control::STOPPED));
+                let _ = reply.send(answer);
+            }
+            (verdict, link) = handoff::verdict(&mut s.pending) => {
+                s.owns_socket_file = verdict == Verdict::Committed && !s.plan.keep_socket_files;
+                if let Some(link) = link {
+                    tokio::spawn(family::answer(link, Arc::clone(&s.family)));
+                }
+            }
+        }
+    }
+}
+
+/// Removes what the last process leaves: the pidfile and UNIX socket file, if still ours.
+async fn clean_up(config: &Config, s: &mut Serving) {
+    if let Some(path) = &config.pidfile {
+        pidfile::remove_if_ours(path, std::process::id());
+    }
+    if s.pending.is_some() {
+        match tokio::time::timeout(VERDICT_WAIT, handoff::verdict(&mut s.pending)).await {
+            Ok((v, _)) => s.owns_socket_file = v == Verdict::Committed && !s.plan.keep_socket_files,
+            Err(_) => {
+                tracing::warn!("the old process has not answered: leaving the socket file to it")
+            }
+        }
+    }
+    if s.owns_socket_file {
+        for file in &s.socket_files {
+            file.remove_if_ours();
+        }
+    }
+}

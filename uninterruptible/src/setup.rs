@@ -1,0 +1,335 @@
+//! What both roles (a serving process and a supervisor) do before serving: read signals, load
+//! TLS, take the listening sockets (from the old process, a service manager, or by binding),
+//! match them to the configuration, bind the control socket; and how a failure at start-up is
+//! reported, leaving nothing behind.
+
+use crate::config::{self, Config};
+use crate::control::{self, ControlSocket};
+use crate::error::Error;
+use crate::handoff::{Dialed, Lines, Takeover};
+use crate::inherit::{Inherited, Manager};
+use crate::listener::{Listener, SocketFile};
+use crate::logging;
+use crate::origin::Part;
+use crate::signals::Signals;
+use crate::tls::{self, Tls};
+use nix::sys::socket::{getsockopt, sockopt};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::ExitCode;
+use tokio::net::{UnixListener, UnixStream};
+
+/// Everything set up before the first connection is accepted.
+pub(crate) struct Started {
+    /// systemd or Server::Starter handed the sockets over: their socket files are theirs.
+    pub(crate) manager: Option<Manager>,
+    /// The UNIX socket files are a service manager's or a supervisor's, for this process and
+    /// every one a restart starts from it: never removed.
+    pub(crate) keeps_socket_files: bool,
+    /// Started by a restart: the old process tells the service manager about this one.
+    pub(crate) by_restart: bool,
+    pub(crate) signals: Signals,
+    pub(crate) listeners: Vec<Listener>,
+    pub(crate) addresses: Vec<crate::BindAddress>,
+    pub(crate) takeover: Option<Takeover>,
+    pub(crate) tls: Option<Tls>,
+    /// The control socket, when this process serves one.
+    pub(crate) control: Option<ControlSocket>,
+    /// Links to processes still retiring from earlier restarts, received from the old process.
+    pub(crate) links: Vec<Lines>,
+}
+
+/// Registers signals, then takes over the old process's sockets or binds new ones.
+pub(crate) async fn start(
+    config: &Config,
+    inherited: Option<Inherited>,
+    dialed: Option<io::Result<Dialed>>,
+    part: Part,
+    keep_socket_files: bool,
+) -> Result<Started, Error> {
+    let signals = Signals::register()?;
+    let by_restart = dialed.is_some();
+    // Everything that can fail is done before the sockets are bound or taken over, so a broken
+    // certificate at a restart ends the new process while the old one serves on.
+    let tls = config.tls.as_ref().map(tls::load).transpose()?;
+    crate::timing::mark("TLS");
+
+    // A serving process under a supervisor leaves the control socket to it.
+    let serves_control = config
+        .control_socket
+        .as_deref()
+        .filter(|_| !matches!(part, Part::Supervised(_)));
+    let serves_control = match (serves_control, &inherited) {
+        (Some(path), Some(i)) if i.manager == Manager::ServerStarter => {
+            tracing::warn!(
+                "{} is not served under Server::Starter: start_server restarts the workers (send HUP to start_server)",
+                path.display()
+            );
+            None
+        }
+        (path, _) => path,
+    };
+    let mut manager = None;
+    let mut control = None;
+    let mut links = Vec::new();
+    let (listeners, takeover) = match dialed
+        .map(|d| d.and_then(|d| d.receive(config.ready_timeout)))
+    {
+        Some(Ok((takeover, fds))) => {
+            crate::timing::mark("handoff");
+            let received = sort_received(fds, serves_control)?;
+            control = received.control;
+            links = received.links;
+            (adopt(config, received.listeners).await?, Some(takeover))
+        }
+        connected => {
+            if let Some(Err(e)) = connected {
+                tracing::warn!(
+                    "cannot take over the listening sockets from the old process ({e}); binding {}",
+                    config::list(&config.bind)
+                );
+            }
+            match inherited {
+                Some(inherited) => {
+                    manager = Some(inherited.manager);
+                    (adopt_inherited(config, inherited).await?, None)
+                }
+                None => (bind_all(config, Vec::new()).await?.0, None),
+            }
+        }
+    };
+    let addresses = listeners
+        .iter()
+        .map(Listener::local_addr)
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(Error::io("cannot read a listening address"))?;
+    if let (Some(path), None) = (serves_control, &control) {
+        match control::bind(path) {
+            Ok(listener) => {
+                control = Some(ControlSocket {
+                    listener,
+                    path: path.to_owned(),
+                    bound: true,
+                })
+            }
+            Err(e) => {
+                if takeover.is_none() && manager.is_none() {
+                    for file in addresses.iter().filter_map(SocketFile::of) {
+                        file.remove_if_ours();
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(Started {
+        keeps_socket_files: keep_socket_files || manager.is_some(),
+        manager,
+        by_restart,
+        signals,
+        listeners,
+        addresses,
+        takeover,
+        tls,
+        control,
+        links,
+    })
+}
+
+/// What a handoff carried, told apart by the sockets themselves.
+struct Received {
+    listeners: Vec<OwnedFd>,
+    control: Option<ControlSocket>,
+    links: Vec<Lines>,
+}
+
+/// Sorts the sockets received from the old process: connected ones are status links to older
+/// processes, the listening UNIX socket at `control_path` is the control socket, and the rest
+/// are listeners. A control socket this process does not serve is closed.
+fn sort_received(fds: Vec<OwnedFd>, control_path: Option<&Path>) -> Result<Received, Error> {
+    let mut received = Received {
+        listeners: Vec::new(),
+        control: None,
+        links: Vec::new(),
+    };
+    for fd in fds {
+        if !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(true) {
+            let link = std::os::unix::net::UnixStream::from(fd);
+            match link
+                .set_nonblocking(true)
+                .and_then(|()| UnixStream::from_std(link))
+            {
+                Ok(link) => received.links.push(Lines::new(link)),
+                Err(e) => tracing::debug!("cannot use a received status link: {e}"),
+            }
+            continue;
+        }
+        let path = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+        )
+        .ok()
+        .and_then(|a| a.path().map(Path::to_path_buf));
+        if path.is_some() && path.as_deref() == control_path {
+            let listener = std::os::unix::net::UnixListener::from(fd);
+            let listener = listener
+                .set_nonblocking(true)
+                .and_then(|()| UnixListener::from_std(listener))
+                .map_err(Error::io("cannot use the control socket received"))?;
+            received.control = Some(ControlSocket {
+                listener,
+                path: path.unwrap_or_default(),
+                bound: false,
+            });
+        } else {
+            received.listeners.push(fd);
+        }
+    }
+    Ok(received)
+}
+
+/// Binds every configured address that `received` (sockets taken over) does not serve. On a
+/// failure, UNIX socket files bound so far are removed: nothing is left behind.
+/// Returns the listeners, and the received ones that serve no configured address.
+async fn bind_all(
+    config: &Config,
+    mut received: Vec<Listener>,
+) -> Result<(Vec<Listener>, Vec<Listener>), Error> {
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for address in &config.bind {
+        let mut found = None;
+        for (i, listener) in received.iter().enumerate() {
+            if listener.serves(address).await {
+                found = Some(i);
+                break;
+            }
+        }
+        let ipv6_only = address.needs_ipv6_only(&config.bind).await;
+        match found {
+            Some(i) => listeners.push(received.remove(i)),
+            None => match Listener::bind(address, config.backlog, ipv6_only).await {
+                Ok(listener) => {
+                    bound.extend(SocketFile::of(address));
+                    listeners.push(listener);
+                }
+                Err(e) => {
+                    let e = explain_dual_stack(e, address, listeners.iter().chain(&received));
+                    drop(listeners);
+                    for file in &bound {
+                        file.remove_if_ours();
+                    }
+                    return Err(e);
+                }
+            },
+        }
+    }
+    Ok((listeners, received))
+}
+
+/// An IPv4 address that cannot be bound because a `[::]` socket taken over on its port takes
+/// IPv4 too: that socket keeps its setting, so the error says why and what to change.
+fn explain_dual_stack<'a>(
+    e: Error,
+    address: &crate::BindAddress,
+    taken_over: impl IntoIterator<Item = &'a Listener>,
+) -> Error {
+    let (Error::Bind { source, .. }, crate::BindAddress::Tcp { port, .. }) = (&e, address) else {
+        return e;
+    };
+    if source.kind() != io::ErrorKind::AddrInUse
+        || !taken_over.into_iter().any(|l| l.takes_ipv4_on(*port))
+    {
+        return e;
+    }
+    Error::Bind {
+        address: address.to_string(),
+        source: io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "the socket taken over for tcp://[::]:{port} takes IPv4 connections too (dual stack) and holds the port: leave {address} out, or hand over a [::] socket that is IPv6-only (BindIPv6Only=ipv6-only in a systemd .socket unit)"
+            ),
+        ),
+    }
+}
+
+/// Adopts the received sockets that serve configured addresses, binds the other addresses (the
+/// configuration changed across the restart), and closes received sockets nobody wants.
+async fn adopt(config: &Config, fds: Vec<OwnedFd>) -> Result<Vec<Listener>, Error> {
+    let received: Vec<Listener> = fds
+        .into_iter()
+        .filter_map(|fd| {
+            Listener::from_fd(fd)
+                .map_err(|e| tracing::warn!("cannot use a received socket: {e}"))
+                .ok()
+        })
+        .collect();
+    let count = received.len();
+    let (listeners, unwanted) = bind_all(config, received).await?;
+    for listener in unwanted {
+        let address = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(
+            "received a socket for {address}, which is no longer configured: closing it"
+        );
+    }
+    tracing::info!("took over {count} listening sockets from the old process");
+    Ok(listeners)
+}
+
+/// Serves the sockets systemd or Server::Starter handed over. They replace the attribute's
+/// `bind`; with `BIND` set too, they are matched to it: an address with no socket is bound, and a
+/// socket that matches no address is an error.
+async fn adopt_inherited(config: &Config, inherited: Inherited) -> Result<Vec<Listener>, Error> {
+    let received = inherited
+        .fds
+        .into_iter()
+        .map(Listener::from_fd)
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|e| {
+            Error::InvalidConfig(format!("{}: cannot use a socket: {e}", inherited.described))
+        })?;
+    let count = received.len();
+    tracing::info!(
+        "took over {count} listening sockets: {}",
+        inherited.described
+    );
+    if !config.origins.bind_from_env {
+        return Ok(received);
+    }
+    let (listeners, unmatched) = bind_all(config, received).await?;
+    if !unmatched.is_empty() {
+        let unmatched: Vec<_> = unmatched
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        return Err(Error::InvalidConfig(format!(
+            "{} handed over {} that BIND={} does not name: add them to BIND or unset it",
+            inherited.described,
+            config::list(&unmatched),
+            config::list(&config.bind)
+        )));
+    }
+    Ok(listeners)
+}
+
+/// A failure at startup after something was made: nothing is left behind.
+pub(crate) fn fail(config: &Config, e: Error, socket_files: &[SocketFile]) -> ExitCode {
+    for file in socket_files {
+        file.remove_if_ours();
+    }
+    report(Some(config), &e)
+}
+
+/// The one place a fatal start-up error is reported: once, on one line on stderr with its
+/// causes (and in the log file, if there is one); the exit status says what kind it was.
+pub(crate) fn report(config: Option<&Config>, e: &Error) -> ExitCode {
+    let line = e.report();
+    if config.is_some_and(|c| c.log_path.is_some()) {
+        tracing::error!("{line}");
+    }
+    logging::to_stderr(format_args!("{line}"));
+    ExitCode::from(e.exit_status())
+}
