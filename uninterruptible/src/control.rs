@@ -272,7 +272,7 @@ async fn accept(listener: UnixListener, shared: Shared) {
         };
         // Mode 0600 keeps others out; this also covers a socket in a directory they could
         // reach before the mode was set by someone else.
-        if crate::handoff::peer_is_ours(&conn, "a control socket client", true) {
+        if crate::link::peer_is_ours(&conn, "a control socket client", true) {
             tokio::spawn(client(conn, shared.clone()));
         }
     }

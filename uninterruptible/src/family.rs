@@ -11,7 +11,7 @@
 //! A link whose other end has exited reads as closed and is dropped.
 
 use crate::drain;
-use crate::handoff::Lines;
+use crate::link::Lines;
 use crate::shutdown::Connections;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};

@@ -43,6 +43,7 @@ mod handler;
 mod handoff;
 mod incoming;
 mod inherit;
+mod link;
 mod listener;
 mod logging;
 mod machine;

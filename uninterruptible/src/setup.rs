@@ -6,19 +6,17 @@
 use crate::config::{self, Config};
 use crate::control::{self, ControlSocket};
 use crate::error::Error;
-use crate::handoff::{Dialed, Lines, Takeover};
+use crate::handoff::{self, Dialed, Takeover};
 use crate::inherit::{Inherited, Manager};
+use crate::link::Lines;
 use crate::listener::{Listener, SocketFile};
 use crate::logging;
 use crate::origin::Part;
 use crate::signals::Signals;
 use crate::tls::{self, Tls};
-use nix::sys::socket::{getsockopt, sockopt};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::process::ExitCode;
-use tokio::net::{UnixListener, UnixStream};
 
 /// Everything set up before the first connection is accepted.
 pub(crate) struct Started {
@@ -78,7 +76,7 @@ pub(crate) async fn start(
     {
         Some(Ok((takeover, fds))) => {
             crate::timing::mark("handoff");
-            let received = sort_received(fds, serves_control)?;
+            let received = handoff::sort_received(fds, serves_control)?;
             control = received.control;
             links = received.links;
             (adopt(config, received.listeners).await?, Some(takeover))
@@ -135,57 +133,6 @@ pub(crate) async fn start(
         control,
         links,
     })
-}
-
-/// What a handoff carried, told apart by the sockets themselves.
-struct Received {
-    listeners: Vec<OwnedFd>,
-    control: Option<ControlSocket>,
-    links: Vec<Lines>,
-}
-
-/// Sorts the sockets received from the old process: connected ones are status links to older
-/// processes, the listening UNIX socket at `control_path` is the control socket, and the rest
-/// are listeners. A control socket this process does not serve is closed.
-fn sort_received(fds: Vec<OwnedFd>, control_path: Option<&Path>) -> Result<Received, Error> {
-    let mut received = Received {
-        listeners: Vec::new(),
-        control: None,
-        links: Vec::new(),
-    };
-    for fd in fds {
-        if !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(true) {
-            let link = std::os::unix::net::UnixStream::from(fd);
-            match link
-                .set_nonblocking(true)
-                .and_then(|()| UnixStream::from_std(link))
-            {
-                Ok(link) => received.links.push(Lines::new(link)),
-                Err(e) => tracing::debug!("cannot use a received status link: {e}"),
-            }
-            continue;
-        }
-        let path = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-        )
-        .ok()
-        .and_then(|a| a.path().map(Path::to_path_buf));
-        if path.is_some() && path.as_deref() == control_path {
-            let listener = std::os::unix::net::UnixListener::from(fd);
-            let listener = listener
-                .set_nonblocking(true)
-                .and_then(|()| UnixListener::from_std(listener))
-                .map_err(Error::io("cannot use the control socket received"))?;
-            received.control = Some(ControlSocket {
-                listener,
-                path: path.unwrap_or_default(),
-                bound: false,
-            });
-        } else {
-            received.listeners.push(fd);
-        }
-    }
-    Ok(received)
 }
 
 /// Binds every configured address that `received` (sockets taken over) does not serve. On a

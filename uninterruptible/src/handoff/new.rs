@@ -1,0 +1,163 @@
+//! The new process's side: connect to the handoff socket first thing, receive the sockets,
+//! say `ready`, and hear the old process's verdict.
+
+use super::*;
+use crate::link::{Lines, check_peer};
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::UnixStream;
+
+use super::dir::remove_handoff_path;
+
+/// The new process's side: the connection to the old process and the socket received on it.
+#[derive(Debug)]
+pub(crate) struct Takeover {
+    conn: StdUnixStream,
+    path: PathBuf,
+}
+
+/// A new process's handoff connection, made first thing so the old process sends the sockets
+/// while this one starts its runtime: they are received later, by [`Dialed::receive`].
+#[derive(Debug)]
+pub(crate) struct Dialed {
+    conn: StdUnixStream,
+    path: PathBuf,
+}
+
+impl Takeover {
+    /// Connects to the handoff socket (`FILE_DESCRIPTOR_SERVER_PATH`), checks that the process
+    /// serving it runs as our uid (`SO_PEERCRED`: another user's process must not hand this one
+    /// sockets to serve), and removes the socket and its directory, which are not needed once
+    /// connected (so nothing is left if the old process is killed now).
+    pub(crate) fn dial(path: &Path) -> io::Result<Dialed> {
+        let conn = StdUnixStream::connect(path)?;
+        remove_handoff_path(path);
+        check_peer(&conn, false).map_err(|why| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("refused the handoff socket {}: {why}", path.display()),
+            )
+        })?;
+        Ok(Dialed {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Dialed {
+    /// Receives the listening sockets (and the rest the old process hands over).
+    pub(crate) fn receive(self, limit: Duration) -> io::Result<(Takeover, Vec<OwnedFd>)> {
+        let Dialed { conn, path } = self;
+        conn.set_read_timeout(Some(limit))?;
+        conn.set_write_timeout(Some(limit))?;
+        let fds = message::receive_sockets(&conn)?;
+        Ok((Takeover { conn, path }, fds))
+    }
+}
+
+impl Takeover {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Tells the old process this one is serving. The answer comes later: [`Pending::verdict`].
+    pub(crate) fn ready(mut self) -> io::Result<Pending> {
+        self.conn.write_all(READY.as_bytes())?;
+        self.conn.set_nonblocking(true)?;
+        let stream = UnixStream::from_std(self.conn)?;
+        Ok(Pending {
+            conn: Lines::new(stream),
+        })
+    }
+}
+
+/// A new process that said `ready` and waits for the old one to let go.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    conn: Lines,
+}
+
+impl Pending {
+    /// The handoff connection, kept as a status link once the verdict is in.
+    pub(crate) fn into_link(self) -> Lines {
+        self.conn
+    }
+}
+
+/// What the old process decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// This process is the server (the old one said `ok`, or is gone).
+    Committed,
+    /// The restart was abandoned: drain what was accepted, touch nothing the old one owns.
+    Abandoned,
+}
+
+impl Pending {
+    /// The old process's verdict. Cancel-safe.
+    pub(crate) async fn verdict(&mut self) -> Verdict {
+        match self.conn.read_line().await {
+            Ok(Some(line)) if line == ABORT => {
+                if let Err(e) = self.conn.send(ABORTING).await {
+                    tracing::debug!("cannot acknowledge the abort: {e}");
+                }
+                Verdict::Abandoned
+            }
+            Ok(Some(line)) if line == OK => Verdict::Committed,
+            Ok(Some(line)) => {
+                tracing::warn!("unexpected {line:?} from the old process: taken as ok");
+                Verdict::Committed
+            }
+            Ok(None) | Err(_) => Verdict::Committed,
+        }
+    }
+}
+
+/// The old process's answer to our `ready`, and the connection it came on; pending while none
+/// is awaited. Once it has come, there is none to wait for.
+pub(crate) async fn verdict(pending: &mut Option<Pending>) -> (Verdict, Option<Lines>) {
+    match pending {
+        Some(p) => {
+            let verdict = p.verdict().await;
+            let link = pending.take().map(Pending::into_link);
+            (verdict, link)
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    fn pair() -> (Lines, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (Lines::new(a), b)
+    }
+
+    #[tokio::test]
+    async fn verdicts() {
+        let (conn, mut old) = pair();
+        let mut pending = Pending { conn };
+        old.write_all(OK.as_bytes()).await.unwrap();
+        assert_eq!(pending.verdict().await, Verdict::Committed);
+
+        // Abandoned: acknowledged, so the old process knows it need not kill us.
+        let (conn, old) = pair();
+        let mut pending = Pending { conn };
+        let mut old = Lines::new(old);
+        old.send(ABORT).await.unwrap();
+        assert_eq!(pending.verdict().await, Verdict::Abandoned);
+        assert_eq!(old.read_line().await.unwrap().as_deref(), Some(ABORTING));
+
+        // The old process is gone: this one is the server.
+        let (conn, old) = pair();
+        let mut pending = Pending { conn };
+        drop(old);
+        assert_eq!(pending.verdict().await, Verdict::Committed);
+    }
+}
