@@ -150,7 +150,8 @@ pub(crate) struct TlsOrigins {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Origins {
     pub(crate) log_path: Source,
-    /// `BIND` is set: sockets handed over by a service manager are matched to it.
+    /// `BIND` (or the program) set the addresses: sockets handed over by a service manager are
+    /// matched to them, instead of replacing the attribute's literal.
     pub(crate) bind_from_env: bool,
 }
 
@@ -207,8 +208,10 @@ struct Setting {
     value: String,
 }
 
-/// Reads each key from the environment, falling back to the attribute's literal.
+/// Reads each key from the program's code (a [`ConfigBuilder`] setter), then the environment,
+/// falling back to the attribute's literal.
 struct Lookup<'a> {
+    code: &'a [(&'static str, String)],
     env: &'a dyn Fn(&str) -> Option<OsString>,
     defaults: Defaults,
 }
@@ -217,6 +220,12 @@ impl Lookup<'_> {
     /// The environment variable if set and not empty, else the literal.
     fn setting(&self, name: &str) -> Result<Option<Setting>, Error> {
         let key = key(name);
+        if let Some((_, value)) = self.code.iter().find(|(k, _)| *k == key.name) {
+            return Ok(Some(Setting {
+                source: Source::Code(key.name),
+                value: value.clone(),
+            }));
+        }
         if let Some(value) = self.env_var(key.env)? {
             return Ok(Some(Setting {
                 source: Source::Env(key.env),
@@ -279,17 +288,22 @@ impl Config {
     /// }
     /// ```
     pub fn from_env(defaults: Defaults) -> Result<Config, Error> {
-        Self::from_lookup(defaults, &|name| std::env::var_os(name), own_command())
+        Self::from_lookup(defaults, &[], &|name| std::env::var_os(name), own_command())
     }
 
     /// [`Config::from_env`] as a pure function: the environment as a lookup, and the command
     /// that restarts this program (read from the process at the edge).
     pub(crate) fn from_lookup(
         defaults: Defaults,
+        code: &[(&'static str, String)],
         env: &dyn Fn(&str) -> Option<OsString>,
         own_command: Option<StartCommand>,
     ) -> Result<Config, Error> {
-        let l = Lookup { env, defaults };
+        let l = Lookup {
+            code,
+            env,
+            defaults,
+        };
         let mut warnings = Vec::new();
 
         let bind = bind(&l)?;
@@ -344,7 +358,9 @@ impl Config {
             control_socket,
             origins: Origins {
                 log_path: log_path_origin,
-                bind_from_env: l.env_var(key("bind").env)?.is_some(),
+                bind_from_env: l
+                    .setting("bind")?
+                    .is_some_and(|s| !matches!(s.source, Source::Attribute(_))),
             },
             warnings,
         })
@@ -384,9 +400,12 @@ fn bind(l: &Lookup<'_>) -> Result<Vec<BindAddress>, Error> {
     let addresses = |s: &str| {
         grammar::binds(s).map(|all| all.into_iter().map(BindAddress::from).collect::<Vec<_>>())
     };
-    let from_env = l.env_var(key.env)?.is_some();
+    // PORT replaces the port of the attribute's addresses, never of BIND's or the program's.
+    let explicit = l
+        .setting("bind")?
+        .is_some_and(|s| !matches!(s.source, Source::Attribute(_)));
     match (l.value("bind", addresses)?, port) {
-        (Some(addresses), Some(port)) if !from_env => {
+        (Some(addresses), Some(port)) if !explicit => {
             Ok(addresses.into_iter().map(|a| a.with_port(port)).collect())
         }
         (Some(addresses), _) => Ok(addresses),
@@ -551,6 +570,175 @@ fn tls(l: &Lookup<'_>, warnings: &mut Vec<String>) -> Result<Option<TlsFiles>, E
     }
 }
 
+/// A [`Config`] set from the program's own code, over the environment: for a `main` of your
+/// own, with flags parsed by your own means.
+///
+/// Precedence, highest first:
+/// 1. a value set with a setter here (a command-line flag the program parsed, say);
+/// 2. the environment variable (`BIND`, `PORT`, `DRAIN_TIMEOUT`, ...);
+/// 3. the default: [`Defaults`] (the attribute's literals).
+///
+/// So a flag the program sets wins over `BIND` and `PORT`; a value it leaves unset stays the
+/// operator's to set. Every value goes through the checks the environment's go through, and
+/// an error names the setter (`drain_timeout (set by the program)`), the value and what is
+/// accepted; [`Error::exit_status`] is 2 for it.
+///
+/// ```
+/// use std::time::Duration;
+/// use uninterruptible::{BindAddress, Config, Defaults};
+///
+/// // `--port 7001` on the command line, say.
+/// let port: Option<u16> = Some(7001);
+/// let mut builder = Config::builder(Defaults::new().bind("tcp://127.0.0.1:7000"))
+///     .drain_timeout(Duration::from_secs(30));
+/// if let Some(port) = port {
+///     builder = builder.bind([BindAddress::Tcp { host: "127.0.0.1".into(), port }]);
+/// }
+/// let config = builder.build().expect("a valid configuration");
+/// assert_eq!(config.bind[0].to_string(), "tcp://127.0.0.1:7001");
+/// assert_eq!(config.drain_timeout, Some(Duration::from_secs(30)));
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct ConfigBuilder {
+    defaults: Defaults,
+    /// Key name and value, as the environment would spell it.
+    code: Vec<(&'static str, String)>,
+    start_command: Option<StartCommand>,
+}
+
+impl Config {
+    /// A [`ConfigBuilder`] over `defaults`: set what the program decides, then
+    /// [`build`](ConfigBuilder::build).
+    pub fn builder(defaults: Defaults) -> ConfigBuilder {
+        ConfigBuilder {
+            defaults,
+            ..ConfigBuilder::default()
+        }
+    }
+}
+
+impl ConfigBuilder {
+    fn set(mut self, name: &str, value: String) -> Self {
+        let name = key(name).name;
+        self.code.retain(|(k, _)| *k != name);
+        self.code.push((name, value));
+        self
+    }
+
+    fn seconds(self, name: &str, value: Duration) -> Self {
+        self.set(name, value.as_secs_f64().to_string())
+    }
+
+    fn path(self, name: &str, value: impl Into<PathBuf>) -> Self {
+        self.set(name, value.into().to_string_lossy().into_owned())
+    }
+
+    /// The addresses to listen on (`bind`), over `BIND` and `PORT`.
+    pub fn bind(self, addresses: impl IntoIterator<Item = BindAddress>) -> Self {
+        let list: Vec<String> = addresses.into_iter().map(|a| a.to_string()).collect();
+        self.set("bind", list.join(","))
+    }
+
+    /// The command a restart runs for the new copy (`start_command`), over `START_COMMAND`.
+    pub fn start_command(mut self, command: StartCommand) -> Self {
+        self.start_command = Some(command);
+        self
+    }
+
+    /// The pidfile (`pidfile`), over `PID_FILE`.
+    pub fn pidfile(self, path: impl Into<PathBuf>) -> Self {
+        self.path("pidfile", path)
+    }
+
+    /// The log file (`log_path`), over `LOG_PATH`.
+    pub fn log_path(self, path: impl Into<PathBuf>) -> Self {
+        self.path("log_path", path)
+    }
+
+    /// The log level (`log_level`: trace, debug, info, warn, error or off), over `LOG_LEVEL`;
+    /// `RUST_LOG` still wins, as a full tracing filter.
+    pub fn log_level(self, level: impl Into<String>) -> Self {
+        self.set("log_level", level.into())
+    }
+
+    /// The TLS private key and certificate chain, PEM files (`tls_key`, `tls_certificate`),
+    /// over `TLS_KEY` and `TLS_CERTIFICATE`.
+    pub fn tls(self, key: impl Into<PathBuf>, certificate: impl Into<PathBuf>) -> Self {
+        self.path("tls_key", key)
+            .path("tls_certificate", certificate)
+    }
+
+    /// The lowest TLS version offered (`tls_version`), over `TLS_VERSION`.
+    pub fn tls_version(self, version: TlsVersion) -> Self {
+        let text = match version {
+            TlsVersion::Tls12 => "TLSv1_2",
+            TlsVersion::Tls13 => "TLSv1_3",
+        };
+        self.set("tls_version", text.into())
+    }
+
+    /// How long a client has to finish its TLS handshake (`tls_handshake_timeout`), over
+    /// `TLS_HANDSHAKE_TIMEOUT`.
+    pub fn tls_handshake_timeout(self, limit: Duration) -> Self {
+        self.seconds("tls_handshake_timeout", limit)
+    }
+
+    /// The networks clients may connect from (`allowed_networks`), over `ALLOWED_NETWORKS`.
+    pub fn allowed_networks(self, networks: impl IntoIterator<Item = IpNet>) -> Self {
+        let list: Vec<String> = networks.into_iter().map(|n| n.to_string()).collect();
+        self.set("allowed_networks", list.join(","))
+    }
+
+    /// How long a stopping or retiring process waits for its open connections
+    /// (`drain_timeout`), over `DRAIN_TIMEOUT`.
+    pub fn drain_timeout(self, limit: Duration) -> Self {
+        self.seconds("drain_timeout", limit)
+    }
+
+    /// How long the old process waits for the new one to be ready (`ready_timeout`), over
+    /// `READY_TIMEOUT`.
+    pub fn ready_timeout(self, limit: Duration) -> Self {
+        self.seconds("ready_timeout", limit)
+    }
+
+    /// The most connections served at once (`max_connections`), over `MAX_CONNECTIONS`.
+    pub fn max_connections(self, count: usize) -> Self {
+        self.set("max_connections", count.to_string())
+    }
+
+    /// The listen queue of the sockets this process binds (`backlog`), over `BACKLOG`.
+    pub fn backlog(self, length: u32) -> Self {
+        self.set("backlog", length.to_string())
+    }
+
+    /// Supervised mode (`supervise`), over `SUPERVISE`.
+    pub fn supervise(self, on: bool) -> Self {
+        self.set("supervise", on.to_string())
+    }
+
+    /// The control socket's path (`control_socket`), over `CONTROL_SOCKET`.
+    pub fn control_socket(self, path: impl Into<PathBuf>) -> Self {
+        self.path("control_socket", path)
+    }
+
+    /// Reads the environment and checks every value: the [`Config`], or the first value refused.
+    pub fn build(self) -> Result<Config, Error> {
+        let code_command = self.start_command.is_some();
+        let own = self.start_command.or_else(own_command);
+        let mut config = Config::from_lookup(
+            self.defaults,
+            &self.code,
+            &|name| std::env::var_os(name),
+            own.clone(),
+        )?;
+        if let (true, Some(command)) = (code_command, own) {
+            config.start_command = command;
+        }
+        Ok(config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,6 +759,73 @@ mod tests {
     const READY_TIMEOUT: &str = "READY_TIMEOUT";
     const MAX_CONNECTIONS: &str = "MAX_CONNECTIONS";
 
+    /// The builder's layers: the program's values, then the environment, then the defaults.
+    fn built(builder: ConfigBuilder, env: &[(&str, &str)]) -> Result<Config, Error> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(
+            builder.defaults,
+            &builder.code,
+            &move |name| {
+                env.iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| OsString::from(v))
+            },
+            Some(StartCommand::Shell("./server".into())),
+        )
+    }
+
+    #[test]
+    fn the_programs_values_win_over_the_environment_which_wins_over_the_defaults() {
+        let defaults = Defaults::new()
+            .bind("tcp://127.0.0.1:7000")
+            .drain_timeout("5");
+        let flag = BindAddress::Tcp {
+            host: "127.0.0.1".into(),
+            port: 7001,
+        };
+        let builder = Config::builder(defaults).bind([flag.clone()]);
+        // A flag wins over BIND, and over PORT, which only replaces the attribute's port.
+        let env = [
+            (BIND, "tcp://0.0.0.0:9000"),
+            (PORT, "9001"),
+            (DRAIN_TIMEOUT, "7"),
+        ];
+        let config = built(builder.clone(), &env).unwrap();
+        assert_eq!(config.bind, vec![flag.clone()]);
+        assert_eq!(config.drain_timeout, Some(Duration::from_secs(7)));
+        assert!(config.origins.bind_from_env);
+        let config = built(builder.drain_timeout(Duration::from_millis(2500)), &env).unwrap();
+        assert_eq!(config.drain_timeout, Some(Duration::from_millis(2500)));
+        // Unset in code, the environment and the defaults act as they always do.
+        let config = built(Config::builder(defaults), &[(PORT, "9001")]).unwrap();
+        assert_eq!(config.bind[0].to_string(), "tcp://127.0.0.1:9001");
+        assert!(!config.origins.bind_from_env);
+        assert_eq!(config.drain_timeout, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_value_the_program_sets_is_checked_and_named_in_the_error() {
+        let builder = Config::builder(Defaults::new().bind("tcp://127.0.0.1:7000"))
+            .ready_timeout(Duration::from_micros(10));
+        let e = built(builder, &[]).unwrap_err();
+        assert_eq!(e.exit_status(), 2);
+        assert_eq!(
+            e.to_string(),
+            "ready_timeout (set by the program)=\"0.00001\" is invalid: expected a number of seconds from 0.001 to 999999999 (e.g. 30 or 2.5)"
+        );
+        let builder = Config::builder(Defaults::new())
+            .bind([BindAddress::Unix(PathBuf::from("/run/app.sock"))])
+            .allowed_networks(["10.0.0.0/8".parse().unwrap()]);
+        let e = built(builder, &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("cannot be used with a UNIX socket"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn reads_exactly_the_variables_of_the_key_table() {
         let asked = Mutex::new(BTreeSet::new());
@@ -580,7 +835,7 @@ mod tests {
         };
         let defaults = Defaults::new().bind("tcp://127.0.0.1:1");
         let own = StartCommand::Shell("./server".into());
-        Config::from_lookup(defaults, &lookup, Some(own)).unwrap();
+        Config::from_lookup(defaults, &[], &lookup, Some(own)).unwrap();
         let table: BTreeSet<String> = KEYS
             .iter()
             .flat_map(|k| std::iter::once(k.env).chain(k.also.iter().copied()))
@@ -647,6 +902,7 @@ mod tests {
         };
         Config::from_lookup(
             defaults,
+            &[],
             &move |name| {
                 env.iter()
                     .find(|(k, _)| k == name)

@@ -14,6 +14,8 @@ pub enum Source {
     Env(&'static str),
     /// The key of this name in `#[uninterruptible::server(...)]`.
     Attribute(&'static str),
+    /// The [`ConfigBuilder`](crate::ConfigBuilder) setter of this name: the program set it.
+    Code(&'static str),
 }
 
 impl fmt::Display for Source {
@@ -21,6 +23,7 @@ impl fmt::Display for Source {
         match self {
             Source::Env(name) => f.write_str(name),
             Source::Attribute(key) => write!(f, "{key} (in #[uninterruptible::server])"),
+            Source::Code(key) => write!(f, "{key} (set by the program)"),
         }
     }
 }

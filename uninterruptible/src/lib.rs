@@ -63,7 +63,7 @@ mod timing;
 mod tls;
 
 pub use address::{AddressParseError, BindAddress};
-pub use config::{Config, Defaults, StartCommand, TlsFiles, TlsVersion};
+pub use config::{Config, ConfigBuilder, Defaults, StartCommand, TlsFiles, TlsVersion};
 pub use drain::Draining;
 pub use error::{Error, Source};
 pub use handler::HandlerOutput;
