@@ -39,11 +39,6 @@ const ANSWER_WAIT: Duration = Duration::from_secs(2);
 /// A `restart` asked on the control socket, with where its outcome goes.
 pub(crate) type RestartRequest = oneshot::Sender<String>;
 
-/// The answer to a restart that succeeded.
-pub(crate) fn restarted(pid: u32, generation: u64) -> String {
-    format!("ok {pid} {generation}")
-}
-
 /// The answer to a restart that failed, or could not be started.
 pub(crate) fn failed(reason: impl std::fmt::Display) -> String {
     // One line, whatever the reason says.
@@ -380,7 +375,7 @@ mod tests {
         let control = Control::serve(listener, path.clone(), true, family, tx).unwrap();
         tokio::spawn(async move {
             while let Some(reply) = rx.recv().await {
-                let _ = reply.send(restarted(77, 2));
+                let _ = reply.send("ok 77 2".to_owned());
             }
         });
 

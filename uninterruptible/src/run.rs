@@ -4,14 +4,15 @@
 //! ([`supervise`](crate::supervise)). No module imports this one.
 
 use crate::config::Config;
+use crate::entry::{Requests, Server};
 use crate::error::Error;
-use crate::handler::{Handler, HandlerOutput, ListenerHandler, NoHandler};
+use crate::handler::{Handler, HandlerOutput};
 use crate::handoff::Takeover;
 use crate::incoming::Incoming;
 use crate::inherit;
 use crate::logging;
 use crate::origin::{Origin, Part};
-use crate::setup::report;
+use crate::setup::{Begun, report};
 use crate::signals;
 use crate::stream::Stream;
 use std::future::Future;
@@ -54,7 +55,7 @@ where
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    start_process(config, Handler::PerConnection(handler))
+    Server::new(config).run(handler)
 }
 
 /// Runs a server whose handler takes the whole listener: [`run`] for an
@@ -80,25 +81,28 @@ where
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    let listener: ListenerHandler =
-        Box::new(move |incoming| Box::pin(async move { handler(incoming).await.into_result() }));
-    start_process::<NoHandler, _, ()>(config, Handler::Listener(listener))
+    Server::new(config).run_incoming(handler)
 }
 
-fn start_process<H, F, O>(config: Config, handler: Handler<H>) -> ExitCode
+/// Serves on a runtime of its own, blocking the calling thread.
+pub(crate) fn run_blocking<H, F, O>(
+    config: Config,
+    handler: Handler<H>,
+    requests: Requests,
+) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
     if tokio::runtime::Handle::try_current().is_err() {
-        return serve_process(config, handler);
+        return on_own_runtime(config, handler, requests);
     }
     // Called from a runtime (`#[tokio::main]`): a runtime cannot be started, nor blocked on,
     // from one of its threads, so the server's runs on a thread of its own.
     let thread = std::thread::Builder::new()
         .name("uninterruptible".into())
-        .spawn(move || serve_process(config, handler));
+        .spawn(move || on_own_runtime(config, handler, requests));
     match thread.map(std::thread::JoinHandle::join) {
         Ok(Ok(code)) => code,
         Ok(Err(panic)) => std::panic::resume_unwind(panic),
@@ -106,21 +110,58 @@ where
     }
 }
 
-fn serve_process<H, F, O>(config: Config, handler: Handler<H>) -> ExitCode
+fn on_own_runtime<H, F, O>(config: Config, handler: Handler<H>, requests: Requests) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    crate::timing::begin("exec and load");
-    // First: from here on a USR1 or TERM waits to be read instead of ending the process.
-    if let Err(e) = signals::block() {
-        return report(None, &e);
-    }
-    let inherited = match inherit::take(config.max_listeners()) {
-        Ok(inherited) => inherited,
-        Err(e) => return report(None, &e),
+    let begun = match begin(config, requests) {
+        Ok(begun) => begun,
+        Err(code) => return code,
     };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return report(
+                Some(&begun.config),
+                &Error::io("cannot start the tokio runtime")(e),
+            );
+        }
+    };
+    crate::timing::mark("runtime");
+    let code = runtime.block_on(play(begun, handler));
+    // Connections still open after a drain timeout are dropped here, not waited for.
+    runtime.shutdown_background();
+    code
+}
+
+/// Serves on the runtime the caller runs on.
+pub(crate) async fn run_async<H, F, O>(
+    config: Config,
+    handler: Handler<H>,
+    requests: Requests,
+) -> ExitCode
+where
+    H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    match begin(config, requests) {
+        Ok(begun) => play(begun, handler).await,
+        Err(code) => code,
+    }
+}
+
+/// Everything before the runtime: signals first (from here on a `USR1` or `TERM` waits to be
+/// read instead of ending the process), who started this process, logging.
+fn begin(config: Config, requests: Requests) -> Result<Begun, ExitCode> {
+    crate::timing::begin("exec and load");
+    signals::block().map_err(|e| report(None, &e))?;
+    let inherited = inherit::take(config.max_listeners()).map_err(|e| report(None, &e))?;
     let origin = Origin::take();
     // The old process (if any) sends the sockets while this one starts its runtime.
     let dialed = origin.handoff.as_deref().map(Takeover::dial);
@@ -133,46 +174,32 @@ where
     let generation = origin
         .generation
         .unwrap_or(if part == Part::Supervisor { 0 } else { 1 });
-    if let Err(e) = logging::init(&config, generation) {
-        return report(None, &e);
-    }
+    logging::init(&config, generation).map_err(|e| report(None, &e))?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            return report(
-                Some(&config),
-                &Error::io("cannot start the tokio runtime")(e),
-            );
-        }
-    };
-    crate::timing::mark("runtime");
-    let code = match part {
-        Part::Supervisor => runtime.block_on(crate::supervise::supervise(
-            config,
-            generation,
-            inherited,
-            dialed,
-            origin.keep_socket_files,
-        )),
-        _ => runtime.block_on(crate::server::lifecycle(
-            config,
-            handler,
-            generation,
-            inherited,
-            dialed,
-            part,
-            origin.keep_socket_files,
-        )),
-    };
-    // Connections still open after a drain timeout are dropped here, not waited for.
-    runtime.shutdown_background();
-    code
+    Ok(Begun {
+        config,
+        generation,
+        inherited,
+        dialed,
+        part,
+        keep_socket_files: origin.keep_socket_files,
+        requests,
+    })
+}
+
+/// Hands over to the role this process plays.
+async fn play<H, F, O>(begun: Begun, handler: Handler<H>) -> ExitCode
+where
+    H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    match begun.part {
+        Part::Supervisor => crate::supervise::supervise(begun).await,
+        _ => crate::server::lifecycle(begun, handler).await,
+    }
 }
 
 /// What the `main` that `#[uninterruptible::server]` generates calls first: the configuration

@@ -4,14 +4,15 @@
 
 use crate::acl::Acl;
 use crate::config::{self, Config};
-use crate::control::{self, Control, Endpoint, RestartRequest};
+use crate::control::{self, Control, Endpoint};
 use crate::drain;
+use crate::entry::{HandleRequest, Requests, RestartOutcome, Waiter};
 use crate::error::Error;
 use crate::family::{self, Family, Me, Role};
 use crate::handler::{Handler, HandlerOutput};
-use crate::handoff::{self, Dialed, Failure, Handed, Pending, Verdict};
+use crate::handoff::{self, Failure, Handed, Pending, Verdict};
 use crate::incoming::Incoming;
-use crate::inherit::{Inherited, Manager};
+use crate::inherit::Manager;
 use crate::link::Lines;
 use crate::listener::{Listener, SocketFile};
 use crate::logging;
@@ -20,7 +21,7 @@ use crate::notify::Notifier;
 use crate::origin::Part;
 use crate::pidfile;
 use crate::serve::{Accepting, Server, Target};
-use crate::setup::{self, Started, fail};
+use crate::setup::{self, Begun, Started, fail};
 use crate::shutdown::Connections;
 use crate::signals::{Request, Signals};
 use crate::stream::Stream;
@@ -41,25 +42,26 @@ const DRAIN_PROGRESS: Duration = Duration::from_secs(10);
 /// which says whether the UNIX socket file is its to remove.
 const VERDICT_WAIT: Duration = Duration::from_secs(2);
 
-pub(crate) async fn lifecycle<H, F, O>(
-    config: Config,
-    handler: Handler<H>,
-    generation: u64,
-    inherited: Option<Inherited>,
-    dialed: Option<io::Result<Dialed>>,
-    part: Part,
-    keep_socket_files: bool,
-) -> ExitCode
+pub(crate) async fn lifecycle<H, F, O>(begun: Begun, handler: Handler<H>) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
+    let Begun {
+        config,
+        generation,
+        inherited,
+        dialed,
+        part,
+        keep_socket_files,
+        requests,
+    } = begun;
     let started = match setup::start(&config, inherited, dialed, part, keep_socket_files).await {
         Ok(started) => started,
         Err(e) => return fail(&config, e, &[]),
     };
-    let mut serving = match begin(&config, handler, started, generation, part) {
+    let mut serving = match begin(&config, handler, started, generation, part, requests) {
         Ok(serving) => serving,
         Err(code) => return code,
     };
@@ -124,11 +126,13 @@ struct Serving {
     /// The control socket, and the restarts asked on it.
     control: Endpoint,
     /// Who waits for the outcome of the restart in progress (or deferred).
-    waiters: Vec<RestartRequest>,
+    waiters: Vec<Waiter>,
     /// Once handed over: the answer to a restart asked as it happened.
-    handed_answer: Option<String>,
+    handed_answer: Option<RestartOutcome>,
     /// A supervised serving process: completes when its supervisor is gone.
     supervisor_gone: Option<oneshot::Receiver<()>>,
+    /// What the program's [`Handle`](crate::Handle)s ask.
+    requests: Requests,
 }
 
 /// Writes the pidfile, starts accepting, and tells the old process (if any) that we are ready.
@@ -138,6 +142,7 @@ fn begin<H, F, O>(
     started: Started,
     generation: u64,
     part: Part,
+    requests: Requests,
 ) -> Result<Serving, ExitCode>
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
@@ -270,6 +275,7 @@ where
         waiters: Vec::new(),
         handed_answer: None,
         supervisor_gone: None,
+        requests,
     })
 }
 
@@ -282,7 +288,11 @@ async fn serve(config: &Config, s: &mut Serving) -> Ending {
                 Request::Stop(name) => stop(s, name, received.sender),
                 Request::Restart(name) => restart_asked(s, name, None),
             },
-            reply = s.control.next() => restart_asked(s, "a restart on the control socket", Some(reply)),
+            reply = s.control.next() => restart_asked(s, "a restart on the control socket", Some(Waiter::Control(reply))),
+            request = s.requests.recv() => match request {
+                HandleRequest::Restart(reply) => restart_asked(s, "a restart from the program", Some(Waiter::Program(reply))),
+                HandleRequest::Stop => stop_from_program(s),
+            },
             result = finished(&mut restart) => {
                 restart = None;
                 restart_ended(config, s, result)
@@ -338,8 +348,21 @@ fn stop(s: &mut Serving, name: &str, sender: u32) -> Step {
     step
 }
 
+/// [`Handle::stop`](crate::Handle::stop): `TERM` from this process, or, in a supervised serving
+/// process, `TERM` to the supervisor, which stops the service.
+fn stop_from_program(s: &mut Serving) -> Step {
+    if let Part::Supervised(supervisor) = s.part {
+        tracing::info!(
+            "a stop from the program: stopping the service (TERM to the supervisor, process {supervisor})"
+        );
+        crate::reaper::kill(supervisor, nix::sys::signal::Signal::SIGTERM);
+        return Step::Continue;
+    }
+    stop(s, "a stop from the program", std::process::id())
+}
+
 /// A restart asked by a signal (no one waits for the answer) or on the control socket.
-fn restart_asked(s: &mut Serving, name: &str, reply: Option<RestartRequest>) -> Step {
+fn restart_asked(s: &mut Serving, name: &str, reply: Option<Waiter>) -> Step {
     let step = s.machine.restart_asked();
     match step {
         Step::Refuse(why) => {
@@ -353,7 +376,7 @@ fn restart_asked(s: &mut Serving, name: &str, reply: Option<RestartRequest>) -> 
                 Refusal::Stopping => tracing::info!("{name} received: ignored while stopping"),
             }
             if let Some(reply) = reply {
-                let _ = reply.send(control::failed(why.reason()));
+                reply.answer(&RestartOutcome::failed(why.reason()));
             }
             return step;
         }
@@ -380,7 +403,7 @@ fn restart_ended(config: &Config, s: &mut Serving, result: Result<Handed, Failur
     restore_pidfile(config);
     tracing::warn!("restart failed: {failure}; still serving");
     s.notifier.restart_failed(&failure.to_string());
-    answer_waiters(s, &control::failed(&failure));
+    answer_waiters(s, &RestartOutcome::failed(&failure));
     if let Some(link) = failure.draining.take() {
         s.family.add_link(link);
     }
@@ -400,12 +423,12 @@ fn handed_over(s: &mut Serving, handed: Handed) {
         ..
     } = handed;
     tracing::info!("new process {pid} is ready: this process stops accepting");
-    let answer = control::restarted(pid, generation);
+    let answer = RestartOutcome::Restarted { pid, generation };
     s.family.me().retire();
     // The new process owns the control socket and asks the others now; this one answers it.
     // Let go first: a client that hears the answer and asks again must reach the new process.
     if let Some(control) = s.control.served() {
-        control.let_go(&answer);
+        control.let_go(&answer.to_string());
     }
     answer_waiters(s, &answer);
     s.handed_answer = Some(answer);
@@ -435,7 +458,9 @@ fn verdict_came(s: &mut Serving, verdict: Verdict, link: Option<Lines>) -> Step 
             }
             answer_waiters(
                 s,
-                &control::failed("the old process abandoned the restart that started this one"),
+                &RestartOutcome::failed(
+                    "the old process abandoned the restart that started this one",
+                ),
             );
             s.machine.verdict(false)
         }
@@ -465,9 +490,9 @@ fn committed(s: &mut Serving, link: Option<Lines>) {
 }
 
 /// Tells everyone waiting on the control socket how the restart went.
-fn answer_waiters(s: &mut Serving, answer: &str) {
+fn answer_waiters(s: &mut Serving, answer: &RestartOutcome) {
     for waiter in s.waiters.drain(..) {
-        let _ = waiter.send(answer.to_owned());
+        waiter.answer(answer);
     }
 }
 
@@ -489,7 +514,10 @@ fn begin_restart(s: &mut Serving) -> Option<JoinHandle<Result<Handed, Failure>>>
             .ok()
     };
     let Some((mut fds, control)) = copies else {
-        answer_waiters(s, &control::failed("cannot duplicate a listening socket"));
+        answer_waiters(
+            s,
+            &RestartOutcome::failed("cannot duplicate a listening socket"),
+        );
         return None;
     };
     s.notifier
@@ -656,8 +684,8 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                 let answer = s
                     .handed_answer
                     .clone()
-                    .unwrap_or_else(|| control::failed(control::STOPPED));
-                let _ = reply.send(answer);
+                    .unwrap_or_else(|| RestartOutcome::failed(control::STOPPED));
+                let _ = reply.send(answer.to_string());
             }
             (verdict, link) = handoff::verdict(&mut s.pending) => {
                 s.owns_socket_file = verdict == Verdict::Committed && !s.plan.keep_socket_files;

@@ -5,6 +5,7 @@
 
 use crate::config::{self, Config};
 use crate::control::{self, ControlSocket};
+use crate::entry::Requests;
 use crate::error::Error;
 use crate::handoff::{self, Dialed, Takeover};
 use crate::inherit::{Inherited, Manager};
@@ -17,6 +18,21 @@ use crate::tls::{self, Tls};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
+
+/// What the conductor learned before the role starts: who started this process and how.
+pub(crate) struct Begun {
+    pub(crate) config: Config,
+    pub(crate) generation: u64,
+    /// Sockets a service manager handed over.
+    pub(crate) inherited: Option<Inherited>,
+    /// Started by a restart: the handoff connection, made first thing.
+    pub(crate) dialed: Option<io::Result<Dialed>>,
+    pub(crate) part: Part,
+    /// The UNIX socket files are a service manager's or a supervisor's.
+    pub(crate) keep_socket_files: bool,
+    /// What the program's [`Handle`](crate::Handle)s ask.
+    pub(crate) requests: Requests,
+}
 
 /// Everything set up before the first connection is accepted.
 pub(crate) struct Started {

@@ -14,17 +14,18 @@
 //!   pidfile and told to systemd never changes.
 
 use crate::config::{self, Config};
-use crate::control::{self, Endpoint, RestartRequest};
+use crate::control::Endpoint;
+use crate::entry::{HandleRequest, Requests, RestartOutcome, Waiter};
 use crate::error::Error;
 use crate::family::{Family, Me, Role};
-use crate::handoff::{self, Dialed, Failure, Handed, Pending, Takeover, Verdict};
-use crate::inherit::{Inherited, Manager};
+use crate::handoff::{self, Failure, Handed, Pending, Takeover, Verdict};
+use crate::inherit::Manager;
 use crate::listener::SocketFile;
 use crate::notify::Notifier;
 use crate::origin::Part;
 use crate::pidfile;
 use crate::reaper::{self, Exits, Reaper};
-use crate::setup;
+use crate::setup::{self, Begun};
 use crate::signals::{Request, Signals};
 use nix::sys::signal::Signal;
 use std::io;
@@ -87,7 +88,9 @@ struct Supervisor {
     current: Option<Serving>,
     retiring: Vec<Serving>,
     starting: Option<(Start, JoinHandle<Result<Handed, Failure>>)>,
-    waiters: Vec<RestartRequest>,
+    waiters: Vec<Waiter>,
+    /// What the program's [`Handle`](crate::Handle)s ask.
+    requests: Requests,
     again_at: Option<Instant>,
     pause: Duration,
     announced: bool,
@@ -97,13 +100,16 @@ struct Supervisor {
 }
 
 /// Runs the supervisor until the service stops; returns its exit status.
-pub(crate) async fn supervise(
-    config: Config,
-    generation: u64,
-    inherited: Option<Inherited>,
-    dialed: Option<io::Result<Dialed>>,
-    keep_socket_files: bool,
-) -> ExitCode {
+pub(crate) async fn supervise(begun: Begun) -> ExitCode {
+    let Begun {
+        config,
+        generation,
+        inherited,
+        dialed,
+        keep_socket_files,
+        requests,
+        ..
+    } = begun;
     if inherited
         .as_ref()
         .is_some_and(|i| i.manager == Manager::ServerStarter)
@@ -203,6 +209,7 @@ pub(crate) async fn supervise(
         retiring: Vec::new(),
         starting: None,
         waiters: Vec::new(),
+        requests,
         again_at: None,
         pause: Duration::ZERO,
         announced: false,
@@ -242,8 +249,19 @@ impl Supervisor {
                     Request::Restart(name) => self.ask_restart(name, None),
                 },
                 reply = self.control.next() => {
-                    self.ask_restart("a restart on the control socket", Some(reply));
+                    self.ask_restart("a restart on the control socket", Some(Waiter::Control(reply)));
                 }
+                request = self.requests.recv() => match request {
+                    HandleRequest::Restart(reply) => self.ask_restart("a restart from the program", Some(Waiter::Program(reply))),
+                    HandleRequest::Stop if self.stopping => {
+                        tracing::warn!("a second stop from the program: the serving processes exit now");
+                        return self.exit_now().await;
+                    }
+                    HandleRequest::Stop => {
+                        tracing::info!("a stop from the program: stopping the serving processes");
+                        self.stop();
+                    }
+                },
                 (why, result) = finished(&mut self.starting) => self.started(why, result).await,
                 Some((pid, status)) = self.exits.recv() => self.exited(pid, status),
                 () = sleep_until(self.again_at) => {
@@ -284,7 +302,7 @@ impl Supervisor {
             Ok(sockets) => sockets,
             Err(e) => {
                 tracing::error!("cannot duplicate a listening socket: {e}");
-                self.answer_waiters(&control::failed(format!(
+                self.answer_waiters(&RestartOutcome::failed(format!(
                     "cannot duplicate a listening socket: {e}"
                 )));
                 if self.current.is_none() {
@@ -304,11 +322,11 @@ impl Supervisor {
         self.starting = Some((why, task));
     }
 
-    fn ask_restart(&mut self, name: &str, reply: Option<RestartRequest>) {
+    fn ask_restart(&mut self, name: &str, reply: Option<Waiter>) {
         if self.stopping {
             tracing::info!("{name} received: ignored while stopping");
             if let Some(reply) = reply {
-                let _ = reply.send(control::failed("the service is stopping"));
+                reply.answer(&RestartOutcome::failed("the service is stopping"));
             }
             return;
         }
@@ -337,7 +355,7 @@ impl Supervisor {
                     generation,
                     since: Instant::now(),
                 });
-                self.answer_waiters(&control::restarted(pid, generation));
+                self.answer_waiters(&RestartOutcome::Restarted { pid, generation });
                 let serving = format!(
                     "serving on {} (supervisor {}, serving process {pid})",
                     self.addresses,
@@ -379,7 +397,7 @@ impl Supervisor {
                 if let Some(link) = failure.draining.take() {
                     self.family.add_link(link);
                 }
-                self.answer_waiters(&control::failed(&failure));
+                self.answer_waiters(&RestartOutcome::failed(&failure));
                 match &self.current {
                     Some(current) => {
                         tracing::warn!(
@@ -471,7 +489,7 @@ impl Supervisor {
         self.sockets.clear();
         self.notifier
             .stopping("stopping: the serving processes drain their connections");
-        self.answer_waiters(&control::failed("the service is stopping"));
+        self.answer_waiters(&RestartOutcome::failed("the service is stopping"));
         if let Some(current) = self.current.take() {
             self.retire(current);
         }
@@ -493,9 +511,9 @@ impl Supervisor {
         ExitCode::FAILURE
     }
 
-    fn answer_waiters(&mut self, answer: &str) {
+    fn answer_waiters(&mut self, answer: &RestartOutcome) {
         for waiter in self.waiters.drain(..) {
-            let _ = waiter.send(answer.to_owned());
+            waiter.answer(answer);
         }
     }
 
