@@ -4,9 +4,10 @@
 //! ([`supervise`](crate::supervise)). No module imports this one.
 
 use crate::config::Config;
-use crate::entry::{Requests, Server};
 use crate::error::Error;
+use crate::handle::{Handle, Requests};
 use crate::handler::{Handler, HandlerOutput};
+use crate::handler::{ListenerHandler, NoHandler};
 use crate::handoff::Takeover;
 use crate::incoming::Incoming;
 use crate::inherit;
@@ -17,6 +18,7 @@ use crate::signals;
 use crate::stream::Stream;
 use std::future::Future;
 use std::process::ExitCode;
+use tokio::sync::mpsc;
 
 /// Runs a server until it is stopped or replaced, and returns the process's exit status.
 ///
@@ -82,6 +84,127 @@ where
     O: HandlerOutput,
 {
     Server::new(config).run_incoming(handler)
+}
+
+/// A server to run from a program's own `main`: the same server `#[uninterruptible::server]`
+/// generates, with [`Handle`]s to restart and stop it from code.
+///
+/// [`Server::run`] starts a runtime of its own and blocks; [`Server::serve`] serves on the
+/// runtime the program already runs (`#[tokio::main]`, or one built by hand), so the program
+/// can build a database pool or warm a cache with async code first. Either way signals work
+/// from any thread layout: `USR1` restarts, `TERM` drains, whatever threads exist.
+///
+/// ```no_run
+/// #[tokio::main]
+/// async fn main() -> std::process::ExitCode {
+///     // Async start-up work of the program's own, on its own runtime.
+///     let greeting = std::sync::Arc::new(String::from("hello\n"));
+///     let config = match uninterruptible::Config::builder(
+///         uninterruptible::Defaults::new().bind("tcp://127.0.0.1:7000"),
+///     )
+///     .build()
+///     {
+///         Ok(config) => config,
+///         Err(e) => {
+///             eprintln!("{e}");
+///             return std::process::ExitCode::from(e.exit_status());
+///         }
+///     };
+///     uninterruptible::Server::new(config)
+///         .serve(move |mut stream: uninterruptible::Stream| {
+///             let greeting = greeting.clone();
+///             async move {
+///                 use tokio::io::AsyncWriteExt;
+///                 stream.write_all(greeting.as_bytes()).await
+///             }
+///         })
+///         .await
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    handle: Handle,
+    requests: Requests,
+}
+
+/// How many requests of handles wait to be read at most: more wait in [`Handle::restart`].
+const QUEUE: usize = 16;
+
+impl Server {
+    /// A server with this configuration (see [`Config::from_env`] and [`Config::builder`]).
+    pub fn new(config: Config) -> Server {
+        let (requests, receiver) = mpsc::channel(QUEUE);
+        Server {
+            config,
+            handle: Handle { requests },
+            requests: Requests { receiver },
+        }
+    }
+
+    /// A handle that restarts or stops this server once it runs.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Serves `handler`, one task per connection, on a multi-thread runtime of its own, until
+    /// the process stops or retires; returns its exit status (0 after a drain, 1 after a second
+    /// `TERM`, 2 for a configuration the sockets refuse). Blocks the calling thread; from inside a
+    /// runtime it serves on a thread of its own (prefer [`Server::serve`] there).
+    pub fn run<H, F, O>(self, handler: H) -> ExitCode
+    where
+        H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        run_blocking(self.config, Handler::PerConnection(handler), self.requests)
+    }
+
+    /// [`Server::run`] for a handler that takes the whole listener (see [`Incoming`]).
+    pub fn run_incoming<G, F, O>(self, handler: G) -> ExitCode
+    where
+        G: FnOnce(Incoming) -> F + Send + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        let handler = incoming_handler(handler);
+        run_blocking::<NoHandler, _, ()>(self.config, handler, self.requests)
+    }
+
+    /// Serves `handler` on the runtime this is awaited on, until the process stops or retires;
+    /// returns its exit status as [`Server::run`] does. The runtime must have I/O and time
+    /// enabled (`#[tokio::main]` does). Connections still open when a `DRAIN_TIMEOUT` ends are
+    /// left to the runtime: return from `main` to end them.
+    pub async fn serve<H, F, O>(self, handler: H) -> ExitCode
+    where
+        H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        run_async(self.config, Handler::PerConnection(handler), self.requests).await
+    }
+
+    /// [`Server::serve`] for a handler that takes the whole listener (see [`Incoming`]).
+    pub async fn serve_incoming<G, F, O>(self, handler: G) -> ExitCode
+    where
+        G: FnOnce(Incoming) -> F + Send + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        let handler = incoming_handler(handler);
+        run_async::<NoHandler, _, ()>(self.config, handler, self.requests).await
+    }
+}
+
+fn incoming_handler<G, F, O>(handler: G) -> Handler<NoHandler>
+where
+    G: FnOnce(Incoming) -> F + Send + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    let listener: ListenerHandler =
+        Box::new(move |incoming| Box::pin(async move { handler(incoming).await.into_result() }));
+    Handler::Listener(listener)
 }
 
 /// Serves on a runtime of its own, blocking the calling thread.

@@ -5,8 +5,8 @@
 
 use crate::config::{self, Config};
 use crate::control::{self, ControlSocket};
-use crate::entry::Requests;
 use crate::error::Error;
+use crate::handle::Requests;
 use crate::handoff::{self, Dialed, Takeover};
 use crate::inherit::{Inherited, Manager};
 use crate::link::Lines;

@@ -15,9 +15,9 @@
 
 use crate::config::{self, Config};
 use crate::control::Endpoint;
-use crate::entry::{HandleRequest, Requests, RestartOutcome, Waiter};
 use crate::error::Error;
 use crate::family::{Family, Me, Role};
+use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter};
 use crate::handoff::{self, Failure, Handed, Pending, Takeover, Verdict};
 use crate::inherit::Manager;
 use crate::listener::SocketFile;
