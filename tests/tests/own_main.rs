@@ -68,19 +68,33 @@ fn restarts_asked_from_the_programs_own_handle_lose_no_request() {
     let (mut server, pidfile) = start(&dir, &["--port", "0"], &[]);
     let address = server.address();
     let ((), stats) = with_load(Options::plain(&address, 8, Duration::ZERO), || {
-        for generation in 2..=21u64 {
+        let mut last = (server.pid(), 1);
+        for _ in 0..20 {
+            // Each answer names a new process, which then is the service.
             let answer = echo(&address, "restart\n").unwrap();
-            let new = wait_for("the pidfile to name the new process", DEADLINE, || {
-                read_pidfile(&pidfile).filter(|pid| answer == format!("ok {pid} {generation}\n"))
-            });
-            assert_ne!(new, server.pid());
+            let next = match answer.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["ok", pid, generation] => (pid.parse().unwrap(), generation.parse().unwrap()),
+                _ => panic!("restart answered {answer:?}"),
+            };
+            assert!(
+                next.1 > last.1 && next.0 != last.0,
+                "{answer:?} after {last:?}"
+            );
+            assert_eq!(read_pidfile(&pidfile), Some(next.0));
+            last = next;
         }
     });
     assert_eq!(stats.failed(), 0, "{stats}");
     assert!(stats.ok > 0);
     // `stop` drains the current process as TERM does.
     let current = read_pidfile(&pidfile).unwrap();
-    assert_eq!(echo(&address, "stop\n").unwrap(), "stopping\n");
+    let stopped = echo(&address, "stop\n");
+    assert_eq!(
+        stopped.as_deref().ok(),
+        Some("stopping\n"),
+        "{stopped:?}: {}",
+        server.log.text()
+    );
     wait_for("the last process to exit", DEADLINE, || {
         (!uninterruptible_tests::alive(current)).then_some(())
     });

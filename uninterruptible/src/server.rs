@@ -430,7 +430,8 @@ fn handed_over(s: &mut Serving, handed: Handed) {
     if let Some(control) = s.control.served() {
         control.let_go(&answer.to_string());
     }
-    answer_waiters(s, &answer);
+    // Those waiting hear it once this process has stopped accepting (`drain`), so that a
+    // client that hears it and connects again reaches the new process.
     s.handed_answer = Some(answer);
     s.family.drop_links();
     tokio::spawn(family::answer(link, Arc::clone(&s.family)));
@@ -605,6 +606,9 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
         accepting.stop().await;
     }
     s.handoff_fds.clear();
+    if let Some(answer) = s.handed_answer.clone() {
+        answer_waiters(s, &answer);
+    }
     // Long-lived handlers that listen for it now finish their exchange and close.
     drain::announce();
 
@@ -680,13 +684,21 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                 }
                 Request::Restart(name) => tracing::info!("{name} received: ignored while draining"),
             },
-            reply = s.control.next() => {
-                let answer = s
-                    .handed_answer
-                    .clone()
-                    .unwrap_or_else(|| RestartOutcome::failed(control::STOPPED));
-                let _ = reply.send(answer.to_string());
-            }
+            // A restart asked now was asked as the one that handed over ended: the same
+            // restart, the same answer; else this process is stopping.
+            reply = s.control.next() => Waiter::Control(reply).answer(&retired_answer(s)),
+            request = s.requests.recv() => match request {
+                HandleRequest::Restart(reply) => Waiter::Program(reply).answer(&retired_answer(s)),
+                HandleRequest::Stop => {
+                    if s.machine.stop(std::process::id()) == Step::End(Ending::ExitNow) {
+                        tracing::warn!(
+                            "a second stop from the program: exiting now with {} connections open",
+                            s.connections.count()
+                        );
+                        return Drained::Cut;
+                    }
+                }
+            },
             (verdict, link) = handoff::verdict(&mut s.pending) => {
                 s.owns_socket_file = verdict == Verdict::Committed && !s.plan.keep_socket_files;
                 if let Some(link) = link {
@@ -695,6 +707,13 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
             }
         }
     }
+}
+
+/// The answer to a restart asked of a process that has stopped accepting.
+fn retired_answer(s: &Serving) -> RestartOutcome {
+    s.handed_answer
+        .clone()
+        .unwrap_or_else(|| RestartOutcome::failed(control::STOPPED))
 }
 
 /// Removes what the last process leaves: the pidfile and UNIX socket file, if still ours.
