@@ -2,30 +2,14 @@
 //! handover, or on `TERM`/`INT`) and finish its current exchange, instead of holding a retiring
 //! process until `DRAIN_TIMEOUT` cuts it.
 //!
-//! One announcement per process, in a static: a connection that never asks costs nothing, and
-//! nothing is added to the accept path.
+//! The announcement belongs to the process's [`Shutdown`](crate::shutdown::Shutdown), which
+//! hands out a [`Draining`] to whoever asks; a connection that never asks costs nothing more.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use tokio::sync::watch;
-
-fn announcement() -> &'static watch::Sender<bool> {
-    static DRAINING: OnceLock<watch::Sender<bool>> = OnceLock::new();
-    DRAINING.get_or_init(|| watch::Sender::new(false))
-}
-
-/// Tells every [`Draining`] that this process has stopped accepting.
-pub(crate) fn announce() {
-    announcement().send_replace(true);
-}
-
-/// Whether this process has stopped accepting.
-pub(crate) fn is_announced() -> bool {
-    *announcement().borrow()
-}
 
 /// Completes when this process stops accepting: a new process has taken over, or a `TERM` or
 /// `INT` arrived. From then on the process only waits for its open connections (up to
@@ -63,11 +47,8 @@ pub struct Draining {
 }
 
 impl Draining {
-    pub(crate) fn new() -> Draining {
-        Draining {
-            state: announcement().subscribe(),
-            wait: None,
-        }
+    pub(crate) fn new(state: watch::Receiver<bool>) -> Draining {
+        Draining { state, wait: None }
     }
 
     /// Whether this process has stopped accepting.
@@ -97,8 +78,10 @@ impl Future for Draining {
         let wait = this.wait.get_or_insert_with(|| {
             let mut state = state.clone();
             Box::pin(async move {
-                // The sender is a static: it is never dropped.
-                let _ = state.wait_for(|draining| *draining).await;
+                // A shutdown dropped without announcing is the end of its process: never.
+                if state.wait_for(|draining| *draining).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
             })
         });
         wait.as_mut().poll(cx)
@@ -110,26 +93,5 @@ impl fmt::Debug for Draining {
         f.debug_struct("Draining")
             .field("draining", &self.is_draining())
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn completes_for_every_copy_once_announced() {
-        let first = Draining::new();
-        let second = first.clone();
-        assert!(!first.is_draining());
-        let waiting = tokio::spawn(second);
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
-        announce();
-        waiting.await.unwrap();
-        assert!(first.is_draining());
-        first.await;
-        // One made after the announcement is complete at once.
-        Draining::new().await;
     }
 }

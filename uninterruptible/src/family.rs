@@ -10,9 +10,8 @@
 //!
 //! A link whose other end has exited reads as closed and is dropped.
 
-use crate::drain;
 use crate::link::Lines;
-use crate::shutdown::Connections;
+use crate::shutdown::Shutdown;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,13 +40,13 @@ pub(crate) struct Me {
     generation: u64,
     started: Instant,
     role: Role,
-    connections: Option<Arc<Connections>>,
+    connections: Option<Arc<Shutdown>>,
     /// Handed over or stopping: no longer the serving process, even before it stops accepting.
     retiring: AtomicBool,
 }
 
 impl Me {
-    pub(crate) fn new(generation: u64, role: Role, connections: Option<Arc<Connections>>) -> Me {
+    pub(crate) fn new(generation: u64, role: Role, connections: Option<Arc<Shutdown>>) -> Me {
         Me {
             pid: std::process::id(),
             generation,
@@ -67,7 +66,10 @@ impl Me {
     pub(crate) fn line(&self) -> String {
         let role = match self.role {
             Role::Supervisor => "supervisor",
-            Role::Server if self.retiring.load(Ordering::Relaxed) || drain::is_announced() => {
+            Role::Server
+                if self.retiring.load(Ordering::Relaxed)
+                    || self.connections.as_ref().is_some_and(|c| c.is_announced()) =>
+            {
                 "retiring"
             }
             Role::Server => "serving",
@@ -300,7 +302,7 @@ mod tests {
         // Supervisors both: a server's role depends on this process's drain, which another
         // test announces.
         let family = Family::new(Me::new(3, Role::Supervisor, None));
-        let connections = Arc::new(Connections::new());
+        let connections = Arc::new(Shutdown::new());
         let _open = connections.guard();
         let other = Family::new(Me::new(2, Role::Supervisor, Some(connections)));
         let (asker, answerer) = UnixStream::pair().unwrap();

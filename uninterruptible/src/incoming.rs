@@ -3,6 +3,7 @@
 //! do by overriding `accept_client_connection`.
 
 use crate::drain::Draining;
+use crate::shutdown::Shutdown;
 use crate::stream::Stream;
 use std::fmt;
 use std::sync::Arc;
@@ -45,12 +46,17 @@ use tokio::sync::{Mutex, mpsc};
 #[derive(Clone)]
 pub struct Incoming {
     streams: Arc<Mutex<mpsc::UnboundedReceiver<Stream>>>,
+    shutdown: Arc<Shutdown>,
 }
 
 impl Incoming {
-    pub(crate) fn new(streams: mpsc::UnboundedReceiver<Stream>) -> Incoming {
+    pub(crate) fn new(
+        streams: mpsc::UnboundedReceiver<Stream>,
+        shutdown: Arc<Shutdown>,
+    ) -> Incoming {
         Incoming {
             streams: Arc::new(Mutex::new(streams)),
+            shutdown,
         }
     }
 
@@ -62,7 +68,7 @@ impl Incoming {
 
     /// Completes when this process stops accepting: see [`Draining`].
     pub fn draining(&self) -> Draining {
-        Draining::new()
+        self.shutdown.draining()
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::acl::Acl;
 use crate::handler::HandlerOutput;
 use crate::listener::Listener;
-use crate::shutdown::{ConnectionGuard, Connections};
+use crate::shutdown::{ConnectionGuard, Shutdown};
 use crate::stream::{Io, PeerAddr, Stream};
 use crate::tls::{HandshakeSlot, Tls};
 use nix::errno::Errno;
@@ -33,7 +33,7 @@ pub(crate) enum Target<H> {
 #[derive(Debug)]
 pub(crate) struct Server<H> {
     pub(crate) target: Target<H>,
-    pub(crate) connections: Arc<Connections>,
+    pub(crate) shutdown: Arc<Shutdown>,
     /// `MAX_CONNECTIONS`: a permit per open connection.
     pub(crate) limit: Option<Arc<Semaphore>>,
     /// `ALLOWED_NETWORKS`.
@@ -138,19 +138,20 @@ where
     /// their own kinds rather than one with a branch: a task's size is fixed when it is spawned,
     /// and a plain connection should not carry room for a TLS handshake's state.
     fn spawn(&self, io: Io, peer: PeerAddr, permit: Option<OwnedSemaphorePermit>) {
+        let shutdown = Arc::clone(&self.shutdown);
         match &self.target {
             Target::PerConnection(handler) => {
-                let held = (self.connections.guard(), permit);
+                let held = (self.shutdown.guard(), permit);
                 tokio::spawn(serve_connection(
                     handler.clone(),
-                    Stream::new(io, peer),
+                    Stream::new(io, peer, shutdown),
                     held,
                 ));
             }
             // A send fails only once the handler has dropped its `Incoming`: the connection
             // closes. The stream carries its permit, released when the handler drops it.
             Target::Listener(incoming) => {
-                let _ = incoming.send(Stream::new(io, peer).holding(permit));
+                let _ = incoming.send(Stream::new(io, peer, shutdown).holding(permit));
             }
         }
     }
@@ -159,12 +160,14 @@ where
     fn spawn_tls(&self, tls: &Tls, io: Io, peer: PeerAddr) {
         let handshakes = &tls.handshakes;
         let (tls, limit) = (tls.clone(), self.limit.clone());
+        let shutdown = Arc::clone(&self.shutdown);
         match &self.target {
             Target::PerConnection(handler) => {
-                let (handler, guard) = (handler.clone(), self.connections.guard());
+                let (handler, guard) = (handler.clone(), self.shutdown.guard());
                 handshakes.spawn(peer.clone(), move |slot| async move {
                     if let Some((io, permit)) = admit(&tls, slot, limit, io, &peer).await {
-                        serve_connection(handler, Stream::new(io, peer), (guard, permit)).await;
+                        serve_connection(handler, Stream::new(io, peer, shutdown), (guard, permit))
+                            .await;
                     }
                 });
             }
@@ -172,7 +175,7 @@ where
                 let incoming = incoming.clone();
                 handshakes.spawn(peer.clone(), move |slot| async move {
                     if let Some((io, permit)) = admit(&tls, slot, limit, io, &peer).await {
-                        let _ = incoming.send(Stream::new(io, peer).holding(permit));
+                        let _ = incoming.send(Stream::new(io, peer, shutdown).holding(permit));
                     }
                 });
             }

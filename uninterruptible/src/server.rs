@@ -5,7 +5,6 @@
 use crate::acl::Acl;
 use crate::config::{self, Config};
 use crate::control::{self, Control, Endpoint};
-use crate::drain;
 use crate::error::Error;
 use crate::family::{self, Family, Me, Role};
 use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter};
@@ -22,7 +21,7 @@ use crate::origin::Part;
 use crate::pidfile;
 use crate::serve::{Accepting, Server, Target};
 use crate::setup::{self, Begun, Started, fail};
-use crate::shutdown::Connections;
+use crate::shutdown::Shutdown;
 use crate::signals::{Request, Signals};
 use crate::stream::Stream;
 use std::future::Future;
@@ -106,7 +105,7 @@ struct Serving {
     accepting: Option<Accepting>,
     /// Descriptors of our own to hand over on restart; closed when we stop accepting.
     handoff_fds: Vec<OwnedFd>,
-    connections: Arc<Connections>,
+    shutdown: Arc<Shutdown>,
     socket_files: Vec<SocketFile>,
     /// Until the old process answers our `ready`: we may yet be abandoned.
     pending: Option<Pending>,
@@ -180,18 +179,18 @@ where
             )
         })?;
 
-    let connections = Arc::new(Connections::new());
+    let shutdown = Arc::new(Shutdown::new());
     let (target, listener_task) = match handler {
         Handler::PerConnection(handler) => (Target::PerConnection(handler), None),
         Handler::Listener(handler) => {
             let (streams, incoming) = mpsc::unbounded_channel();
-            let task = tokio::spawn(handler(Incoming::new(incoming)));
+            let task = tokio::spawn(handler(Incoming::new(incoming, Arc::clone(&shutdown))));
             (Target::Listener(streams), Some(task))
         }
     };
     let server = Server {
         target,
-        connections: Arc::clone(&connections),
+        shutdown: Arc::clone(&shutdown),
         limit: config.max_connections.map(|n| Arc::new(Semaphore::new(n))),
         acl: config.allowed_networks.clone().map(Acl::new),
         tls,
@@ -231,7 +230,7 @@ where
     let family = Family::new(Me::new(
         generation,
         Role::Server,
-        Some(Arc::clone(&connections)),
+        Some(Arc::clone(&shutdown)),
     ));
     for link in links {
         family.add_link(link);
@@ -254,7 +253,7 @@ where
         signals,
         accepting: Some(accepting),
         handoff_fds,
-        connections,
+        shutdown,
         socket_files,
         pending,
         owns_socket_file,
@@ -610,7 +609,7 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
         answer_waiters(s, &answer);
     }
     // Long-lived handlers that listen for it now finish their exchange and close.
-    drain::announce();
+    s.shutdown.announce();
 
     let started = tokio::time::Instant::now();
     let mut listener = s.listener.take();
@@ -619,12 +618,12 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
     if waits_for_handler {
         tracing::info!("draining: waiting for the handler to return");
     } else {
-        tracing::info!("draining {} open connections", s.connections.count());
+        tracing::info!("draining {} open connections", s.shutdown.count());
     }
-    let connections = Arc::clone(&s.connections);
+    let shutdown = Arc::clone(&s.shutdown);
     let drain = async {
         match &mut listener {
-            None => connections.drained(config.drain_timeout).await,
+            None => shutdown.drained(config.drain_timeout).await,
             Some(_) => match config.drain_timeout {
                 None => {
                     let _ = returned(&mut listener).await;
@@ -646,7 +645,7 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                 }
                 tracing::warn!(
                     "drain timeout: closing {} connections still open",
-                    s.connections.count()
+                    s.shutdown.count()
                 );
                 return Drained::TimedOut;
             }
@@ -655,7 +654,7 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                 let open = if waits_for_handler {
                     "the handler has not returned".to_owned()
                 } else {
-                    format!("{} connections still open", s.connections.count())
+                    format!("{} connections still open", s.shutdown.count())
                 };
                 match config.drain_timeout {
                     None => tracing::info!(
@@ -672,7 +671,7 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                     if s.machine.stop(received.sender) == Step::End(Ending::ExitNow) {
                         tracing::warn!(
                             "second {name} received: exiting now with {} connections open",
-                            s.connections.count()
+                            s.shutdown.count()
                         );
                         return Drained::Cut;
                     }
@@ -693,7 +692,7 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                     if s.machine.stop(std::process::id()) == Step::End(Ending::ExitNow) {
                         tracing::warn!(
                             "a second stop from the program: exiting now with {} connections open",
-                            s.connections.count()
+                            s.shutdown.count()
                         );
                         return Drained::Cut;
                     }

@@ -1,7 +1,56 @@
-//! Open connections: counted by a guard each connection task holds, and waited for in one place.
+//! A process's shutdown, owned by it: the announcement that it has stopped accepting (handed out
+//! as [`Draining`]), and its open connections, counted by a guard each connection task holds
+//! and waited for in one place.
 
+use crate::drain::Draining;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// One process's shutdown: whether it has stopped accepting, and its open connections.
+#[derive(Debug)]
+pub(crate) struct Shutdown {
+    connections: Connections,
+    draining: watch::Sender<bool>,
+}
+
+impl Shutdown {
+    pub(crate) fn new() -> Shutdown {
+        Shutdown {
+            connections: Connections::new(),
+            draining: watch::Sender::new(false),
+        }
+    }
+
+    /// Held by one connection's task for as long as the connection is open.
+    pub(crate) fn guard(&self) -> ConnectionGuard {
+        self.connections.guard()
+    }
+
+    /// Connections open now.
+    pub(crate) fn count(&self) -> usize {
+        self.connections.count()
+    }
+
+    /// Waits until no connection is open, or `limit` has passed; true when all closed.
+    pub(crate) async fn drained(&self, limit: Option<Duration>) -> bool {
+        self.connections.drained(limit).await
+    }
+
+    /// Tells every [`Draining`] that this process has stopped accepting.
+    pub(crate) fn announce(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Whether this process has stopped accepting.
+    pub(crate) fn is_announced(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Completes once [`Shutdown::announce`] has run.
+    pub(crate) fn draining(&self) -> Draining {
+        Draining::new(self.draining.subscribe())
+    }
+}
 
 /// The set of open connections.
 ///
@@ -50,6 +99,25 @@ impl Connections {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_draining_completes_once_announced() {
+        let shutdown = Shutdown::new();
+        let first = shutdown.draining();
+        let second = first.clone();
+        assert!(!first.is_draining() && !shutdown.is_announced());
+        let waiting = tokio::spawn(second);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        shutdown.announce();
+        waiting.await.unwrap();
+        assert!(first.is_draining() && shutdown.is_announced());
+        first.await;
+        // One handed out after the announcement is complete at once.
+        shutdown.draining().await;
+        // Another process's shutdown (another test's) is its own.
+        assert!(!Shutdown::new().is_announced());
+    }
 
     #[tokio::test]
     async fn counts_guards_and_waits_for_zero() {

@@ -1,10 +1,12 @@
 //! The connection a handler receives.
 
+use crate::shutdown::Shutdown;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
@@ -49,6 +51,8 @@ impl fmt::Display for PeerAddr {
 pub struct Stream {
     io: Io,
     peer: PeerAddr,
+    /// The process's shutdown, for [`Stream::draining`].
+    shutdown: Arc<Shutdown>,
 }
 
 pub(crate) enum Io {
@@ -68,8 +72,8 @@ pub(crate) struct Limited {
 }
 
 impl Stream {
-    pub(crate) fn new(io: Io, peer: PeerAddr) -> Stream {
-        Stream { io, peer }
+    pub(crate) fn new(io: Io, peer: PeerAddr, shutdown: Arc<Shutdown>) -> Stream {
+        Stream { io, peer, shutdown }
     }
 
     /// This stream, holding `permit` until it is dropped.
@@ -78,6 +82,7 @@ impl Stream {
             None => self,
             Some(permit) => Stream {
                 peer: self.peer.clone(),
+                shutdown: Arc::clone(&self.shutdown),
                 io: Io::Limited(Box::new(Limited {
                     stream: self,
                     _permit: permit,
@@ -90,7 +95,7 @@ impl Stream {
     /// arrived): the signal for a long-lived handler to finish its current exchange and close.
     /// See [`Draining`](crate::Draining).
     pub fn draining(&self) -> crate::Draining {
-        crate::Draining::new()
+        self.shutdown.draining()
     }
 
     /// The address the connection came in on: which of the server's listeners accepted it.
