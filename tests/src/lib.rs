@@ -525,9 +525,13 @@ pub struct ProcessStatus {
     pub role: String,
     pub connections: String,
     pub age: u64,
+    /// False for a process that did not answer in time (`answered=no`): listed from what is
+    /// known of it.
+    pub answered: bool,
 }
 
-/// `status` on a control socket, parsed; panics on a line that is not `key=value` fields.
+/// `status` on a control socket, parsed; panics on a line that is not `key=value` fields, or
+/// that lists a process whose generation is not known.
 pub fn control_status(path: &Path) -> Vec<ProcessStatus> {
     let answer = control(path, "status\n");
     assert!(
@@ -544,12 +548,18 @@ pub fn control_status(path: &Path) -> Vec<ProcessStatus> {
                     .unwrap_or_else(|| panic!("no {name} in status line {line:?}"))
                     .to_owned()
             };
+            let number = |name: &str| {
+                field(name)
+                    .parse()
+                    .unwrap_or_else(|_| panic!("no number for {name} in status line {line:?}"))
+            };
             ProcessStatus {
                 pid: field("pid").parse().unwrap(),
-                generation: field("generation").parse().unwrap(),
+                generation: number("generation"),
                 role: field("role"),
                 connections: field("connections"),
-                age: field("age").parse().unwrap(),
+                age: number("age"),
+                answered: !line.ends_with(" answered=no"),
             }
         })
         .collect()

@@ -12,9 +12,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use uninterruptible_tests::load::{Options, with_load};
 use uninterruptible_tests::{
-    Address, Conn, DEADLINE, ProcessStatus, SIGTERM, Server, TempDir, control, control_restart,
-    control_status, echo, open_accepted, read_pidfile, start_with_pidfile, try_control, wait_for,
-    wait_until_draining,
+    Address, Conn, DEADLINE, ProcessStatus, SIGCONT, SIGSTOP, SIGTERM, Server, TempDir, control,
+    control_restart, control_status, echo, open_accepted, read_pidfile, start_with_pidfile,
+    try_control, wait_for, wait_until_draining,
 };
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
@@ -498,4 +498,149 @@ fn concurrent_clients_during_restarts_each_get_one_documented_answer() {
         &wrong[..wrong.len().min(5)]
     );
     assert_eq!(restarts, 150);
+}
+
+#[test]
+fn status_lists_a_process_that_does_not_answer_marked() {
+    let (_dir, ctl, server, _pidfile) = start("control-stopped", &[]);
+    let address = server.address();
+    let first = server.pid();
+    let held = open_accepted(first, &address);
+    let (second, _) = control_restart(&ctl);
+    wait_until_draining(&server, first);
+    wait_for(
+        "the first process to be listed as retiring",
+        DEADLINE,
+        || {
+            let status = control_status(&ctl);
+            (roles(&status) == [(1, "retiring", "1"), (2, "serving", "0")]).then_some(())
+        },
+    );
+
+    // Stopped, it cannot answer: it is listed from what is known of it, and marked. Clients
+    // asking at once all hear so.
+    uninterruptible_tests::send(first, SIGSTOP);
+    let asking: Vec<_> = (0..20)
+        .map(|_| {
+            let ctl = ctl.clone();
+            std::thread::spawn(move || control_status(&ctl))
+        })
+        .collect();
+    for status in asking.into_iter().map(|t| t.join().unwrap()) {
+        let seen: Vec<_> = status
+            .iter()
+            .map(|p| {
+                (
+                    p.pid,
+                    p.generation,
+                    p.role.as_str(),
+                    p.connections.as_str(),
+                    p.answered,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (first, 1, "retiring", "?", false),
+                (second, 2, "serving", "0", true)
+            ]
+        );
+    }
+    let marked = control(&ctl, "status\n");
+    eprintln!("status with a stopped process:\n{marked}");
+
+    // A third process gets the link to it with the sockets: it knows its pid, and lists it.
+    let held_by_second = open_accepted(second, &address);
+    let (third, _) = control_restart(&ctl);
+    wait_until_draining(&server, second);
+    let status = control(&ctl, "status\n");
+    let lines: Vec<&str> = status.lines().collect();
+    assert_eq!(lines.len(), 4, "{status:?}");
+    assert_eq!(
+        lines[0],
+        format!("pid={first} generation=? role=? connections=? age=? answered=no")
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "pid={second} generation=2 role=retiring connections=1 "
+        )),
+        "{status:?}"
+    );
+    assert!(lines[2].starts_with(&format!("pid={third} generation=3 role=serving")));
+
+    // Going on, it answers again, and leaves the list once it has drained.
+    uninterruptible_tests::send(first, SIGCONT);
+    wait_for("the first process to answer again", DEADLINE, || {
+        let status = control(&ctl, "status\n");
+        status
+            .starts_with(&format!(
+                "pid={first} generation=1 role=retiring connections=1 age="
+            ))
+            .then_some(())
+    });
+    assert_eq!(held.echo("on\n").unwrap(), "on\n");
+    assert_eq!(held_by_second.echo("on\n").unwrap(), "on\n");
+    wait_for(
+        "the first two processes to leave the list",
+        DEADLINE,
+        || {
+            let status = control_status(&ctl);
+            (roles(&status) == [(3, "serving", "0")]).then_some(())
+        },
+    );
+}
+
+#[test]
+fn clients_beyond_the_limit_hear_busy_and_the_service_keeps_working() {
+    const LIMIT: usize = 64;
+    let (_dir, ctl, server, _pidfile) = start("control-bounded", &[]);
+    let address = server.address();
+    let pid = server.pid();
+    let before = uninterruptible_tests::fd_count(pid);
+    // As many clients as are served at once, saying nothing.
+    let held: Vec<UnixStream> = (0..LIMIT)
+        .map(|_| UnixStream::connect(&ctl).unwrap())
+        .collect();
+    wait_for("the clients to be accepted", DEADLINE, || {
+        (uninterruptible_tests::fd_count(pid) >= before + LIMIT).then_some(())
+    });
+    let busy = format!("error busy: {LIMIT} clients are connected, ask again\n");
+    // One more is told so, and its connection ends cleanly (socat fails on a reset).
+    assert_eq!(try_socat(&ctl, "restart\n").unwrap(), busy);
+
+    // A flood: the process holds a bounded number of descriptors for them; the others wait in
+    // the listen queue; the service port works throughout.
+    let flood: Vec<UnixStream> = (0..150)
+        .map(|_| UnixStream::connect(&ctl).unwrap())
+        .collect();
+    let bound = before + LIMIT + 16 + 4;
+    for round in 0..20 {
+        let open = uninterruptible_tests::fd_count(pid);
+        assert!(
+            open <= bound,
+            "{open} descriptors open, at most {bound} expected"
+        );
+        assert_eq!(
+            echo(&address, "still\n").unwrap(),
+            "still\n",
+            "round {round}"
+        );
+    }
+    // Each hears `error busy`, or, served once a place came free (a silent client is closed at
+    // the idle limit), nothing: never a reset.
+    let mut refused = 0;
+    for mut conn in flood {
+        let answer = read_to_end_within(&mut conn, DEADLINE);
+        assert!(answer == busy || answer.is_empty(), "{answer:?}");
+        refused += usize::from(answer == busy);
+    }
+    assert!(refused > 0);
+    drop(held);
+    wait_for("the control socket to answer again", DEADLINE, || {
+        try_control(&ctl, "status\n")
+            .ok()
+            .filter(|answer| documented("status\n", answer).is_ok() && answer != &busy)
+    });
+    eprintln!("of 150 clients beyond the limit, {refused} were told busy");
 }
