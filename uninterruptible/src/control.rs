@@ -459,7 +459,8 @@ async fn client(conn: UnixStream, shared: Shared, _held: impl Send) {
             tracing::debug!("control socket: cannot answer: {e}");
             return;
         }
-        if !more {
+        // Passed on and told `error busy`: as a client turned away here, it asks again.
+        if !more || answer.starts_with("error busy") {
             finish(conn.into_inner()).await;
             return;
         }
@@ -578,7 +579,19 @@ async fn status(shared: &Shared) -> String {
     if handed {
         return pass_on(shared, "status").await;
     }
-    local_status(&shared.family).await
+    let lines = local_status(&shared.family).await;
+    if !shared.family.me().handed_over() {
+        return lines;
+    }
+    // A restart ended as this was asked: this process retires, and lets go of the socket in the
+    // same step; the list is the new owner's.
+    let mut owner = shared.owner.clone();
+    let let_go = owner.wait_for(|owner| matches!(owner, Owner::Handed(_)));
+    match tokio::time::timeout(STATUS_WAIT, let_go).await {
+        Ok(Ok(_)) => {}
+        _ => return lines,
+    }
+    pass_on(shared, "status").await
 }
 
 async fn local_status(family: &Family) -> String {

@@ -26,6 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// What a status link asks.
 const STATUS: &str = "status\n";
+/// How long a restart's outcome takes at most to be taken in once it has ended.
+const OUTCOME_WAIT: Duration = Duration::from_secs(2);
 /// How long a process has to answer `status` before it is listed as not answering.
 const ANSWER_WAIT: Duration = Duration::from_secs(1);
 
@@ -62,9 +64,14 @@ impl Me {
         }
     }
 
-    /// This process is no longer the service's serving process.
+    /// This process is no longer the service's serving process: a restart has handed over.
     pub(crate) fn retire(&self) {
         self.retiring.store(true, Ordering::Relaxed);
+    }
+
+    /// A restart has handed over from this process (it lets go of the control socket next).
+    pub(crate) fn handed_over(&self) -> bool {
+        self.retiring.load(Ordering::Relaxed)
     }
 
     /// `pid=… generation=… role=… connections=… age=…`: the line `status` prints for it.
@@ -94,12 +101,16 @@ fn line(pid: u32, generation: u64, role: &str, connections: &str, age: Duration)
     )
 }
 
-/// A process being started by a restart, not yet ready: it has no link until it is.
+/// A process being started by a restart: it has no link until it is ready and the restart's
+/// outcome is taken in.
 #[derive(Clone, Copy, Debug)]
 struct Starting {
     pid: u32,
     generation: u64,
     since: Instant,
+    /// When its restart ended: ready, it is listed until it is linked (or this process hands
+    /// over), which follows at once; failed, it has exited, or is linked to drain.
+    ended: Option<Instant>,
 }
 
 /// This process and the links to the other live processes of its service.
@@ -152,8 +163,15 @@ impl Family {
 
     /// Asks `status` on `link` from now on, until the other process exits.
     pub(crate) fn add_link(&self, link: Lines) {
+        let known = Known::of(&link);
+        let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        if starting.is_some_and(|s| Some(s.pid) == known.pid) {
+            // Listed by its link from now on.
+            *starting = None;
+        }
+        drop(starting);
         let (requests, received) = mpsc::channel(4);
-        tokio::spawn(keep(link, received));
+        tokio::spawn(keep(link, known, received));
         let mut links = self.links();
         links.retain(|link| !link.requests.is_closed());
         links.push(Link { requests });
@@ -162,6 +180,7 @@ impl Family {
     /// This process no longer owns the control socket: it asks nobody any more.
     pub(crate) fn drop_links(&self) {
         self.links().clear();
+        *self.starting.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Copies of the links to processes still alive, to hand to a new process with the
@@ -188,21 +207,42 @@ impl Family {
         fds
     }
 
-    /// A restart has started process `pid`; `None` once it is ready or gone.
+    /// A restart has started process `pid`; `None` once the restart has ended, ready or not.
     pub(crate) fn starting(&self, started: Option<(u32, u64)>) {
-        let starting = started.map(|(pid, generation)| Starting {
-            pid,
-            generation,
-            since: Instant::now(),
-        });
-        *self.starting.lock().unwrap_or_else(|e| e.into_inner()) = starting;
+        let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        match started {
+            Some((pid, generation)) => {
+                *starting = Some(Starting {
+                    pid,
+                    generation,
+                    since: Instant::now(),
+                    ended: None,
+                })
+            }
+            // Between the end of the restart and its outcome taken in (linked, or handed over),
+            // a ready process is still listed: so that `status` never misses it.
+            None => {
+                if let Some(s) = starting.as_mut() {
+                    s.ended = Some(Instant::now());
+                }
+            }
+        }
     }
 
     /// One line per live process of the service, oldest generation first (a process whose
     /// generation is not known came with a link handed over, from an older process: first).
     pub(crate) async fn status(&self) -> Vec<String> {
         let mut lines = vec![(Some(self.me.generation), self.me.line())];
-        let starting = *self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        let starting = {
+            let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+            // Kept briefly: the pid linked may be another (a start command that runs the
+            // server as its child).
+            let over = |ended: Instant| ended.elapsed() > OUTCOME_WAIT;
+            if starting.is_some_and(|s| s.ended.is_some_and(|e| over(e) || !alive(s.pid))) {
+                *starting = None;
+            }
+            *starting
+        };
         let links = self.links().clone();
         // Every link asked before any answer is awaited: a process that does not answer holds
         // the list up once, not once per process.
@@ -228,6 +268,14 @@ impl Family {
         lines.sort_by_key(|(generation, _)| *generation);
         lines.into_iter().map(|(_, line)| line).collect()
     }
+}
+
+/// Whether process `pid` exists (a failed restart's process has been reaped).
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
 /// What is known of the process at the other end of a link without asking it.
@@ -282,8 +330,7 @@ impl Known {
 /// Keeps one link: answers requests until the other process closes it (or every sender is
 /// gone), then closes it too. It asks at once, to learn what the other process is (a link handed
 /// over comes without it), and then once for all the requests that come while it asks.
-async fn keep(mut link: Lines, mut requests: mpsc::Receiver<LinkRequest>) {
-    let mut known = Known::of(&link);
+async fn keep(mut link: Lines, mut known: Known, mut requests: mpsc::Receiver<LinkRequest>) {
     // Kept aside so that a copy can be made while a question is out.
     let Ok(copy) = link.stream().as_fd().try_clone_to_owned() else {
         return;
@@ -491,5 +538,33 @@ mod tests {
         );
         family.drop_links();
         peer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_started_process_is_listed_until_linked_or_gone() {
+        let family = Family::new(Me::new(1, Role::Supervisor, None));
+        let pid = std::process::id();
+        let me = format!("pid={pid} generation=1 role=supervisor connections=0 age=0");
+        // Its restart has ended (ready), the outcome is not taken in yet: still listed.
+        family.starting(Some((pid, 2)));
+        family.starting(None);
+        let starting = format!("pid={pid} generation=2 role=starting connections=? age=0");
+        assert_eq!(family.status().await, [me.clone(), starting]);
+        // Linked (the link's peer is this process here): listed by its link.
+        let (asker, answerer) = UnixStream::pair().unwrap();
+        let other = Family::new(Me::new(2, Role::Supervisor, None));
+        let answering = tokio::spawn(answer(Lines::new(answerer), other));
+        family.add_link(Lines::new(asker));
+        let linked = format!("pid={pid} generation=2 role=supervisor connections=0 age=0");
+        assert_eq!(family.status().await, [me.clone(), linked.clone()]);
+        // A failed restart's process, exited and reaped: not listed.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        family.starting(Some((gone, 3)));
+        family.starting(None);
+        assert_eq!(family.status().await, [me, linked]);
+        family.drop_links();
+        answering.await.unwrap();
     }
 }
