@@ -487,15 +487,23 @@ pub fn echo(address: &Address, line: &str) -> std::io::Result<String> {
 
 /// Sends one request to a control socket, closes the sending side, and returns the whole answer.
 pub fn control(path: &Path, request: &str) -> String {
-    let mut conn = UnixStream::connect(path)
-        .unwrap_or_else(|e| panic!("connect to the control socket {}: {e}", path.display()));
-    conn.set_read_timeout(Some(Duration::from_secs(90)))
-        .unwrap();
-    conn.write_all(request.as_bytes()).unwrap();
-    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    try_control(path, request).unwrap_or_else(|e| {
+        panic!(
+            "ask {request:?} on the control socket {}: {e}",
+            path.display()
+        )
+    })
+}
+
+/// [`control`], returning what went wrong (a refused connection, a reset) instead of panicking.
+pub fn try_control(path: &Path, request: &str) -> std::io::Result<String> {
+    let mut conn = UnixStream::connect(path)?;
+    conn.set_read_timeout(Some(Duration::from_secs(90)))?;
+    conn.write_all(request.as_bytes())?;
+    conn.shutdown(std::net::Shutdown::Write)?;
     let mut answer = String::new();
-    conn.read_to_string(&mut answer).unwrap();
-    answer
+    conn.read_to_string(&mut answer)?;
+    Ok(answer)
 }
 
 /// `restart` on a control socket: the new serving process's pid and generation, from
@@ -517,9 +525,13 @@ pub struct ProcessStatus {
     pub role: String,
     pub connections: String,
     pub age: u64,
+    /// False for a process that did not answer in time (`answered=no`): listed from what is
+    /// known of it.
+    pub answered: bool,
 }
 
-/// `status` on a control socket, parsed; panics on a line that is not `key=value` fields.
+/// `status` on a control socket, parsed; panics on a line that is not `key=value` fields, or
+/// that lists a process whose generation is not known.
 pub fn control_status(path: &Path) -> Vec<ProcessStatus> {
     let answer = control(path, "status\n");
     assert!(
@@ -536,12 +548,18 @@ pub fn control_status(path: &Path) -> Vec<ProcessStatus> {
                     .unwrap_or_else(|| panic!("no {name} in status line {line:?}"))
                     .to_owned()
             };
+            let number = |name: &str| {
+                field(name)
+                    .parse()
+                    .unwrap_or_else(|_| panic!("no number for {name} in status line {line:?}"))
+            };
             ProcessStatus {
                 pid: field("pid").parse().unwrap(),
-                generation: field("generation").parse().unwrap(),
+                generation: number("generation"),
                 role: field("role"),
                 connections: field("connections"),
-                age: field("age").parse().unwrap(),
+                age: number("age"),
+                answered: !line.ends_with(" answered=no"),
             }
         })
         .collect()

@@ -8,10 +8,14 @@
 //!   from earlier restarts, so it reaches every live process of the service;
 //! - under a supervisor, the supervisor asks and each serving or retiring process answers.
 //!
-//! A link whose other end has exited reads as closed and is dropped.
+//! A link whose other end has exited reads as closed and is dropped. A process that is alive but
+//! does not answer in time (stopped, or too busy) is still listed, from what is known of it: its
+//! pid (the link's peer), and the generation, role and age its last answer gave (`?` when it
+//! never answered), with `connections=?` and `answered=no`.
 
 use crate::link::Lines;
 use crate::shutdown::Shutdown;
+use nix::sys::socket::{getsockopt, sockopt};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// What a status link asks.
 const STATUS: &str = "status\n";
-/// How long a process has to answer `status` before it is left out.
+/// How long a restart's outcome takes at most to be taken in once it has ended.
+const OUTCOME_WAIT: Duration = Duration::from_secs(2);
+/// How long a process has to answer `status` before it is listed as not answering.
 const ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 /// The role a process plays in its service.
@@ -57,9 +63,14 @@ impl Me {
         }
     }
 
-    /// This process is no longer the service's serving process.
+    /// This process is no longer the service's serving process: a restart has handed over.
     pub(crate) fn retire(&self) {
         self.retiring.store(true, Ordering::Relaxed);
+    }
+
+    /// A restart has handed over from this process (it lets go of the control socket next).
+    pub(crate) fn handed_over(&self) -> bool {
+        self.retiring.load(Ordering::Relaxed)
     }
 
     /// `pid=… generation=… role=… connections=… age=…`: the line `status` prints for it.
@@ -92,12 +103,16 @@ fn line(pid: u32, generation: u64, role: &str, connections: &str, age: Duration)
     )
 }
 
-/// A process being started by a restart, not yet ready: it has no link until it is.
+/// A process being started by a restart: it has no link until it is ready and the restart's
+/// outcome is taken in.
 #[derive(Clone, Copy, Debug)]
 struct Starting {
     pid: u32,
     generation: u64,
     since: Instant,
+    /// When its restart ended: ready, it is listed until it is linked (or this process hands
+    /// over), which follows at once; failed, it has exited, or is linked to drain.
+    ended: Option<Instant>,
 }
 
 /// This process and the links to the other live processes of its service.
@@ -116,6 +131,7 @@ struct Link {
 }
 
 enum LinkRequest {
+    /// The other process's line; `None` once it has exited.
     Status(oneshot::Sender<Option<String>>),
     /// A copy of the link, to hand to a new process.
     Duplicate(oneshot::Sender<Option<OwnedFd>>),
@@ -149,8 +165,15 @@ impl Family {
 
     /// Asks `status` on `link` from now on, until the other process exits.
     pub(crate) fn add_link(&self, link: Lines) {
+        let known = Known::of(&link);
+        let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        if starting.is_some_and(|s| Some(s.pid) == known.pid) {
+            // Listed by its link from now on.
+            *starting = None;
+        }
+        drop(starting);
         let (requests, received) = mpsc::channel(4);
-        tokio::spawn(keep(link, received));
+        tokio::spawn(keep(link, known, received));
         let mut links = self.links();
         links.retain(|link| !link.requests.is_closed());
         links.push(Link { requests });
@@ -159,6 +182,7 @@ impl Family {
     /// This process no longer owns the control socket: it asks nobody any more.
     pub(crate) fn drop_links(&self) {
         self.links().clear();
+        *self.starting.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Copies of the links to processes still alive, to hand to a new process with the
@@ -185,34 +209,61 @@ impl Family {
         fds
     }
 
-    /// A restart has started process `pid`; `None` once it is ready or gone.
+    /// A restart has started process `pid`; `None` once the restart has ended, ready or not.
     pub(crate) fn starting(&self, started: Option<(u32, u64)>) {
-        let starting = started.map(|(pid, generation)| Starting {
-            pid,
-            generation,
-            since: Instant::now(),
-        });
-        *self.starting.lock().unwrap_or_else(|e| e.into_inner()) = starting;
+        let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        match started {
+            Some((pid, generation)) => {
+                *starting = Some(Starting {
+                    pid,
+                    generation,
+                    since: Instant::now(),
+                    ended: None,
+                })
+            }
+            // Between the end of the restart and its outcome taken in (linked, or handed over),
+            // a ready process is still listed: so that `status` never misses it.
+            None => {
+                if let Some(s) = starting.as_mut() {
+                    s.ended = Some(Instant::now());
+                }
+            }
+        }
     }
 
-    /// One line per live process of the service, oldest generation first.
+    /// One line per live process of the service, oldest generation first (a process whose
+    /// generation is not known came with a link handed over, from an older process: first).
     pub(crate) async fn status(&self) -> Vec<String> {
-        let mut lines = vec![(self.me.generation, self.me.line())];
-        let starting = *self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lines = vec![(Some(self.me.generation), self.me.line())];
+        let starting = {
+            let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+            // Kept briefly: the pid linked may be another (a start command that runs the
+            // server as its child).
+            let over = |ended: Instant| ended.elapsed() > OUTCOME_WAIT;
+            if starting.is_some_and(|s| s.ended.is_some_and(|e| over(e) || !alive(s.pid))) {
+                *starting = None;
+            }
+            *starting
+        };
         let links = self.links().clone();
+        // Every link asked before any answer is awaited: a process that does not answer holds
+        // the list up once, not once per process.
+        let mut asked = Vec::new();
         for link in links {
             let (tx, rx) = oneshot::channel();
-            if link.requests.send(LinkRequest::Status(tx)).await.is_err() {
-                continue;
+            if link.requests.send(LinkRequest::Status(tx)).await.is_ok() {
+                asked.push(rx);
             }
-            if let Ok(Some(answer)) = rx.await {
+        }
+        for answer in asked {
+            if let Ok(Some(answer)) = answer.await {
                 lines.push((generation_of(&answer), answer));
             }
         }
         if let Some(s) = starting {
             // Not ready yet, so not linked: what this process knows of it.
             lines.push((
-                s.generation,
+                Some(s.generation),
                 line(s.pid, s.generation, "starting", "?", s.since.elapsed()),
             ));
         }
@@ -221,45 +272,142 @@ impl Family {
     }
 }
 
+/// Whether process `pid` exists (a failed restart's process has been reaped).
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// What is known of the process at the other end of a link without asking it.
+#[derive(Debug, Default)]
+struct Known {
+    /// The link's peer, as the kernel recorded it when the link was made.
+    pid: Option<u32>,
+    generation: Option<u64>,
+    role: Option<String>,
+    /// Its age when it last answered, and when that was.
+    age: Option<(u64, Instant)>,
+}
+
+impl Known {
+    fn of(link: &Lines) -> Known {
+        Known {
+            pid: getsockopt(link.stream(), sockopt::PeerCredentials)
+                .ok()
+                .and_then(|cred| u32::try_from(cred.pid()).ok()),
+            ..Known::default()
+        }
+    }
+
+    /// Learns what an answer says.
+    fn learn(&mut self, answer: &str) {
+        for field in answer.split_whitespace() {
+            match field.split_once('=') {
+                Some(("pid", pid)) => self.pid = pid.parse().ok().or(self.pid),
+                Some(("generation", generation)) => self.generation = generation.parse().ok(),
+                Some(("role", role)) => self.role = Some(role.to_owned()),
+                Some(("age", age)) => self.age = age.parse().ok().map(|age| (age, Instant::now())),
+                _ => {}
+            }
+        }
+    }
+
+    /// The line of a process that did not answer in time: what is known of it, marked.
+    fn unanswered(&self) -> Option<String> {
+        let unknown = || "?".to_owned();
+        let pid = self.pid?;
+        let generation = self.generation.map_or_else(unknown, |g| g.to_string());
+        let role = self.role.clone().unwrap_or_else(unknown);
+        let age = self.age.map_or_else(unknown, |(age, at)| {
+            (age + at.elapsed().as_secs()).to_string()
+        });
+        Some(format!(
+            "pid={pid} generation={generation} role={role} connections=? age={age} answered=no"
+        ))
+    }
+}
+
 /// Keeps one link: answers requests until the other process closes it (or every sender is
-/// gone), then closes it too.
-async fn keep(mut link: Lines, mut requests: mpsc::Receiver<LinkRequest>) {
+/// gone), then closes it too. It asks at once, to learn what the other process is (a link handed
+/// over comes without it), and then once for all the requests that come while it asks.
+async fn keep(mut link: Lines, mut known: Known, mut requests: mpsc::Receiver<LinkRequest>) {
+    // Kept aside so that a copy can be made while a question is out.
+    let Ok(copy) = link.stream().as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let duplicate = |reply: oneshot::Sender<Option<OwnedFd>>| {
+        let _ = reply.send(copy.try_clone().ok());
+    };
+    let mut waiting = Vec::new();
+    let mut learning = true;
     loop {
-        tokio::select! {
-            request = requests.recv() => match request {
-                None => return,
-                Some(LinkRequest::Status(reply)) => {
-                    let answer = ask(&mut link).await;
-                    let gone = answer.is_none();
-                    let _ = reply.send(answer);
-                    if gone {
+        if waiting.is_empty() && !learning {
+            tokio::select! {
+                request = requests.recv() => match request {
+                    None => return,
+                    Some(LinkRequest::Status(reply)) => waiting.push(reply),
+                    Some(LinkRequest::Duplicate(reply)) => duplicate(reply),
+                },
+                readable = link.stream().readable() => {
+                    // Unasked, only the end of the link (or a late answer) can arrive.
+                    if readable.is_err() || link.discard_unasked() {
                         return;
                     }
                 }
-                Some(LinkRequest::Duplicate(reply)) => {
-                    let _ = reply.send(link.stream().as_fd().try_clone_to_owned().ok());
-                }
-            },
-            readable = link.stream().readable() => {
-                // Unasked, only the end of the link (or a stale answer) can arrive.
-                if readable.is_err() || link.discard_unasked() {
-                    return;
+            }
+            continue;
+        }
+        learning = false;
+        let answer = {
+            let asked = ask(&mut link);
+            tokio::pin!(asked);
+            loop {
+                tokio::select! {
+                    answer = &mut asked => break answer,
+                    Some(request) = requests.recv() => match request {
+                        LinkRequest::Status(reply) => waiting.push(reply),
+                        LinkRequest::Duplicate(reply) => duplicate(reply),
+                    },
                 }
             }
+        };
+        let line = match &answer {
+            Asked::Answered(line) => {
+                known.learn(line);
+                Some(line.clone())
+            }
+            Asked::Late => known.unanswered(),
+            Asked::Gone => None,
+        };
+        for reply in waiting.drain(..) {
+            let _ = reply.send(line.clone());
+        }
+        if matches!(answer, Asked::Gone) {
+            return;
         }
     }
 }
 
 /// The generation in a status line, to sort by.
-fn generation_of(line: &str) -> u64 {
+fn generation_of(line: &str) -> Option<u64> {
     line.split_whitespace()
         .find_map(|field| field.strip_prefix("generation="))
         .and_then(|g| g.parse().ok())
-        .unwrap_or(u64::MAX)
 }
 
-/// Asks `status` on a link; `None` when the other process is gone or does not answer.
-async fn ask(link: &mut Lines) -> Option<String> {
+/// How a process answered `status` on its link.
+enum Asked {
+    Answered(String),
+    /// Not within [`ANSWER_WAIT`]: stopped, or busy; still linked.
+    Late,
+    /// The link is closed: the process has exited.
+    Gone,
+}
+
+/// Asks `status` on a link.
+async fn ask(link: &mut Lines) -> Asked {
     // A late answer to an earlier question, left by a timeout, is stale.
     while link.buffered_line().is_some() {}
     let asked = async {
@@ -267,11 +415,11 @@ async fn ask(link: &mut Lines) -> Option<String> {
         link.read_line().await
     };
     match tokio::time::timeout(ANSWER_WAIT, asked).await {
-        Ok(Ok(Some(answer))) => Some(answer.trim_end().to_owned()),
-        Ok(Ok(None) | Err(_)) => None,
+        Ok(Ok(Some(answer))) => Asked::Answered(answer.trim_end().to_owned()),
+        Ok(Ok(None) | Err(_)) => Asked::Gone,
         Err(_) => {
             tracing::debug!("a process of the service did not answer status in time");
-            None
+            Asked::Late
         }
     }
 }
@@ -330,6 +478,94 @@ mod tests {
         );
         // The closed link's task has ended.
         assert_eq!(family.link_fds(10).await.len(), 1);
+        family.drop_links();
+        answering.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_process_that_does_not_answer_is_listed_from_what_is_known_and_marked() {
+        let family = Family::new(Me::new(3, Role::Supervisor, None));
+        let (asker, answerer) = UnixStream::pair().unwrap();
+        family.add_link(Lines::new(asker));
+        // The other process answers while told to, and counts the questions.
+        let (answers, answering) = tokio::sync::watch::channel(true);
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peer = tokio::spawn({
+            let asked = Arc::clone(&asked);
+            async move {
+                let mut link = Lines::new(answerer);
+                while let Ok(Some(_)) = link.read_line().await {
+                    asked.fetch_add(1, Ordering::Relaxed);
+                    if *answering.borrow() {
+                        let line = "pid=4242 generation=2 role=retiring connections=5 age=7\n";
+                        link.send(line).await.unwrap();
+                    }
+                }
+            }
+        });
+        let pid = std::process::id();
+        let me = format!("pid={pid} generation=3 role=supervisor connections=0 age=0");
+        assert_eq!(
+            family.status().await,
+            [
+                "pid=4242 generation=2 role=retiring connections=5 age=7",
+                me.as_str()
+            ]
+        );
+
+        answers.send_replace(false);
+        let before = asked.load(Ordering::Relaxed);
+        // Several asking at once share one question.
+        let (a, b) = tokio::join!(family.status(), family.status());
+        assert_eq!(asked.load(Ordering::Relaxed), before + 1);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert_eq!(a[1], me);
+        // Its age goes on from what it last said.
+        let age = a[0]
+            .strip_prefix("pid=4242 generation=2 role=retiring connections=? age=")
+            .and_then(|rest| rest.strip_suffix(" answered=no"))
+            .and_then(|age| age.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{a:?}"));
+        assert!(age >= 8, "{a:?}");
+
+        // A link that has never answered: only its pid (the link's peer) is known.
+        let (asker, _silent) = UnixStream::pair().unwrap();
+        family.add_link(Lines::new(asker));
+        let lines = family.status().await;
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(
+            lines[0],
+            format!("pid={pid} generation=? role=? connections=? age=? answered=no")
+        );
+        family.drop_links();
+        peer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_started_process_is_listed_until_linked_or_gone() {
+        let family = Family::new(Me::new(1, Role::Supervisor, None));
+        let pid = std::process::id();
+        let me = format!("pid={pid} generation=1 role=supervisor connections=0 age=0");
+        // Its restart has ended (ready), the outcome is not taken in yet: still listed.
+        family.starting(Some((pid, 2)));
+        family.starting(None);
+        let starting = format!("pid={pid} generation=2 role=starting connections=? age=0");
+        assert_eq!(family.status().await, [me.clone(), starting]);
+        // Linked (the link's peer is this process here): listed by its link.
+        let (asker, answerer) = UnixStream::pair().unwrap();
+        let other = Family::new(Me::new(2, Role::Supervisor, None));
+        let answering = tokio::spawn(answer(Lines::new(answerer), other));
+        family.add_link(Lines::new(asker));
+        let linked = format!("pid={pid} generation=2 role=supervisor connections=0 age=0");
+        assert_eq!(family.status().await, [me.clone(), linked.clone()]);
+        // A failed restart's process, exited and reaped: not listed.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        family.starting(Some((gone, 3)));
+        family.starting(None);
+        assert_eq!(family.status().await, [me, linked]);
         family.drop_links();
         answering.await.unwrap();
     }

@@ -85,7 +85,10 @@ where
         clean_up(&config, &mut serving).await;
     }
     // The last process removes the file; a retiring one left it to its successor.
-    serving.control.close(stopping).await;
+    serving
+        .control
+        .close(stopping, drained == Drained::Cut)
+        .await;
     if logging::dropped() > 0 {
         logging::to_stderr(format_args!(
             "{} log lines could not be written",
@@ -236,7 +239,7 @@ where
         family.add_link(link);
     }
     // Taken over, the control socket is the old process's until it lets go of it.
-    let control = Endpoint::new(control, by_restart, &family);
+    let control = Endpoint::new(control, by_restart, &family, config.ready_timeout);
 
     let plan = handoff::Plan {
         command: config.start_command.clone(),

@@ -176,7 +176,7 @@ pub(crate) async fn supervise(begun: Begun) -> ExitCode {
     for link in started.links {
         family.add_link(link);
     }
-    let control = Endpoint::new(started.control, by_restart, &family);
+    let control = Endpoint::new(started.control, by_restart, &family, config.ready_timeout);
     let plan = handoff::Plan {
         command: config.start_command.clone(),
         ready_timeout: config.ready_timeout,
@@ -521,7 +521,7 @@ impl Supervisor {
         if let Some(path) = &self.config.pidfile {
             pidfile::remove_if_ours(path, std::process::id());
         }
-        self.control.close(true).await;
+        self.control.close(true, false).await;
         if self.owns_socket_files {
             for file in &self.socket_files {
                 file.remove_if_ours();
