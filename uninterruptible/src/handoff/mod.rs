@@ -116,6 +116,17 @@ enum Reason {
     Handoff(u32, io::Error),
 }
 
+/// The I/O error behind a failure to set up or to hand over, for a caller that walks the chain;
+/// the message already names it, as the log line must be whole on its own.
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.reason {
+            Reason::Setup(_, e) | Reason::Handoff(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.reason {
