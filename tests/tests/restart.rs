@@ -303,6 +303,8 @@ fn a_burst_of_usr1_makes_exactly_one_new_process() {
         "{}",
         server.log.text()
     );
+    // The new process logs that it listens after it has said ready, so it may come later.
+    server.log.wait_for_count("listening on", 2);
     assert_eq!(server.log.count("listening on"), 2, "{}", server.log.text());
     assert!(
         children(new).is_empty(),

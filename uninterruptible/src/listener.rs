@@ -239,6 +239,49 @@ impl SocketFile {
     }
 }
 
+/// The UNIX socket files of a process's listeners, and whether they are its to remove: the one
+/// place that decides.
+///
+/// A process removes them when it is the last of the service: it bound them, or the old process
+/// let go of them (its verdict). Never when a service manager or a supervisor holds them
+/// (`keep`), nor while the old process may still take them back, nor after it did (an abandoned
+/// restart).
+#[derive(Debug)]
+pub(crate) struct SocketFiles {
+    files: Vec<SocketFile>,
+    /// A service manager's or a supervisor's: never removed by this process.
+    keep: bool,
+    owned: bool,
+}
+
+impl SocketFiles {
+    /// The files of `addresses`; `taken_over`: the old process owns them until it lets go.
+    pub(crate) fn new(addresses: &[BindAddress], keep: bool, taken_over: bool) -> SocketFiles {
+        SocketFiles {
+            files: addresses.iter().filter_map(SocketFile::of).collect(),
+            keep,
+            owned: !keep && !taken_over,
+        }
+    }
+
+    /// Those this process would remove now, if it failed at start-up.
+    pub(crate) fn owned(&self) -> &[SocketFile] {
+        if self.owned { &self.files } else { &[] }
+    }
+
+    /// The old process's verdict: it let go (`committed`), or took everything back.
+    pub(crate) fn verdict(&mut self, committed: bool) {
+        self.owned = committed && !self.keep;
+    }
+
+    /// Removes them, if they are this process's and still the files it knew.
+    pub(crate) fn remove(&self) {
+        for file in self.owned() {
+            file.remove_if_ours();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

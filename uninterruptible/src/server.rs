@@ -13,7 +13,7 @@ use crate::handoff::{self, Failure, Handed, Pending, Verdict};
 use crate::incoming::Incoming;
 use crate::inherit::Manager;
 use crate::link::Lines;
-use crate::listener::{Listener, SocketFile};
+use crate::listener::{Listener, SocketFiles};
 use crate::logging;
 use crate::machine::{Ending, Machine, Refusal, Restarter, Step};
 use crate::notify::Notifier;
@@ -109,12 +109,9 @@ struct Serving {
     /// Descriptors of our own to hand over on restart; closed when we stop accepting.
     handoff_fds: Vec<OwnedFd>,
     shutdown: Arc<Shutdown>,
-    socket_files: Vec<SocketFile>,
+    socket_files: SocketFiles,
     /// Until the old process answers our `ready`: we may yet be abandoned.
     pending: Option<Pending>,
-    /// Whether the UNIX socket file is ours to remove when we stop: we bound it, or the old
-    /// process let go of it.
-    owns_socket_file: bool,
     /// Where the serving role is: accepting, restarting, deferred or retiring.
     machine: Machine,
     plan: handoff::Plan,
@@ -164,12 +161,8 @@ where
         links,
     } = started;
     let pid = std::process::id();
-    let socket_files: Vec<SocketFile> = addresses.iter().filter_map(SocketFile::of).collect();
-    // Socket files of inherited sockets are the service manager's, for this process and for
-    // every one a restart starts from it; socket files taken over are the old process's until it
-    // lets go, so a failure now must not remove them.
-    let owns_socket_file = takeover.is_none() && !keeps_socket_files;
-    let owned: &[SocketFile] = if owns_socket_file { &socket_files } else { &[] };
+    let socket_files = SocketFiles::new(&addresses, keeps_socket_files, takeover.is_some());
+    let owned = socket_files.owned();
     let handoff_fds = listeners
         .iter()
         .map(Listener::duplicate)
@@ -183,21 +176,7 @@ where
         })?;
 
     let shutdown = Arc::new(Shutdown::new());
-    let (target, listener_task) = match handler {
-        Handler::PerConnection(handler) => (Target::PerConnection(handler), None),
-        Handler::Listener(handler) => {
-            let (streams, incoming) = mpsc::unbounded_channel();
-            let task = tokio::spawn(handler(Incoming::new(incoming, Arc::clone(&shutdown))));
-            (Target::Listener(streams), Some(task))
-        }
-    };
-    let server = Server {
-        target,
-        shutdown: Arc::clone(&shutdown),
-        limit: config.max_connections.map(|n| Arc::new(Semaphore::new(n))),
-        acl: config.allowed_networks.clone().map(Acl::new),
-        tls,
-    };
+    let (server, listener_task) = acceptor(config, handler, tls, &shutdown);
     // The pidfile before accepting: once a connection is accepted nothing may fail, or that
     // connection would be lost with the process. Under a supervisor it names the supervisor.
     if let (Some(path), Part::Alone) = (&config.pidfile, part) {
@@ -205,31 +184,10 @@ where
     }
     let accepting = server.start(listeners);
     crate::timing::mark("pidfile and accept");
-    let pending = takeover.and_then(|takeover| {
-        let path = takeover.path().to_owned();
-        takeover
-            .ready()
-            .map_err(|e| {
-                tracing::warn!(
-                    "cannot tell the old process we are ready on {}: {e}",
-                    path.display()
-                );
-            })
-            .ok()
-    });
+    let pending = takeover.and_then(say_ready);
     let awaiting_verdict = pending.is_some();
-    let tls_note = if config.tls.is_some() {
-        " with TLS"
-    } else {
-        ""
-    };
     let address = config::list(&addresses);
-    tracing::info!("listening on {address}{tls_note} (pid {pid}, generation {generation})");
-    crate::timing::report();
-    let notifier = Notifier::from_env();
-    if !by_restart {
-        notifier.ready(&format!("serving on {address} (pid {pid})"));
-    }
+    let notifier = announce(config, &address, generation, by_restart);
     let family = Family::new(Me::new(
         generation,
         Role::Server,
@@ -246,7 +204,8 @@ where
         ready_timeout: config.ready_timeout,
         generation: generation + 1,
         keep_socket_files: keeps_socket_files,
-        bind: (manager.is_some() && !config.origins.bind_from_env).then(|| address.clone()),
+        // Inherited sockets replace the attribute's bind: the next process is told so.
+        bind: (manager.is_some() && !config.origins.bind_from_env).then_some(address),
         supervisor: None,
     };
     if part == Part::Alone && manager != Some(Manager::ServerStarter) {
@@ -259,15 +218,7 @@ where
         shutdown,
         socket_files,
         pending,
-        owns_socket_file,
-        machine: Machine::new(
-            match (part, manager) {
-                (Part::Supervised(pid), _) => Restarter::Supervisor(pid),
-                (_, Some(Manager::ServerStarter)) => Restarter::ServerStarter,
-                _ => Restarter::Itself,
-            },
-            awaiting_verdict,
-        ),
+        machine: Machine::new(restarter(part, manager), awaiting_verdict),
         plan,
         listener: listener_task,
         notifier,
@@ -279,6 +230,78 @@ where
         supervisor_gone: None,
         requests,
     })
+}
+
+/// What accepts and where connections go: a task per connection, or the handler's
+/// [`Incoming`] (whose task is returned).
+fn acceptor<H, F, O>(
+    config: &Config,
+    handler: Handler<H>,
+    tls: Option<crate::tls::Tls>,
+    shutdown: &Arc<Shutdown>,
+) -> (Server<H>, Option<JoinHandle<io::Result<()>>>)
+where
+    H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    let (target, listener_task) = match handler {
+        Handler::PerConnection(handler) => (Target::PerConnection(handler), None),
+        Handler::Listener(handler) => {
+            let (streams, incoming) = mpsc::unbounded_channel();
+            let task = tokio::spawn(handler(Incoming::new(incoming, Arc::clone(shutdown))));
+            (Target::Listener(streams), Some(task))
+        }
+    };
+    let server = Server {
+        target,
+        shutdown: Arc::clone(shutdown),
+        limit: config.max_connections.map(|n| Arc::new(Semaphore::new(n))),
+        acl: config.allowed_networks.clone().map(Acl::new),
+        tls,
+    };
+    (server, listener_task)
+}
+
+/// Tells the old process this one is ready; `None` when it cannot be told (it is gone).
+fn say_ready(takeover: handoff::Takeover) -> Option<Pending> {
+    let path = takeover.path().to_owned();
+    takeover
+        .ready()
+        .map_err(|e| {
+            tracing::warn!(
+                "cannot tell the old process we are ready on {}: {e}",
+                path.display()
+            )
+        })
+        .ok()
+}
+
+/// Logs that this process serves, and tells systemd on a first start (after a restart the old
+/// process tells it).
+fn announce(config: &Config, address: &str, generation: u64, by_restart: bool) -> Notifier {
+    let pid = std::process::id();
+    let tls_note = if config.tls.is_some() {
+        " with TLS"
+    } else {
+        ""
+    };
+    tracing::info!("listening on {address}{tls_note} (pid {pid}, generation {generation})");
+    crate::timing::report();
+    let notifier = Notifier::from_env();
+    if !by_restart {
+        notifier.ready(&format!("serving on {address} (pid {pid})"));
+    }
+    notifier
+}
+
+/// Who restarts a process of this part, under this service manager.
+fn restarter(part: Part, manager: Option<Manager>) -> Restarter {
+    match (part, manager) {
+        (Part::Supervised(pid), _) => Restarter::Supervisor(pid),
+        (_, Some(Manager::ServerStarter)) => Restarter::ServerStarter,
+        _ => Restarter::Itself,
+    }
 }
 
 /// Serves until a stop, a handover or an abandonment. Restarts run on a task of their own.
@@ -446,7 +469,7 @@ fn handed_over(s: &mut Serving, handed: Handed) {
 fn verdict_came(s: &mut Serving, verdict: Verdict, link: Option<Lines>) -> Step {
     match verdict {
         Verdict::Committed => {
-            s.owns_socket_file = !s.plan.keep_socket_files;
+            s.socket_files.verdict(true);
             committed(s, link);
             let step = s.machine.verdict(true);
             if step == Step::Restart {
@@ -602,18 +625,7 @@ enum Drained {
 
 /// Stops accepting and waits for the open connections, bounded by `DRAIN_TIMEOUT`.
 async fn drain(config: &Config, s: &mut Serving) -> Drained {
-    // The accept task drops its listener, and we close our duplicate. Both are closed, never
-    // shut down, so a new process sharing the socket keeps accepting.
-    if let Some(accepting) = s.accepting.take() {
-        accepting.stop().await;
-    }
-    s.handoff_fds.clear();
-    if let Some(answer) = s.handed_answer.clone() {
-        answer_waiters(s, &answer);
-    }
-    // Long-lived handlers that listen for it now finish their exchange and close.
-    s.shutdown.announce();
-
+    stop_accepting(s).await;
     let started = tokio::time::Instant::now();
     let mut listener = s.listener.take();
     // An `async fn(Incoming)` handler is waited for; per-connection handlers are counted.
@@ -652,30 +664,10 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                 );
                 return Drained::TimedOut;
             }
-            _ = progress.tick() => {
-                let waited = started.elapsed().as_secs();
-                let open = if waits_for_handler {
-                    "the handler has not returned".to_owned()
-                } else {
-                    format!("{} connections still open", s.shutdown.count())
-                };
-                match config.drain_timeout {
-                    None => tracing::info!(
-                        "draining: {open} after {waited} s (no DRAIN_TIMEOUT: waiting)"
-                    ),
-                    Some(limit) => tracing::info!(
-                        "draining: {open} after {waited} s (ended at DRAIN_TIMEOUT, {} s)",
-                        limit.as_secs_f64()
-                    ),
-                }
-            }
+            _ = progress.tick() => report_progress(config, s, started, waits_for_handler),
             received = s.signals.recv() => match received.request {
                 Request::Stop(name) => {
-                    if s.machine.stop(received.sender) == Step::End(Ending::ExitNow) {
-                        tracing::warn!(
-                            "second {name} received: exiting now with {} connections open",
-                            s.shutdown.count()
-                        );
+                    if stop_while_draining(s, &format!("second {name} received"), received.sender) {
                         return Drained::Cut;
                     }
                     // A service manager stopping the service signals every process in it; a
@@ -692,23 +684,69 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
             request = s.requests.recv() => match request {
                 HandleRequest::Restart(reply) => Waiter::Program(reply).answer(&retired_answer(s)),
                 HandleRequest::Stop => {
-                    if s.machine.stop(std::process::id()) == Step::End(Ending::ExitNow) {
-                        tracing::warn!(
-                            "a second stop from the program: exiting now with {} connections open",
-                            s.shutdown.count()
-                        );
+                    if stop_while_draining(s, "a second stop from the program", std::process::id()) {
                         return Drained::Cut;
                     }
                 }
             },
             (verdict, link) = handoff::verdict(&mut s.pending) => {
-                s.owns_socket_file = verdict == Verdict::Committed && !s.plan.keep_socket_files;
+                s.socket_files.verdict(verdict == Verdict::Committed);
                 if let Some(link) = link {
                     tokio::spawn(family::answer(link, Arc::clone(&s.family)));
                 }
             }
         }
     }
+}
+
+/// Stops accepting: the accept task drops its listener, and this process closes its duplicate.
+/// Both are closed, never shut down, so a new process sharing the socket keeps accepting. Then
+/// those waiting for the restart that handed over hear its outcome, and long-lived handlers
+/// that listen for it hear that this process drains.
+async fn stop_accepting(s: &mut Serving) {
+    if let Some(accepting) = s.accepting.take() {
+        accepting.stop().await;
+    }
+    s.handoff_fds.clear();
+    if let Some(answer) = s.handed_answer.clone() {
+        answer_waiters(s, &answer);
+    }
+    s.shutdown.announce();
+}
+
+/// How the drain is going, at least every [`DRAIN_PROGRESS`].
+fn report_progress(
+    config: &Config,
+    s: &Serving,
+    started: tokio::time::Instant,
+    waits_for_handler: bool,
+) {
+    let waited = started.elapsed().as_secs();
+    let open = if waits_for_handler {
+        "the handler has not returned".to_owned()
+    } else {
+        format!("{} connections still open", s.shutdown.count())
+    };
+    match config.drain_timeout {
+        None => tracing::info!("draining: {open} after {waited} s (no DRAIN_TIMEOUT: waiting)"),
+        Some(limit) => tracing::info!(
+            "draining: {open} after {waited} s (ended at DRAIN_TIMEOUT, {} s)",
+            limit.as_secs_f64()
+        ),
+    }
+}
+
+/// A stop while draining from `sender`: `true` when it is the second from that side, and the
+/// process exits now (logged as `what`).
+fn stop_while_draining(s: &mut Serving, what: &str, sender: u32) -> bool {
+    let cut = s.machine.stop(sender) == Step::End(Ending::ExitNow);
+    if cut {
+        tracing::warn!(
+            "{what}: exiting now with {} connections open",
+            s.shutdown.count()
+        );
+    }
+    cut
 }
 
 /// The answer to a restart asked of a process that has stopped accepting.
@@ -725,15 +763,11 @@ async fn clean_up(config: &Config, s: &mut Serving) {
     }
     if s.pending.is_some() {
         match tokio::time::timeout(VERDICT_WAIT, handoff::verdict(&mut s.pending)).await {
-            Ok((v, _)) => s.owns_socket_file = v == Verdict::Committed && !s.plan.keep_socket_files,
+            Ok((v, _)) => s.socket_files.verdict(v == Verdict::Committed),
             Err(_) => {
                 tracing::warn!("the old process has not answered: leaving the socket file to it")
             }
         }
     }
-    if s.owns_socket_file {
-        for file in &s.socket_files {
-            file.remove_if_ours();
-        }
-    }
+    s.socket_files.remove();
 }

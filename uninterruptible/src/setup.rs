@@ -10,7 +10,7 @@ use crate::handle::Requests;
 use crate::handoff::{self, Dialed, Takeover};
 use crate::inherit::{Inherited, Manager};
 use crate::link::Lines;
-use crate::listener::{Listener, SocketFile};
+use crate::listener::{Listener, SocketFile, SocketFiles};
 use crate::logging;
 use crate::origin::Part;
 use crate::signals::Signals;
@@ -128,11 +128,8 @@ pub(crate) async fn start(
                 })
             }
             Err(e) => {
-                if takeover.is_none() && manager.is_none() {
-                    for file in addresses.iter().filter_map(SocketFile::of) {
-                        file.remove_if_ours();
-                    }
-                }
+                let keep = keep_socket_files || manager.is_some();
+                SocketFiles::new(&addresses, keep, takeover.is_some()).remove();
                 return Err(e);
             }
         }

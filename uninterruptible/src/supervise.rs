@@ -20,7 +20,7 @@ use crate::family::{Family, Me, Role};
 use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter};
 use crate::handoff::{self, Failure, Handed, Pending, Takeover, Verdict};
 use crate::inherit::Manager;
-use crate::listener::SocketFile;
+use crate::listener::SocketFiles;
 use crate::notify::Notifier;
 use crate::origin::Part;
 use crate::pidfile;
@@ -79,10 +79,7 @@ struct Supervisor {
     /// serving process is, then its verdict.
     takeover: Option<Takeover>,
     pending: Option<Pending>,
-    socket_files: Vec<SocketFile>,
-    owns_socket_files: bool,
-    /// The socket files are a service manager's, or the old process's: never ours to remove.
-    keeps_socket_files: bool,
+    socket_files: SocketFiles,
     addresses: String,
 
     current: Option<Serving>,
@@ -101,6 +98,23 @@ struct Supervisor {
 
 /// Runs the supervisor until the service stops; returns its exit status.
 pub(crate) async fn supervise(begun: Begun) -> ExitCode {
+    let mut supervisor = match set_up(begun).await {
+        Ok(supervisor) => supervisor,
+        Err(code) => return code,
+    };
+    supervisor.start(Start::First);
+    let code = supervisor.run().await;
+    supervisor.clean_up().await;
+    tracing::info!(
+        "exiting with {}",
+        if code == ExitCode::SUCCESS { 0 } else { 1 }
+    );
+    code
+}
+
+/// Everything before the first serving process: the sockets taken and held, the pidfile, the
+/// control socket. A failure is reported, and leaves nothing behind.
+async fn set_up(begun: Begun) -> Result<Supervisor, ExitCode> {
     let Begun {
         config,
         generation,
@@ -117,16 +131,12 @@ pub(crate) async fn supervise(begun: Begun) -> ExitCode {
         let e = Error::InvalidConfig(
             "SUPERVISE=true cannot be used under Server::Starter: start_server supervises its workers; unset SUPERVISE".into(),
         );
-        return setup::fail(&config, e, &[]);
+        return Err(setup::fail(&config, e, &[]));
     }
     reaper::adopt_orphans();
-    let (reaper, exits) = match Reaper::start() {
-        Ok(reaper) => reaper,
-        Err(e) => {
-            return setup::fail(&config, Error::io("cannot watch child processes")(e), &[]);
-        }
-    };
-    let mut started = match setup::start(
+    let (reaper, exits) = Reaper::start()
+        .map_err(|e| setup::fail(&config, Error::io("cannot watch child processes")(e), &[]))?;
+    let mut started = setup::start(
         &config,
         inherited,
         dialed,
@@ -134,49 +144,33 @@ pub(crate) async fn supervise(begun: Begun) -> ExitCode {
         keep_socket_files,
     )
     .await
-    {
-        Ok(started) => started,
-        Err(e) => return setup::fail(&config, e, &[]),
-    };
+    .map_err(|e| setup::fail(&config, e, &[]))?;
     let by_restart = started.takeover.is_some();
-    let socket_files: Vec<SocketFile> = started
-        .addresses
-        .iter()
-        .filter_map(SocketFile::of)
-        .collect();
-    let owns_socket_files = !started.keeps_socket_files && !by_restart;
-    let owned: &[SocketFile] = if owns_socket_files {
-        &socket_files
-    } else {
-        &[]
-    };
+    let socket_files = SocketFiles::new(&started.addresses, started.keeps_socket_files, by_restart);
     // The listeners become plain descriptors: this process never accepts on them.
-    let sockets = match std::mem::take(&mut started.listeners)
+    let sockets = std::mem::take(&mut started.listeners)
         .into_iter()
         .map(|listener| listener.duplicate())
         .collect::<io::Result<Vec<_>>>()
-    {
-        Ok(sockets) => sockets,
-        Err(e) => {
-            return setup::fail(
-                &config,
-                Error::io("cannot duplicate a listening socket")(e),
-                owned,
-            );
-        }
-    };
+        .map_err(|e| {
+            let e = Error::io("cannot duplicate a listening socket")(e);
+            setup::fail(&config, e, socket_files.owned())
+        })?;
     let pid = std::process::id();
     if let Some(path) = &config.pidfile {
-        if let Err(e) = pidfile::write(path, pid) {
-            return setup::fail(&config, e, owned);
-        }
+        pidfile::write(path, pid).map_err(|e| setup::fail(&config, e, socket_files.owned()))?;
     }
     let addresses = config::list(&started.addresses);
     let family = Family::new(Me::new(generation, Role::Supervisor, None));
-    for link in started.links {
+    for link in std::mem::take(&mut started.links) {
         family.add_link(link);
     }
-    let control = Endpoint::new(started.control, by_restart, &family, config.ready_timeout);
+    let control = Endpoint::new(
+        started.control.take(),
+        by_restart,
+        &family,
+        config.ready_timeout,
+    );
     let plan = handoff::Plan {
         command: config.start_command.clone(),
         ready_timeout: config.ready_timeout,
@@ -190,7 +184,7 @@ pub(crate) async fn supervise(begun: Begun) -> ExitCode {
     tracing::info!(
         "supervising on {addresses} (pid {pid}): the serving processes accept, this one holds the sockets"
     );
-    let mut supervisor = Supervisor {
+    Ok(Supervisor {
         config,
         plan,
         sockets,
@@ -202,8 +196,6 @@ pub(crate) async fn supervise(begun: Begun) -> ExitCode {
         takeover: started.takeover,
         pending: None,
         socket_files,
-        owns_socket_files,
-        keeps_socket_files: keep_socket_files,
         addresses,
         current: None,
         retiring: Vec::new(),
@@ -215,15 +207,7 @@ pub(crate) async fn supervise(begun: Begun) -> ExitCode {
         announced: false,
         stopping: false,
         gave_up: false,
-    };
-    supervisor.start(Start::First);
-    let code = supervisor.run().await;
-    supervisor.clean_up().await;
-    tracing::info!(
-        "exiting with {}",
-        if code == ExitCode::SUCCESS { 0 } else { 1 }
-    );
-    code
+    })
 }
 
 impl Supervisor {
@@ -276,12 +260,12 @@ impl Supervisor {
                     }
                     match verdict {
                         Verdict::Committed => {
-                            self.owns_socket_files = !self.keeps_socket_files;
+                            self.socket_files.verdict(true);
                             self.control.commit();
                         }
                         Verdict::Abandoned => {
                             tracing::info!("the old process abandoned the restart that started this supervisor: stopping");
-                            self.owns_socket_files = false;
+                            self.socket_files.verdict(false);
                             self.stop();
                         }
                     }
@@ -412,7 +396,7 @@ impl Supervisor {
                         tracing::error!(
                             "cannot start a serving process: {failure}; exiting, the old process serves on"
                         );
-                        self.owns_socket_files = false;
+                        self.socket_files.verdict(false);
                         self.stopping = true;
                         self.gave_up = true;
                     }
@@ -522,11 +506,7 @@ impl Supervisor {
             pidfile::remove_if_ours(path, std::process::id());
         }
         self.control.close(true, false).await;
-        if self.owns_socket_files {
-            for file in &self.socket_files {
-                file.remove_if_ours();
-            }
-        }
+        self.socket_files.remove();
     }
 }
 
