@@ -41,17 +41,8 @@ impl FromStr for BindAddress {
     /// The grammar the attribute checks `bind` literals with, so both accept the same.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         uninterruptible_grammar::bind(s)
-            .map(BindAddress::from)
+            .map(BindAddress::from_grammar)
             .map_err(|_| AddressParseError(()))
-    }
-}
-
-impl From<uninterruptible_grammar::Address> for BindAddress {
-    fn from(address: uninterruptible_grammar::Address) -> Self {
-        match address {
-            uninterruptible_grammar::Address::Tcp(host, port) => BindAddress::Tcp { host, port },
-            uninterruptible_grammar::Address::Unix(path) => BindAddress::Unix(PathBuf::from(path)),
-        }
     }
 }
 
@@ -77,6 +68,15 @@ impl From<SocketAddr> for BindAddress {
 }
 
 impl BindAddress {
+    /// An address as the shared grammar parsed it. Not a `From` impl: the grammar crate is
+    /// not part of the public API.
+    pub(crate) fn from_grammar(address: uninterruptible_grammar::Address) -> Self {
+        match address {
+            uninterruptible_grammar::Address::Tcp(host, port) => BindAddress::Tcp { host, port },
+            uninterruptible_grammar::Address::Unix(path) => BindAddress::Unix(PathBuf::from(path)),
+        }
+    }
+
     /// The same address with another port; a UNIX address is returned unchanged.
     pub(crate) fn with_port(self, port: u16) -> Self {
         match self {

@@ -382,7 +382,11 @@ fn bind(l: &Lookup<'_>) -> Result<Vec<BindAddress>, Error> {
         })
         .transpose()?;
     let addresses = |s: &str| {
-        grammar::binds(s).map(|all| all.into_iter().map(BindAddress::from).collect::<Vec<_>>())
+        grammar::binds(s).map(|all| {
+            all.into_iter()
+                .map(BindAddress::from_grammar)
+                .collect::<Vec<_>>()
+        })
     };
     let from_env = l.env_var(key.env)?.is_some();
     match (l.value("bind", addresses)?, port) {
