@@ -31,7 +31,7 @@ pub enum Literal {
     Bool,
 }
 
-/// One configuration key: a row of [`KEYS`].
+/// One configuration key: a row of the key table.
 ///
 /// Read-only: its fields can be read, but a `Key` cannot be built outside the table, and more
 /// fields may come (a pattern on it needs `..`). The texts are the ones the documentation's
@@ -47,7 +47,8 @@ pub struct Key {
     pub also: &'static [&'static str],
     /// The kind of literal the attribute takes for it.
     pub literal: Literal,
-    /// The default, as documented (`none` when there is none), e.g. `` `60` `` or `unlimited`.
+    /// The default, as the documentation's table says it (Markdown), e.g. `none` or
+    /// `unlimited`.
     pub default: &'static str,
     /// What the value means, as documented (Markdown).
     pub meaning: &'static str,
@@ -99,7 +100,9 @@ pub const MAX_CONNECTIONS: usize = usize::MAX >> 3;
 /// The longest listen queue `listen(2)` takes on Linux (the kernel then caps it at somaxconn).
 pub const MAX_BACKLOG: u32 = 65535;
 
-/// Every configuration key, in the order of the documentation.
+/// Every configuration key, in the order of the documentation: the table the attribute checks
+/// its literals with, the runtime reads the environment with, and the documentation is
+/// generated from.
 pub static KEYS: &[Key] = &[
     Key {
         name: "bind",

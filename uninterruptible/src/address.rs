@@ -7,6 +7,10 @@ use std::str::FromStr;
 
 /// A listening address: `tcp://host:port`, `tcp://[v6]:port` or `unix:///absolute/path`.
 ///
+/// Parsed with the grammar `BIND` and the attribute's `bind` use (a UNIX path is at most 107
+/// bytes, the longest a socket address holds), and displayed the way it is written, so that
+/// logs and errors can be pasted back into `BIND`.
+///
 /// ```
 /// use uninterruptible::BindAddress;
 ///
@@ -30,7 +34,12 @@ pub enum BindAddress {
     Unix(PathBuf),
 }
 
-/// Why a string is not a [`BindAddress`].
+/// Why a string is not a [`BindAddress`]: its `Display` says what is accepted.
+///
+/// ```
+/// let error = "udp://0.0.0.0:53".parse::<uninterruptible::BindAddress>().unwrap_err();
+/// assert!(error.to_string().starts_with("expected tcp://host:port"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("expected {}", uninterruptible_grammar::BIND)]
 pub struct AddressParseError(());
@@ -58,6 +67,7 @@ impl fmt::Display for BindAddress {
     }
 }
 
+/// The TCP address of a socket, e.g. a listener's `local_addr()`.
 impl From<SocketAddr> for BindAddress {
     fn from(addr: SocketAddr) -> Self {
         BindAddress::Tcp {
