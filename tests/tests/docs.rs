@@ -64,3 +64,39 @@ fn the_readme_deploy_script_is_the_one_the_tests_run() {
         "README.md's deploy script differs from examples/deploy.sh"
     );
 }
+
+/// Every public item has one path, at the crate root, as the README and the crate's
+/// documentation say: the runtime's modules are private, and the one public module is the
+/// generated code's `__private`, hidden from the documentation.
+#[test]
+fn every_public_item_has_one_path() {
+    let path = format!(
+        "{}/../uninterruptible/src/lib.rs",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let lib = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = lib.lines().map(str::trim).collect();
+    let public_modules: Vec<(usize, &str)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.starts_with("pub mod "))
+        .map(|(i, line)| (i, *line))
+        .collect();
+    assert_eq!(
+        public_modules.iter().map(|(_, l)| *l).collect::<Vec<_>>(),
+        ["pub mod __private {"],
+        "uninterruptible/src/lib.rs: a public module gives its items a second path; keep the module private and re-export what is public at the crate root"
+    );
+    let (at, _) = public_modules[0];
+    assert_eq!(
+        lines[at - 1],
+        "#[doc(hidden)]",
+        "__private must stay hidden"
+    );
+    for line in lines.iter().filter(|l| l.starts_with("pub use ")) {
+        assert!(
+            !line.contains(" as "),
+            "uninterruptible/src/lib.rs: `{line}` gives an item a second name"
+        );
+    }
+}

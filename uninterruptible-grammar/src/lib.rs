@@ -13,8 +13,11 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-/// What a key's literal is in the attribute; in the environment every value is text.
+/// The kind of literal a key takes in the attribute; in the environment every value is text.
+///
+/// More kinds may come with new keys: a `match` on it needs a `_` arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Literal {
     /// A string literal.
     Str,
@@ -28,8 +31,13 @@ pub enum Literal {
     Bool,
 }
 
-/// One configuration key.
+/// One configuration key: a row of the key table.
+///
+/// Read-only: its fields can be read, but a `Key` cannot be built outside the table, and more
+/// fields may come (a pattern on it needs `..`). The texts are the ones the documentation's
+/// table and the configuration errors carry.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Key {
     /// The attribute key, e.g. `drain_timeout`.
     pub name: &'static str,
@@ -37,16 +45,20 @@ pub struct Key {
     pub env: &'static str,
     /// Other variables that bear on it (`PORT` for `bind`, `RUST_LOG` for `log_level`).
     pub also: &'static [&'static str],
-    /// The attribute literal's kind.
+    /// The kind of literal the attribute takes for it.
     pub literal: Literal,
-    /// The default, as documented.
+    /// The default, as the documentation's table says it (Markdown), e.g. `none` or
+    /// `unlimited`.
     pub default: &'static str,
-    /// What the value means, as documented.
+    /// What the value means, as documented (Markdown).
     pub meaning: &'static str,
-    /// What is accepted, as said in errors and documentation.
+    /// What is accepted, as said in errors and documentation, e.g. `a whole number from 1 to
+    /// 65535`.
     pub accepted: &'static str,
-    /// Whether a value (as text, the way the environment gives it) is accepted; the error says
-    /// what is expected, more precisely than `accepted` where it can.
+    /// Whether a value, as text (the way the environment gives it; a list comma-separated), is
+    /// accepted. The error is what is expected, as a configuration error says it after
+    /// "expected": more precise than `accepted` where it can be (it names the item of a list
+    /// that is wrong, or the length of a path that is too long).
     pub check: fn(&str) -> Result<(), String>,
 }
 
@@ -88,7 +100,9 @@ pub const MAX_CONNECTIONS: usize = usize::MAX >> 3;
 /// The longest listen queue `listen(2)` takes on Linux (the kernel then caps it at somaxconn).
 pub const MAX_BACKLOG: u32 = 65535;
 
-/// Every configuration key, in the order of the documentation.
+/// Every configuration key, in the order of the documentation: the table the attribute checks
+/// its literals with, the runtime reads the environment with, and the documentation is
+/// generated from.
 pub static KEYS: &[Key] = &[
     Key {
         name: "bind",
@@ -298,6 +312,20 @@ pub fn markdown_table() -> String {
 /// The key of this attribute name.
 pub fn key(name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.name == name)
+}
+
+/// How the attribute writes `key`, for an error about a literal of the wrong kind, e.g.
+/// `drain_timeout = 30 (seconds)`. Here rather than in the attribute so that a new kind of
+/// [`Literal`] cannot be left without one.
+pub fn literal_example(key: &Key) -> String {
+    let name = key.name;
+    match key.literal {
+        Literal::Str => format!("{name} = \"...\""),
+        Literal::List => format!("{name} = \"...\" or {name} = [\"...\", \"...\"]"),
+        Literal::Seconds => format!("{name} = 30 (seconds)"),
+        Literal::Count => format!("{name} = 1000"),
+        Literal::Bool => format!("{name} = true"),
+    }
 }
 
 /// A listening address as written: `tcp://host:port`, `tcp://[v6]:port` or `unix:///path`.

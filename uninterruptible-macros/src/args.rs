@@ -10,7 +10,7 @@ use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprArray, ExprLit, Ident, Lit, Token};
-use uninterruptible_grammar::{KEYS, Key, Literal};
+use uninterruptible_grammar::{KEYS, Key, Literal, literal_example};
 
 /// The key that is not configuration: the path of the runtime crate when it is renamed.
 const CRATE: &str = "crate";
@@ -109,17 +109,6 @@ impl Parse for Args {
     }
 }
 
-fn example(key: &Key) -> String {
-    let name = key.name;
-    match key.literal {
-        Literal::Str => format!("{name} = \"...\""),
-        Literal::List => format!("{name} = \"...\" or {name} = [\"...\", \"...\"]"),
-        Literal::Seconds => format!("{name} = 30 (seconds)"),
-        Literal::Count => format!("{name} = 1000"),
-        Literal::Bool => format!("{name} = true"),
-    }
-}
-
 /// The literal as text, if it is of the key's kind.
 fn literal(key: &Key, expr: &Expr) -> syn::Result<Value> {
     let span = expr.span();
@@ -127,7 +116,11 @@ fn literal(key: &Key, expr: &Expr) -> syn::Result<Value> {
     let wrong = || {
         syn::Error::new(
             span,
-            format!("`{}` takes a literal: write `{}`", key.name, example(key)),
+            format!(
+                "`{}` takes a literal: write `{}`",
+                key.name,
+                literal_example(key)
+            ),
         )
     };
     let Expr::Lit(ExprLit { lit, .. }) = expr else {
@@ -175,7 +168,7 @@ fn list(key: &Key, array: &ExprArray) -> syn::Result<Vec<(String, Span)>> {
                 format!(
                     "`{}` items are string literals: write `{}`",
                     key.name,
-                    example(key)
+                    literal_example(key)
                 ),
             )),
         })

@@ -7,6 +7,10 @@ use std::str::FromStr;
 
 /// A listening address: `tcp://host:port`, `tcp://[v6]:port` or `unix:///absolute/path`.
 ///
+/// Parsed with the grammar `BIND` and the attribute's `bind` use (a UNIX path is at most 107
+/// bytes, the longest a socket address holds), and displayed the way it is written, so that
+/// logs and errors can be pasted back into `BIND`.
+///
 /// ```
 /// use uninterruptible::BindAddress;
 ///
@@ -30,7 +34,12 @@ pub enum BindAddress {
     Unix(PathBuf),
 }
 
-/// Why a string is not a [`BindAddress`].
+/// Why a string is not a [`BindAddress`]: its `Display` says what is accepted.
+///
+/// ```
+/// let error = "udp://0.0.0.0:53".parse::<uninterruptible::BindAddress>().unwrap_err();
+/// assert!(error.to_string().starts_with("expected tcp://host:port"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("expected {}", uninterruptible_grammar::BIND)]
 pub struct AddressParseError(());
@@ -41,17 +50,8 @@ impl FromStr for BindAddress {
     /// The grammar the attribute checks `bind` literals with, so both accept the same.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         uninterruptible_grammar::bind(s)
-            .map(BindAddress::from)
+            .map(BindAddress::from_grammar)
             .map_err(|_| AddressParseError(()))
-    }
-}
-
-impl From<uninterruptible_grammar::Address> for BindAddress {
-    fn from(address: uninterruptible_grammar::Address) -> Self {
-        match address {
-            uninterruptible_grammar::Address::Tcp(host, port) => BindAddress::Tcp { host, port },
-            uninterruptible_grammar::Address::Unix(path) => BindAddress::Unix(PathBuf::from(path)),
-        }
     }
 }
 
@@ -67,6 +67,7 @@ impl fmt::Display for BindAddress {
     }
 }
 
+/// The TCP address of a socket, e.g. a listener's `local_addr()`.
 impl From<SocketAddr> for BindAddress {
     fn from(addr: SocketAddr) -> Self {
         BindAddress::Tcp {
@@ -77,6 +78,15 @@ impl From<SocketAddr> for BindAddress {
 }
 
 impl BindAddress {
+    /// An address as the shared grammar parsed it. Not a `From` impl: the grammar crate is
+    /// not part of the public API.
+    pub(crate) fn from_grammar(address: uninterruptible_grammar::Address) -> Self {
+        match address {
+            uninterruptible_grammar::Address::Tcp(host, port) => BindAddress::Tcp { host, port },
+            uninterruptible_grammar::Address::Unix(path) => BindAddress::Unix(PathBuf::from(path)),
+        }
+    }
+
     /// The same address with another port; a UNIX address is returned unchanged.
     pub(crate) fn with_port(self, port: u16) -> Self {
         match self {

@@ -38,7 +38,8 @@ uninterruptible_macros::__defaults! {
     pub struct Defaults;
 }
 
-/// Lowest TLS protocol version offered.
+/// Lowest TLS protocol version offered (`TLS_VERSION`: `TLSv1_2`, the default, or `TLSv1_3`).
+/// TLS 1.0 and 1.1 are never offered: RFC 8996 deprecates them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum TlsVersion {
@@ -49,13 +50,18 @@ pub enum TlsVersion {
     Tls13,
 }
 
-/// How a restart starts the new copy.
+/// How a restart starts the new copy (`START_COMMAND`).
+///
+/// Its `Display` is the command line as logs and the control socket's replies show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StartCommand {
-    /// A command line, run as `/bin/sh -c 'exec <command>'`.
+    /// A command line from `START_COMMAND`, run as `/bin/sh -c 'exec <command>'`: a program and
+    /// its arguments (a leading `exec` is taken off).
     Shell(String),
-    /// The binary's own absolute path and arguments, captured at startup.
+    /// The binary's own absolute path and arguments, captured at startup: the default. The path
+    /// is made absolute with the working directory as the shell named it (`$PWD`), so a
+    /// restart from a symlinked release directory runs the release the link names then.
     Exec {
         /// Absolute path of the binary.
         program: PathBuf,
@@ -120,19 +126,22 @@ impl StartCommand {
     }
 }
 
-/// TLS files, as configured (read when the server starts).
+/// TLS files, as configured: paths only, read when the server starts (and again by the new
+/// process at each restart).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TlsFiles {
-    /// PEM private key.
+    /// `TLS_KEY`: PEM file of the private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
-    /// PEM certificate chain.
+    /// `TLS_CERTIFICATE`: PEM file of the certificate, optionally followed by its chain.
     pub certificate: PathBuf,
-    /// Lowest version offered.
+    /// `TLS_VERSION`: lowest version offered.
     pub version: TlsVersion,
-    /// Time a client has to finish the handshake.
+    /// `TLS_HANDSHAKE_TIMEOUT`: time a client has to finish the handshake; 10 s by default.
     pub handshake_timeout: Duration,
-    /// CA for client certificates; when set, clients must present one it signed.
+    /// `CLIENT_TLS_CERTIFICATE_CA`: PEM file of the CA for client certificates; when set,
+    /// clients must present one it signed. `None` when unset, or when
+    /// `VERIFY_CLIENT_TLS_CERTIFICATE=false` turns it off.
     pub client_ca: Option<PathBuf>,
     /// Where each path came from, for errors about the file.
     pub(crate) origins: TlsOrigins,
@@ -157,36 +166,47 @@ pub(crate) struct Origins {
 
 /// The validated configuration of a server.
 ///
-/// Built by [`Config::from_env`]; every field has been checked.
+/// Built by [`Config::from_env`]; every field has been checked. Each field names the
+/// environment variable it comes from (the attribute key is the same in lower case, `pidfile`
+/// for `PID_FILE`); the table on [`server`](crate::server) says the rest.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
-    /// Where to listen: one address or several, all served by the handler.
+    /// `BIND` (with `PORT`): where to listen, one address or several (never none), all served
+    /// by the handler.
     pub bind: Vec<BindAddress>,
-    /// How a restart starts the new copy.
+    /// `START_COMMAND`: how a restart starts the new copy.
     pub start_command: StartCommand,
-    /// Pidfile path.
+    /// `PID_FILE`: written atomically (temp file + rename) once the process serves; none when
+    /// `None`.
     pub pidfile: Option<PathBuf>,
-    /// Log file path; stdout when `None`.
+    /// `LOG_PATH`: logs are appended to this file; stdout when `None`.
     pub log_path: Option<PathBuf>,
-    /// A `tracing` filter, already checked.
+    /// A `tracing` filter, already checked: `RUST_LOG` as given, else `LOG_LEVEL` in lower
+    /// case, else `info`.
     pub log_filter: String,
-    /// TLS, when a key and certificate are configured.
+    /// TLS, when `TLS_KEY` and `TLS_CERTIFICATE` are both set; plain when `None`.
     pub tls: Option<TlsFiles>,
-    /// Networks allowed to connect; everyone when `None`.
+    /// `ALLOWED_NETWORKS`: the networks TCP clients may connect from (a bare address is a /32
+    /// or /128); others are closed before any TLS handshake. Everyone when `None`.
     pub allowed_networks: Option<Vec<IpNet>>,
-    /// How long to wait for open connections when stopping or retiring; forever when `None`.
+    /// `DRAIN_TIMEOUT`: how long a stopping or retiring process waits for open connections
+    /// before it closes them; `Duration::ZERO` closes them at once, `None` waits for ever.
     pub drain_timeout: Option<Duration>,
-    /// How long an old process waits for the new one's `ready`.
+    /// `READY_TIMEOUT`: how long an old process waits for the new one's `ready` before the
+    /// restart fails and the old one serves on; 60 s by default.
     pub ready_timeout: Duration,
-    /// Connections served at once; unlimited when `None`.
+    /// `MAX_CONNECTIONS`: connections served at once, at least 1; beyond it the process stops
+    /// accepting and the kernel queues new clients. Unlimited when `None`.
     pub max_connections: Option<usize>,
-    /// Listen queue length of the sockets this process binds (the kernel caps it at
-    /// `net.core.somaxconn`).
+    /// `BACKLOG`: listen queue length of the sockets this process binds, 1 to 65535 (the kernel
+    /// caps it at `net.core.somaxconn`); 1024 by default. A socket taken over keeps its queue.
     pub backlog: u32,
-    /// Supervised mode: the first process stays as a supervisor that runs the serving process.
+    /// `SUPERVISE`: the first process stays as a supervisor that holds the sockets and runs the
+    /// serving process; its pid never changes.
     pub supervise: bool,
-    /// Path of the control socket, when there is one.
+    /// `CONTROL_SOCKET`: path of the UNIX socket (mode 0600) answering `restart` and `status`;
+    /// none when `None`.
     pub control_socket: Option<PathBuf>,
     pub(crate) origins: Origins,
     /// Settings that are valid but deserve a word in the log once it is open.
@@ -398,7 +418,11 @@ fn bind(l: &Lookup<'_>) -> Result<Vec<BindAddress>, Error> {
         })
         .transpose()?;
     let addresses = |s: &str| {
-        grammar::binds(s).map(|all| all.into_iter().map(BindAddress::from).collect::<Vec<_>>())
+        grammar::binds(s).map(|all| {
+            all.into_iter()
+                .map(BindAddress::from_grammar)
+                .collect::<Vec<_>>()
+        })
     };
     // PORT replaces the port of the attribute's addresses, never of BIND's or the program's.
     let explicit = l

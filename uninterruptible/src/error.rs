@@ -7,6 +7,9 @@ use std::io;
 use std::path::PathBuf;
 
 /// Where a configuration value came from: an environment variable or an attribute key.
+///
+/// Its `Display` is how errors name it: the variable as it is (`DRAIN_TIMEOUT`), or the key
+/// and where it was written (`drain_timeout (in #[uninterruptible::server])`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Source {
@@ -31,25 +34,56 @@ impl fmt::Display for Source {
 /// Everything that can stop a server from starting.
 ///
 /// `Display` is this error's own message; an operating system error behind it is its
-/// [`source`](std::error::Error::source). The server prints both on one line.
+/// [`source`](std::error::Error::source). The server prints both on one line on stderr, and
+/// exits with [`exit_status`](Error::exit_status): 2 for configuration, 1 for the rest.
+///
+/// More variants, and more fields in each struct-like variant, may come: match with `_` and
+/// `..`.
+///
+/// ```
+/// use uninterruptible::{Config, Defaults, Error, Source};
+///
+/// let defaults = Defaults::new()
+///     .bind("tcp://127.0.0.1:6789")
+///     .drain_timeout("soon");
+/// # // The environment overrides the literal: here, it must not.
+/// # if std::env::var_os("DRAIN_TIMEOUT").is_some_and(|v| !v.is_empty()) { return; }
+/// let error = Config::from_env(defaults).unwrap_err();
+/// assert_eq!(error.exit_status(), 2);
+/// match &error {
+///     Error::InvalidValue { name, value, .. } => {
+///         assert_eq!(*name, Source::Attribute("drain_timeout"));
+///         assert_eq!(value, "soon");
+///     }
+///     other => panic!("{other}"),
+/// }
+/// assert!(error.to_string().starts_with(
+///     r#"drain_timeout (in #[uninterruptible::server])="soon" is invalid: expected 0, or a number of seconds"#
+/// ));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A configuration value is not one that is accepted.
     #[error("{name}={value:?} is invalid: expected {expected}")]
+    #[non_exhaustive]
     InvalidValue {
         /// The variable or key.
         name: Source,
         /// The value as given.
         value: String,
-        /// What would be accepted.
+        /// What would be accepted, as the documentation's table says it, or more precisely
+        /// (the item of a list that is wrong, the length of a path that is too long).
         expected: String,
     },
-    /// Configuration values that do not go together, or one that is missing.
+    /// Configuration values that do not go together, or one that is missing: the message names
+    /// each variable involved and says what to set.
     #[error("{0}")]
     InvalidConfig(String),
-    /// A file named by the configuration cannot be used.
+    /// A file named by the configuration cannot be used: it cannot be read or created, or its
+    /// contents are not what it should hold (a TLS key or certificate that is not PEM).
     #[error("{name}={path:?}: {reason}")]
+    #[non_exhaustive]
     BadFile {
         /// The variable or key naming the file.
         name: Source,
@@ -61,10 +95,13 @@ pub enum Error {
         #[source]
         source: Option<io::Error>,
     },
-    /// The listening socket could not be bound.
+    /// A listening socket, or the control socket, could not be bound: the address is in use, a
+    /// live server answers on the UNIX socket path, the port needs privileges.
     #[error("cannot listen on {address}")]
+    #[non_exhaustive]
     Bind {
-        /// The address, as configured.
+        /// The address as configured (`tcp://host:port`, `unix:///path`), or `control socket`
+        /// and its path.
         address: String,
         /// Why.
         #[source]
@@ -72,6 +109,7 @@ pub enum Error {
     },
     /// The pidfile could not be written.
     #[error("cannot write the pidfile {path:?}")]
+    #[non_exhaustive]
     Pidfile {
         /// The pidfile's path.
         path: PathBuf,
@@ -81,8 +119,9 @@ pub enum Error {
     },
     /// Another operating system call failed.
     #[error("{what}")]
+    #[non_exhaustive]
     Io {
-        /// What was being done.
+        /// What was being done, e.g. `cannot start the tokio runtime`.
         what: &'static str,
         /// The cause.
         #[source]
@@ -103,7 +142,10 @@ impl Error {
         move |source| Error::Io { what, source }
     }
 
-    /// The process exit status for this error: 2 for configuration, 1 for the rest.
+    /// The process exit status for this error, as the `main` the attribute generates exits
+    /// with: 2 for configuration ([`InvalidValue`](Error::InvalidValue),
+    /// [`InvalidConfig`](Error::InvalidConfig), [`BadFile`](Error::BadFile)), which a retry will
+    /// not fix; 1 for the rest.
     pub fn exit_status(&self) -> u8 {
         match self {
             Error::InvalidValue { .. } | Error::InvalidConfig(_) | Error::BadFile { .. } => 2,

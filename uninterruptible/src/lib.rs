@@ -29,6 +29,20 @@
 //!
 //! The keys, their environment variables and the lifecycle are documented on [`server`]; the
 //! same table is in [`KEYS`].
+//!
+//! # Without the attribute
+//!
+//! [`Config::from_env`] reads the same configuration from [`Defaults`] (what the attribute's
+//! literals would say) and the environment, and returns an [`Error`] naming the variable or key
+//! that is wrong. [`run`] then serves it with a handler per connection, which takes a
+//! [`Stream`]; [`run_incoming`] with one handler that takes the whole listener, an
+//! [`Incoming`]. Either handler returns a [`HandlerOutput`]: `std::io::Result<()>` or `()`.
+//!
+//! # An API that can grow
+//!
+//! Enums and structs that may gain variants or fields are `#[non_exhaustive]`: match them with a
+//! `_` arm, and read the fields of a struct you did not build. [`HandlerOutput`] is sealed.
+//! Every public item has one path, at the crate root.
 
 #![warn(missing_docs)]
 
@@ -70,11 +84,36 @@ pub use error::{Error, Source};
 pub use handle::{Handle, RestartOutcome};
 pub use handler::HandlerOutput;
 pub use incoming::Incoming;
-
 pub use run::{Server, run, run_incoming};
-pub use stream::{CertificateDer, PeerAddr, Stream};
-pub use uninterruptible_grammar::{KEYS, Key, Literal};
+pub use stream::{PeerAddr, Stream};
 pub use uninterruptible_macros::server;
+
+/// Re-exported from `rustls-pki-types` for [`Stream::peer_certificates`], so that a handler
+/// reading client certificates needs no dependency of its own.
+pub use stream::CertificateDer;
+
+/// Every configuration key, in the order of the documentation: the table the attribute checks
+/// its literals with, the runtime reads the environment with, and the documentation's table is
+/// generated from. Read-only: see [`Key`].
+///
+/// ```
+/// // The variables a deployment may set, e.g. to clear them before starting a server.
+/// let variables: Vec<&str> = uninterruptible::KEYS
+///     .iter()
+///     .flat_map(|key| std::iter::once(key.env).chain(key.also.iter().copied()))
+///     .collect();
+/// assert!(variables.contains(&"DRAIN_TIMEOUT") && variables.contains(&"PORT"));
+///
+/// // A value checked as the runtime and the attribute check it.
+/// let drain = uninterruptible::KEYS
+///     .iter()
+///     .find(|key| key.name == "drain_timeout")
+///     .unwrap();
+/// assert!((drain.check)("2.5").is_ok());
+/// assert_eq!((drain.check)("soon"), Err(drain.accepted.to_owned()));
+/// ```
+pub static KEYS: &[Key] = uninterruptible_grammar::KEYS;
+pub use uninterruptible_grammar::{Key, Literal};
 
 /// Used by the code `#[uninterruptible::server]` generates. Not part of the public API.
 #[doc(hidden)]
