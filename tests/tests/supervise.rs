@@ -309,6 +309,8 @@ fn a_stop_sent_to_the_whole_process_group_is_one_stop() {
         assert_eq!(held.echo("held\n").unwrap(), "held\n", "{name}");
         assert_eq!(server.wait_exit(DEADLINE).code(), Some(0), "{name}");
         assert!(!alive(first));
+        // The last lines may still be on their way through the log pipe.
+        server.log.wait_for_count("exiting with 0", 2);
         assert_eq!(
             server.log.count(&format!("second {name} received")),
             0,

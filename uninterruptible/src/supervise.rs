@@ -94,6 +94,9 @@ struct Supervisor {
     stopping: bool,
     /// Started by a restart, it could not start a serving process: it exits 1.
     gave_up: bool,
+    /// Stopping, a serving process exited without draining (exit status not 0): the stop was
+    /// cut short, and this process exits 1 as the serving processes did.
+    cut: bool,
 }
 
 /// Runs the supervisor until the service stops; returns its exit status.
@@ -207,6 +210,7 @@ async fn set_up(begun: Begun) -> Result<Supervisor, ExitCode> {
         announced: false,
         stopping: false,
         gave_up: false,
+        cut: false,
     })
 }
 
@@ -217,10 +221,17 @@ impl Supervisor {
                 if self.gave_up {
                     return ExitCode::FAILURE;
                 }
+                if self.cut {
+                    tracing::warn!("every serving process has exited, not all of them drained");
+                    return ExitCode::FAILURE;
+                }
                 tracing::info!("every serving process has exited");
                 return ExitCode::SUCCESS;
             }
             tokio::select! {
+                // Signals first: a second stop sent to the whole group reaches this process and
+                // the serving ones at once, and is this process's to act on.
+                biased;
                 received = self.signals.recv() => match received.request {
                     Request::Stop(name) if self.stopping => {
                         tracing::warn!("second {name} received: the serving processes exit now");
@@ -438,6 +449,11 @@ impl Supervisor {
                 "retired process {pid} (generation {}) exited ({status})",
                 retired.generation
             );
+            // Stopping, a serving process that was cut (a second stop reached it: exit 1) makes
+            // the stop one that was cut short.
+            if self.stopping && !status.success() {
+                self.cut = true;
+            }
         }
         // Otherwise a process being started: its restart reports how it ended.
     }
