@@ -9,8 +9,9 @@
 //!
 //! Flags win over the environment (`--port` over `BIND` and `PORT`); what they leave unset
 //! stays the operator's to set, as with the attribute. A line `restart` asks the server to
-//! restart itself and answers the outcome the control socket would; `stop` drains it as `TERM`
-//! does. (An admin command on the service port is for a demonstration on loopback only.)
+//! restart itself and answers the outcome the control socket would (with `SUPERVISE=true`, a
+//! serving process is restarted by its supervisor: it answers `failed the supervisor restarts
+//! this process`); `stop` drains it as `TERM` does (supervised, the whole service). (An admin command on the service port is for a demonstration on loopback only.)
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -412,3 +412,47 @@ fn a_serving_process_whose_supervisor_is_killed_drains_and_exits() {
     let (again, _) = start_with_pidfile(ECHO, &dir, &bind, &[("SUPERVISE", "true")]);
     assert_eq!(echo(&again.address(), "again\n").unwrap(), "again\n");
 }
+
+#[test]
+fn a_serving_process_whose_supervisor_dies_during_its_start_never_serves_alone() {
+    // The supervisor is gone before it handed the sockets over: the serving process must not
+    // bind the service's port itself.
+    let port = uninterruptible_tests::free_port();
+    let bind = format!("tcp://127.0.0.1:{port}");
+    let supervisor = std::process::id().to_string();
+    let mut orphan = Server::start(
+        ECHO,
+        &[
+            ("BIND", &bind),
+            ("UNINTERRUPTIBLE_SUPERVISOR", &supervisor),
+            ("FILE_DESCRIPTOR_SERVER_PATH", "/nonexistent/handoff.sock"),
+        ],
+    );
+    assert_eq!(orphan.wait_exit(DEADLINE).code(), Some(1));
+    orphan
+        .log
+        .wait_for("cannot take the listening sockets from the supervisor");
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+
+    // Gone right after handing them over: the serving process stops instead of serving on.
+    let tmp = TempDir::new("supervisor-gone-at-start");
+    let old = uninterruptible_tests::fake_old::FakeOld::new(&tmp);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut orphan = Server::start(
+        ECHO,
+        &[
+            ("BIND", &format!("tcp://{}", listener.local_addr().unwrap())),
+            ("UNINTERRUPTIBLE_SUPERVISOR", &supervisor),
+            ("UNINTERRUPTIBLE_KEEP_SOCKET_FILES", "1"),
+            (
+                "FILE_DESCRIPTOR_SERVER_PATH",
+                old.socket().to_str().unwrap(),
+            ),
+        ],
+    );
+    drop(old.hand_over(&listener));
+    orphan
+        .log
+        .wait_for(&format!("the supervisor (process {supervisor}) is gone"));
+    assert_eq!(orphan.wait_exit(DEADLINE).code(), Some(0));
+}

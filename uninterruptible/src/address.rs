@@ -121,6 +121,8 @@ impl BindAddress {
                 continue;
             }
             let ipv4 = match other.parse::<IpAddr>() {
+                // An IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]`) is IPv4 traffic too.
+                Ok(IpAddr::V6(ip)) => ip.to_ipv4_mapped().is_some(),
                 Ok(ip) => ip.is_ipv4(),
                 // Binding resolves the name the same way.
                 Err(_) => tokio::net::lookup_host((other.as_str(), *port))
@@ -202,6 +204,8 @@ mod tests {
             ("tcp://0.0.0.0:8080, tcp://[::]:8080", true),
             ("tcp://[::]:8080, tcp://127.0.0.1:8080", true),
             ("tcp://[::]:8080, tcp://localhost:8080", true),
+            ("tcp://[::]:8080, tcp://[::ffff:127.0.0.1]:8080", true),
+            ("tcp://[::ffff:0.0.0.0]:8080, tcp://[::]:8080", true),
             ("tcp://[::]:8080", false),
             ("tcp://[::]:8080, tcp://0.0.0.0:8081", false),
             (

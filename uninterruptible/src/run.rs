@@ -330,6 +330,12 @@ where
 /// start-up failure, and ends the process with its exit status (2).
 #[doc(hidden)]
 pub fn config_or_exit(defaults: crate::Defaults) -> Config {
+    // The first thing the generated `main` does: from here on a `USR1` that arrives while the
+    // process starts waits to be read instead of ending it. (Done again, harmlessly, by `run`.)
+    if let Err(e) = signals::block() {
+        let _ = report(None, &e);
+        std::process::exit(e.exit_status().into());
+    }
     Config::from_env(defaults).unwrap_or_else(|e| {
         let _ = report(None, &e);
         std::process::exit(e.exit_status().into())

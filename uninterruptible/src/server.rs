@@ -227,7 +227,16 @@ where
         control,
         waiters: Vec::new(),
         handed_answer: None,
-        supervisor_gone: None,
+        // A supervised process that cannot tell its supervisor it is ready has no supervisor
+        // (killed as it started this one): it stops at once.
+        supervisor_gone: match part {
+            Part::Supervised(_) if !awaiting_verdict => {
+                let (gone, when_gone) = oneshot::channel::<()>();
+                drop(gone);
+                Some(when_gone)
+            }
+            _ => None,
+        },
         requests,
     })
 }

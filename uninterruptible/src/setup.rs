@@ -17,6 +17,7 @@ use crate::signals::Signals;
 use crate::tls::{self, Tls};
 use std::io;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// What the conductor learned before the role starts: who started this process and how.
@@ -68,83 +69,130 @@ pub(crate) async fn start(
     // certificate at a restart ends the new process while the old one serves on.
     let tls = config.tls.as_ref().map(tls::load).transpose()?;
     crate::timing::mark("TLS");
-
-    // A serving process under a supervisor leaves the control socket to it.
-    let serves_control = config
-        .control_socket
-        .as_deref()
-        .filter(|_| !matches!(part, Part::Supervised(_)));
-    let serves_control = match (serves_control, &inherited) {
-        (Some(path), Some(i)) if i.manager == Manager::ServerStarter => {
-            tracing::warn!(
-                "{} is not served under Server::Starter: start_server restarts the workers (send HUP to start_server)",
-                path.display()
-            );
-            None
-        }
-        (path, _) => path,
-    };
-    let mut manager = None;
-    let mut control = None;
-    let mut links = Vec::new();
-    let (listeners, takeover) = match dialed
-        .map(|d| d.and_then(|d| d.receive(config.ready_timeout)))
-    {
-        Some(Ok((takeover, fds))) => {
-            crate::timing::mark("handoff");
-            let received = handoff::sort_received(fds, serves_control)?;
-            control = received.control;
-            links = received.links;
-            (adopt(config, received.listeners).await?, Some(takeover))
-        }
-        connected => {
-            if let Some(Err(e)) = connected {
-                tracing::warn!(
-                    "cannot take over the listening sockets from the old process ({e}); binding {}",
-                    config::list(&config.bind)
-                );
-            }
-            match inherited {
-                Some(inherited) => {
-                    manager = Some(inherited.manager);
-                    (adopt_inherited(config, inherited).await?, None)
-                }
-                None => (bind_all(config, Vec::new()).await?.0, None),
-            }
-        }
-    };
-    let addresses = listeners
+    let serves_control = control_path(config, part, inherited.as_ref());
+    let taken = take_sockets(config, inherited, dialed, serves_control, part).await?;
+    let addresses = taken
+        .listeners
         .iter()
         .map(Listener::local_addr)
         .collect::<io::Result<Vec<_>>>()
         .map_err(Error::io("cannot read a listening address"))?;
+    let keeps_socket_files = keep_socket_files || taken.manager.is_some();
+    let mut control = taken.control;
     if let (Some(path), None) = (serves_control, &control) {
-        match control::bind(path) {
-            Ok(listener) => {
-                control = Some(ControlSocket {
-                    listener,
-                    path: path.to_owned(),
-                    bound: true,
-                })
-            }
-            Err(e) => {
-                let keep = keep_socket_files || manager.is_some();
-                SocketFiles::new(&addresses, keep, takeover.is_some()).remove();
-                return Err(e);
-            }
-        }
+        control = Some(bind_control(path).inspect_err(|_| {
+            SocketFiles::new(&addresses, keeps_socket_files, taken.takeover.is_some()).remove();
+        })?);
     }
     Ok(Started {
-        keeps_socket_files: keep_socket_files || manager.is_some(),
-        manager,
+        keeps_socket_files,
+        manager: taken.manager,
         by_restart,
         signals,
-        listeners,
+        listeners: taken.listeners,
         addresses,
-        takeover,
+        takeover: taken.takeover,
         tls,
         control,
-        links,
+        links: taken.links,
+    })
+}
+
+/// The control socket this process serves, if any: a serving process under a supervisor leaves
+/// it to the supervisor, and a Server::Starter worker serves none.
+fn control_path<'a>(
+    config: &'a Config,
+    part: Part,
+    inherited: Option<&Inherited>,
+) -> Option<&'a Path> {
+    let path = config
+        .control_socket
+        .as_deref()
+        .filter(|_| !matches!(part, Part::Supervised(_)))?;
+    if inherited.is_some_and(|i| i.manager == Manager::ServerStarter) {
+        tracing::warn!(
+            "{} is not served under Server::Starter: start_server restarts the workers (send HUP to start_server)",
+            path.display()
+        );
+        return None;
+    }
+    Some(path)
+}
+
+/// The sockets a process starts with, and where they came from.
+struct Taken {
+    listeners: Vec<Listener>,
+    takeover: Option<Takeover>,
+    manager: Option<Manager>,
+    control: Option<ControlSocket>,
+    links: Vec<Lines>,
+}
+
+/// Takes the listening sockets: from the old process, else from a service manager, else by
+/// binding the configured addresses.
+async fn take_sockets(
+    config: &Config,
+    inherited: Option<Inherited>,
+    dialed: Option<io::Result<Dialed>>,
+    serves_control: Option<&Path>,
+    part: Part,
+) -> Result<Taken, Error> {
+    let received = dialed.map(|d| d.and_then(|d| d.receive(config.ready_timeout)));
+    if let (Part::Supervised(supervisor), Some(Err(_)) | None) = (part, &received) {
+        // Its sockets are the supervisor's (which may have been killed meanwhile): binding
+        // them itself would leave a process nobody supervises holding the service's port.
+        let why = match received {
+            Some(Err(e)) => e,
+            _ => io::Error::other("no handoff socket was given"),
+        };
+        let why = io::Error::new(
+            why.kind(),
+            format!("supervisor process {supervisor}: {why}"),
+        );
+        return Err(Error::io(
+            "cannot take the listening sockets from the supervisor",
+        )(why));
+    }
+    match received {
+        Some(Ok((takeover, fds))) => {
+            crate::timing::mark("handoff");
+            let received = handoff::sort_received(fds, serves_control)?;
+            return Ok(Taken {
+                listeners: adopt(config, received.listeners).await?,
+                takeover: Some(takeover),
+                manager: None,
+                control: received.control,
+                links: received.links,
+            });
+        }
+        Some(Err(e)) => tracing::warn!(
+            "cannot take over the listening sockets from the old process ({e}); binding {}",
+            config::list(&config.bind)
+        ),
+        None => {}
+    }
+    let (listeners, manager) = match inherited {
+        Some(inherited) => {
+            let manager = inherited.manager;
+            (adopt_inherited(config, inherited).await?, Some(manager))
+        }
+        None => (bind_all(config, Vec::new()).await?.0, None),
+    };
+    Ok(Taken {
+        listeners,
+        takeover: None,
+        manager,
+        control: None,
+        links: Vec::new(),
+    })
+}
+
+/// Binds the control socket at `path`, a socket file of this process's.
+fn bind_control(path: &Path) -> Result<ControlSocket, Error> {
+    Ok(ControlSocket {
+        listener: control::bind(path)?,
+        path: path.to_owned(),
+        bound: true,
     })
 }
 

@@ -22,6 +22,12 @@ pub(super) const SOCKET_NAME: &str = "handoff.sock";
 pub(super) const LONGEST_BELOW_BASE: usize =
     1 + DIR_PREFIX.len() + 10 + 1 + 10 + 1 + 8 + 1 + SOCKET_NAME.len();
 
+/// A directory this process can create entries in.
+fn writable(dir: &Path) -> bool {
+    use nix::unistd::{AccessFlags, access};
+    dir.is_dir() && access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_ok()
+}
+
 /// The directory to make handoff directories in: `tmp` (`$TMPDIR`), unless a handoff socket
 /// there could be longer than a UNIX socket address holds, which would make every restart fail;
 /// then the first short enough of `$XDG_RUNTIME_DIR` (private to the user) and `/tmp`.
@@ -29,9 +35,11 @@ pub(super) fn base_dir(tmp: &Path) -> PathBuf {
     let fits = |dir: &Path| {
         dir.as_os_str().len() + LONGEST_BELOW_BASE <= uninterruptible_grammar::MAX_SOCKET_PATH
     };
+    // Only a directory this process can make the handoff directory in: an XDG_RUNTIME_DIR
+    // kept from another user (`sudo -u`) or gone is passed over for /tmp.
     let runtime = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
-        .filter(|dir| dir.is_absolute());
+        .filter(|dir| dir.is_absolute() && writable(dir));
     [
         Some(tmp.to_path_buf()),
         runtime,
@@ -104,6 +112,18 @@ pub(super) fn remove_handoff_path(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn an_xdg_runtime_dir_that_cannot_be_used_is_passed_over() {
+        let longest = uninterruptible_grammar::MAX_SOCKET_PATH - LONGEST_BELOW_BASE;
+        let over = PathBuf::from(format!("/{}", "t".repeat(longest)));
+        for unusable in ["/nonexistent/run/user/1000", "/proc/1"] {
+            // SAFETY: the only test of this binary that sets XDG_RUNTIME_DIR.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", unusable) };
+            assert_eq!(base_dir(&over), Path::new("/tmp"), "{unusable}");
+        }
+        unsafe { std::env::remove_var("XDG_RUNTIME_DIR") };
+    }
+
     #[test]
     fn a_handoff_socket_always_fits_a_socket_address() {
         let short = Path::new("/var/tmp");
