@@ -199,15 +199,7 @@ where
     // Taken over, the control socket is the old process's until it lets go of it.
     let control = Endpoint::new(control, by_restart, &family, config.ready_timeout);
 
-    let plan = handoff::Plan {
-        command: config.start_command.clone(),
-        ready_timeout: config.ready_timeout,
-        generation: generation + 1,
-        keep_socket_files: keeps_socket_files,
-        // Inherited sockets replace the attribute's bind: the next process is told so.
-        bind: (manager.is_some() && !config.origins.bind_from_env).then_some(address),
-        supervisor: None,
-    };
+    let plan = restart_plan(config, generation, keeps_socket_files, manager, address);
     if part == Part::Alone && manager != Some(Manager::ServerStarter) {
         handoff::preflight(&plan);
     }
@@ -302,6 +294,25 @@ fn announce(config: &Config, address: &str, generation: u64, by_restart: bool) -
         notifier.ready(&format!("serving on {address} (pid {pid})"));
     }
     notifier
+}
+
+/// What this process's restarts start: the next generation, told what it inherits.
+fn restart_plan(
+    config: &Config,
+    generation: u64,
+    keep_socket_files: bool,
+    manager: Option<Manager>,
+    address: String,
+) -> handoff::Plan {
+    handoff::Plan {
+        command: config.start_command.clone(),
+        ready_timeout: config.ready_timeout,
+        generation: generation + 1,
+        keep_socket_files,
+        // Inherited sockets replace the attribute's bind: the next process is told so.
+        bind: (manager.is_some() && !config.origins.bind_from_env).then_some(address),
+        supervisor: None,
+    }
 }
 
 /// Who restarts a process of this part, under this service manager.

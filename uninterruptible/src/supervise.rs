@@ -257,7 +257,7 @@ impl Supervisor {
                         self.stop();
                     }
                 },
-                (why, result) = finished(&mut self.starting) => self.started(why, result).await,
+                (why, result) = finished(&mut self.starting) => self.started(why, result),
                 Some((pid, status)) = self.exits.recv() => self.exited(pid, status),
                 () = sleep_until(self.again_at) => {
                     self.again_at = None;
@@ -336,88 +336,94 @@ impl Supervisor {
     }
 
     /// A serving process was started, or failed to start.
-    async fn started(&mut self, why: Start, result: Result<Handed, Failure>) {
+    fn started(&mut self, why: Start, result: Result<Handed, Failure>) {
         match result {
-            Ok(Handed {
-                pid,
-                generation,
-                link,
-                ..
-            }) => {
-                self.family.add_link(link);
-                let previous = self.current.replace(Serving {
-                    pid,
-                    generation,
-                    since: Instant::now(),
-                });
-                self.answer_waiters(&RestartOutcome::Restarted { pid, generation });
-                let serving = format!(
-                    "serving on {} (supervisor {}, serving process {pid})",
-                    self.addresses,
-                    std::process::id()
+            Ok(handed) => self.ready(why, handed),
+            Err(failure) => self.failed_to_start(failure),
+        }
+    }
+
+    /// A serving process is ready: the previous one retires, and whoever waits hears of it.
+    fn ready(&mut self, why: Start, handed: Handed) {
+        let Handed {
+            pid,
+            generation,
+            link,
+            ..
+        } = handed;
+        self.family.add_link(link);
+        let previous = self.current.replace(Serving {
+            pid,
+            generation,
+            since: Instant::now(),
+        });
+        self.answer_waiters(&RestartOutcome::Restarted { pid, generation });
+        match previous {
+            Some(old) => {
+                tracing::info!(
+                    "serving process {pid} (generation {generation}) is ready: process {} retires",
+                    old.pid
                 );
-                match previous {
-                    Some(old) => {
-                        tracing::info!(
-                            "serving process {pid} (generation {generation}) is ready: process {} retires",
-                            old.pid
-                        );
-                        self.retire(old);
-                    }
-                    None => {
-                        tracing::info!("serving process {pid} (generation {generation}) is ready")
-                    }
-                }
-                if !self.announced || why == Start::Restart {
-                    self.notifier.ready(&serving);
-                    self.announced = true;
-                } else {
-                    self.notifier.status(&serving);
-                }
-                // Started by a restart: the old process may retire now that one serves.
-                if let Some(takeover) = self.takeover.take() {
-                    match takeover.ready() {
-                        Ok(pending) => self.pending = Some(pending),
-                        Err(e) => tracing::warn!("cannot tell the old process we are ready: {e}"),
-                    }
-                }
-                if self.stopping {
-                    // Asked to stop while it was starting.
-                    if let Some(current) = self.current.take() {
-                        self.retire(current);
-                    }
-                }
+                self.retire(old);
             }
-            Err(mut failure) => {
-                if let Some(link) = failure.draining.take() {
-                    self.family.add_link(link);
-                }
-                self.answer_waiters(&RestartOutcome::failed(&failure));
-                match &self.current {
-                    Some(current) => {
-                        tracing::warn!(
-                            "restart failed: {failure}; serving process {} serves on",
-                            current.pid
-                        );
-                        self.notifier.restart_failed(&failure.to_string());
-                    }
-                    None if self.stopping => {}
-                    None if self.takeover.is_some() => {
-                        // The old process still serves: give up, and it serves on.
-                        tracing::error!(
-                            "cannot start a serving process: {failure}; exiting, the old process serves on"
-                        );
-                        self.socket_files.verdict(false);
-                        self.stopping = true;
-                        self.gave_up = true;
-                    }
-                    None => {
-                        tracing::error!("cannot start a serving process: {failure}");
-                        self.notifier
-                            .status(&format!("cannot start a serving process: {failure}"));
-                        self.again_later();
-                    }
-                }
+            None => tracing::info!("serving process {pid} (generation {generation}) is ready"),
+        }
+        let serving = format!(
+            "serving on {} (supervisor {}, serving process {pid})",
+            self.addresses,
+            std::process::id()
+        );
+        if !self.announced || why == Start::Restart {
+            self.notifier.ready(&serving);
+            self.announced = true;
+        } else {
+            self.notifier.status(&serving);
+        }
+        // Started by a restart: the old process may retire now that one serves.
+        if let Some(takeover) = self.takeover.take() {
+            match takeover.ready() {
+                Ok(pending) => self.pending = Some(pending),
+                Err(e) => tracing::warn!("cannot tell the old process we are ready: {e}"),
+            }
+        }
+        if self.stopping {
+            // Asked to stop while it was starting.
+            if let Some(current) = self.current.take() {
+                self.retire(current);
+            }
+        }
+    }
+
+    /// A serving process could not be started: the current one serves on, or the next try
+    /// comes after a pause, or (started by a restart) this supervisor gives up.
+    fn failed_to_start(&mut self, mut failure: Failure) {
+        if let Some(link) = failure.draining.take() {
+            self.family.add_link(link);
+        }
+        self.answer_waiters(&RestartOutcome::failed(&failure));
+        match &self.current {
+            Some(current) => {
+                tracing::warn!(
+                    "restart failed: {failure}; serving process {} serves on",
+                    current.pid
+                );
+                self.notifier.restart_failed(&failure.to_string());
+            }
+            None if self.stopping => {}
+            None if self.takeover.is_some() => {
+                // The old process still serves: give up, and it serves on.
+                tracing::error!(
+                    "cannot start a serving process: {failure}; exiting, the old process serves on"
+                );
+                self.socket_files.verdict(false);
+                self.stopping = true;
+                self.gave_up = true;
+            }
+            None => {
+                tracing::error!("cannot start a serving process: {failure}");
+                self.notifier
+                    .status(&format!("cannot start a serving process: {failure}"));
+                self.again_later();
             }
         }
     }

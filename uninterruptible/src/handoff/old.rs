@@ -70,6 +70,39 @@ pub(crate) async fn restart(
     result
 }
 
+/// The private directory and the handoff socket in it.
+fn handoff_socket() -> Result<(HandoffDir, UnixListener), Reason> {
+    let base = base_dir(&std::env::temp_dir());
+    let dir = HandoffDir::create(&base).map_err(|e| {
+        Reason::Setup(
+            format!("cannot create the handoff directory in {}", base.display()),
+            e,
+        )
+    })?;
+    let server = UnixListener::bind(dir.socket()).map_err(|e| {
+        Reason::Setup(
+            format!(
+                "cannot create the handoff socket {}",
+                dir.socket().display()
+            ),
+            e,
+        )
+    })?;
+    Ok((dir, server))
+}
+
+/// Whether the new process said `ready`, and why not.
+fn outcome(awaited: Awaited, pid: u32, plan: &Plan) -> Result<(), Reason> {
+    Err(match awaited {
+        Awaited::Ready => return Ok(()),
+        Awaited::Exited(Ok(status)) => Reason::Exited(pid, status),
+        Awaited::Exited(Err(e)) | Awaited::Failed(e) => Reason::Handoff(pid, e),
+        Awaited::Closed => Reason::Closed(pid),
+        Awaited::Unexpected(line) => Reason::Protocol(pid, line),
+        Awaited::TimedOut => Reason::Timeout(pid, plan.ready_timeout),
+    })
+}
+
 pub(super) async fn start_and_hand_over(
     plan: &Plan,
     listeners: Vec<OwnedFd>,
@@ -81,22 +114,7 @@ pub(super) async fn start_and_hand_over(
         command: command.clone(),
         draining: None,
     };
-    let base = base_dir(&std::env::temp_dir());
-    let dir = HandoffDir::create(&base).map_err(|e| {
-        fail(Reason::Setup(
-            format!("cannot create the handoff directory in {}", base.display()),
-            e,
-        ))
-    })?;
-    let server = UnixListener::bind(dir.socket()).map_err(|e| {
-        fail(Reason::Setup(
-            format!(
-                "cannot create the handoff socket {}",
-                dir.socket().display()
-            ),
-            e,
-        ))
-    })?;
+    let (dir, server) = handoff_socket().map_err(fail)?;
     let mut child = spawn(plan, dir.socket())
         .map_err(|e| fail(Reason::Setup("cannot start the new process".into(), e)))?;
     let pid = child.id();
@@ -144,8 +162,8 @@ pub(super) async fn start_and_hand_over(
             .map_or(hung_up, Awaited::Exited),
         awaited => awaited,
     };
-    let reason = match awaited {
-        Awaited::Ready => {
+    let reason = match outcome(awaited, pid, plan) {
+        Ok(()) => {
             // Best effort: a new process that is gone by now needs no verdict.
             let _ = conn.send(OK).await;
             return Ok(Handed {
@@ -154,11 +172,7 @@ pub(super) async fn start_and_hand_over(
                 link: conn,
             });
         }
-        Awaited::Exited(Ok(status)) => Reason::Exited(pid, status),
-        Awaited::Exited(Err(e)) | Awaited::Failed(e) => Reason::Handoff(pid, e),
-        Awaited::Closed => Reason::Closed(pid),
-        Awaited::Unexpected(line) => Reason::Protocol(pid, line),
-        Awaited::TimedOut => Reason::Timeout(pid, plan.ready_timeout),
+        Err(reason) => reason,
     };
     let draining = abandon(conn, child, pid).await;
     Err(Failure {
