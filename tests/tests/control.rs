@@ -520,6 +520,9 @@ fn status_lists_a_process_that_does_not_answer_marked() {
     // Stopped, it cannot answer: it is listed from what is known of it, and marked. Clients
     // asking at once all hear so.
     uninterruptible_tests::send(first, SIGSTOP);
+    wait_for("the first process to stop", DEADLINE, || {
+        stopped(first).then_some(())
+    });
     let asking: Vec<_> = (0..20)
         .map(|_| {
             let ctl = ctl.clone();
@@ -643,4 +646,18 @@ fn clients_beyond_the_limit_hear_busy_and_the_service_keeps_working() {
             .filter(|answer| documented("status\n", answer).is_ok() && answer != &busy)
     });
     eprintln!("of 150 clients beyond the limit, {refused} were told busy");
+}
+
+/// Whether every thread of `pid` is stopped: a stop signal takes effect on each thread when it
+/// next runs, and until then a thread can still answer.
+fn stopped(pid: u32) -> bool {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.flatten().all(|thread| {
+        std::fs::read_to_string(thread.path().join("stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+    })
 }
