@@ -21,7 +21,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// What a status link asks.
 const STATUS: &str = "status\n";
@@ -121,6 +121,10 @@ pub(crate) struct Family {
     me: Me,
     links: Mutex<Vec<Link>>,
     starting: Mutex<Option<Starting>>,
+    /// Whether this process reads its links. A link is one socket that two processes hold
+    /// while it is handed over, and two readers would take each other's answers: a process
+    /// started by a restart reads the links it received only once the old one has let go.
+    reading: watch::Sender<bool>,
 }
 
 /// A link to another process, kept by a task of its own that asks it `status` when told to,
@@ -156,6 +160,7 @@ impl Family {
             me,
             links: Mutex::new(Vec::new()),
             starting: Mutex::new(None),
+            reading: watch::Sender::new(true),
         })
     }
 
@@ -164,6 +169,17 @@ impl Family {
     }
 
     /// Asks `status` on `link` from now on, until the other process exits.
+    /// Links added from now on are not read until [`Family::read`]: they were received from
+    /// an old process that still reads them.
+    pub(crate) fn hold(&self) {
+        self.reading.send_replace(false);
+    }
+
+    /// The old process has let go: its links are this process's to read.
+    pub(crate) fn read(&self) {
+        self.reading.send_replace(true);
+    }
+
     pub(crate) fn add_link(&self, link: Lines) {
         let known = Known::of(&link);
         let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
@@ -173,7 +189,13 @@ impl Family {
         }
         drop(starting);
         let (requests, received) = mpsc::channel(4);
-        tokio::spawn(keep(link, known, received));
+        let mut reading = self.reading.subscribe();
+        tokio::spawn(async move {
+            // Never announced: the process ends (abandoned) without reading them.
+            if reading.wait_for(|reading| *reading).await.is_ok() {
+                keep(link, known, received).await;
+            }
+        });
         let mut links = self.links();
         links.retain(|link| !link.requests.is_closed());
         links.push(Link { requests });

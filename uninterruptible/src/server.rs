@@ -193,6 +193,10 @@ where
         Role::Server,
         Some(Arc::clone(&shutdown)),
     ));
+    if awaiting_verdict {
+        // The old process still reads the links it handed over, until it lets go.
+        family.hold();
+    }
     for link in links {
         family.add_link(link);
     }
@@ -515,6 +519,7 @@ fn verdict_came(s: &mut Serving, verdict: Verdict, link: Option<Lines>) -> Step 
 
 /// The old process let go of the socket: this one is the service now.
 fn committed(s: &mut Serving, link: Option<Lines>) {
+    s.family.read();
     let Some(link) = link else { return };
     match s.part {
         // The supervisor asks this process for its status on the link, which stays open for

@@ -165,6 +165,10 @@ async fn set_up(begun: Begun) -> Result<Supervisor, ExitCode> {
     }
     let addresses = config::list(&started.addresses);
     let family = Family::new(Me::new(generation, Role::Supervisor, None));
+    if by_restart {
+        // The old process still reads the links it handed over, until it lets go.
+        family.hold();
+    }
     for link in std::mem::take(&mut started.links) {
         family.add_link(link);
     }
@@ -271,6 +275,7 @@ impl Supervisor {
                     }
                     match verdict {
                         Verdict::Committed => {
+                            self.family.read();
                             self.socket_files.verdict(true);
                             self.control.commit();
                         }

@@ -164,6 +164,12 @@ pub(super) async fn start_and_hand_over(
     };
     let reason = match outcome(awaited, pid, plan) {
         Ok(()) => {
+            // The links handed over are the new process's to read from its `ok` on: one
+            // reader at a time, or each would take the other's answers. (A supervisor hands
+            // none over, and keeps reading its own.)
+            if plan.supervisor.is_none() {
+                family.drop_links();
+            }
             // Best effort: a new process that is gone by now needs no verdict.
             let _ = conn.send(OK).await;
             return Ok(Handed {
