@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
 /// What a status link asks.
 const STATUS: &str = "status\n";
@@ -125,6 +126,9 @@ pub(crate) struct Family {
     /// while it is handed over, and two readers would take each other's answers: a process
     /// started by a restart reads the links it received only once the old one has let go.
     reading: watch::Sender<bool>,
+    /// The tasks that keep the links: each reads its link, so letting go of the links for a
+    /// new process means ending them, not only dropping their senders.
+    keepers: Mutex<JoinSet<()>>,
 }
 
 /// A link to another process, kept by a task of its own that asks it `status` when told to,
@@ -161,6 +165,7 @@ impl Family {
             links: Mutex::new(Vec::new()),
             starting: Mutex::new(None),
             reading: watch::Sender::new(true),
+            keepers: Mutex::new(JoinSet::new()),
         })
     }
 
@@ -190,12 +195,15 @@ impl Family {
         drop(starting);
         let (requests, received) = mpsc::channel(4);
         let mut reading = self.reading.subscribe();
-        tokio::spawn(async move {
+        let mut keepers = self.keepers.lock().unwrap_or_else(|e| e.into_inner());
+        while keepers.try_join_next().is_some() {}
+        keepers.spawn(async move {
             // Never announced: the process ends (abandoned) without reading them.
             if reading.wait_for(|reading| *reading).await.is_ok() {
                 keep(link, known, received).await;
             }
         });
+        drop(keepers);
         let mut links = self.links();
         links.retain(|link| !link.requests.is_closed());
         links.push(Link { requests });
@@ -205,6 +213,20 @@ impl Family {
     pub(crate) fn drop_links(&self) {
         self.links().clear();
         *self.starting.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.keepers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .abort_all();
+    }
+
+    /// [`Family::drop_links`], and returns once no task of this process reads a link: the
+    /// copies handed to a new process are then its alone to read. (A task still reading would
+    /// take the new process's answers, or half of one.)
+    pub(crate) async fn let_go_of_links(&self) {
+        self.drop_links();
+        let mut keepers =
+            std::mem::take(&mut *self.keepers.lock().unwrap_or_else(|e| e.into_inner()));
+        keepers.shutdown().await;
     }
 
     /// Copies of the links to processes still alive, to hand to a new process with the
@@ -502,6 +524,31 @@ mod tests {
         assert_eq!(family.link_fds(10).await.len(), 1);
         family.drop_links();
         answering.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn links_let_go_of_are_read_by_no_task_of_this_process() {
+        for _ in 0..20 {
+            let family = Family::new(Me::new(3, Role::Supervisor, None));
+            let (here, there) = UnixStream::pair().unwrap();
+            let mut there = Lines::new(there);
+            family.add_link(Lines::new(here));
+            // The link is learnt at once: the question is out when this process lets go.
+            assert_eq!(there.read_line().await.unwrap().as_deref(), Some("status\n"));
+            let line = "pid=4242 generation=2 role=retiring connections=0 age=0\n";
+            let copy = family.link_fds(1).await.pop().unwrap();
+            family.let_go_of_links().await;
+            // The copy is the new owner's: what arrives now is whole, and its alone.
+            let mut new_owner = Lines::new(UnixStream::from_std(copy.into()).unwrap());
+            while new_owner.buffered_line().is_some() {}
+            there.send(line).await.unwrap();
+            there.send(line).await.unwrap();
+            let timeout = Duration::from_secs(5);
+            for _ in 0..2 {
+                let read = tokio::time::timeout(timeout, new_owner.read_line()).await;
+                assert_eq!(read.unwrap().unwrap().as_deref(), Some(line));
+            }
+        }
     }
 
     #[tokio::test]

@@ -168,7 +168,7 @@ pub(super) async fn start_and_hand_over(
             // reader at a time, or each would take the other's answers. (A supervisor hands
             // none over, and keeps reading its own.)
             if plan.supervisor.is_none() {
-                family.drop_links();
+                family.let_go_of_links().await;
             }
             // Best effort: a new process that is gone by now needs no verdict.
             let _ = conn.send(OK).await;
