@@ -169,6 +169,19 @@ impl Family {
         })
     }
 
+    /// A family with the links received with the sockets. `held`: the old process that handed
+    /// them over still reads them, until it lets go ([`Family::read`]).
+    pub(crate) fn with_links(me: Me, links: Vec<Lines>, held: bool) -> Arc<Family> {
+        let family = Family::new(me);
+        if held {
+            family.hold();
+        }
+        for link in links {
+            family.add_link(link);
+        }
+        family
+    }
+
     fn links(&self) -> std::sync::MutexGuard<'_, Vec<Link>> {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -534,7 +547,10 @@ mod tests {
             let mut there = Lines::new(there);
             family.add_link(Lines::new(here));
             // The link is learnt at once: the question is out when this process lets go.
-            assert_eq!(there.read_line().await.unwrap().as_deref(), Some("status\n"));
+            assert_eq!(
+                there.read_line().await.unwrap().as_deref(),
+                Some("status\n")
+            );
             let line = "pid=4242 generation=2 role=retiring connections=0 age=0\n";
             let copy = family.link_fds(1).await.pop().unwrap();
             family.let_go_of_links().await;

@@ -5,7 +5,6 @@
 use crate::acl::Acl;
 use crate::config::{self, Config};
 use crate::control::{self, Control, Endpoint};
-use crate::error::Error;
 use crate::family::{self, Family, Me, Role};
 use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter};
 use crate::handler::{Handler, HandlerOutput};
@@ -13,7 +12,7 @@ use crate::handoff::{self, Failure, Handed, Pending, Verdict};
 use crate::incoming::Incoming;
 use crate::inherit::Manager;
 use crate::link::Lines;
-use crate::listener::{Listener, SocketFiles};
+use crate::listener::SocketFiles;
 use crate::logging;
 use crate::machine::{Ending, Machine, Refusal, Restarter, Step};
 use crate::notify::Notifier;
@@ -22,7 +21,7 @@ use crate::pidfile;
 use crate::serve::{Accepting, Server, Target};
 use crate::setup::{self, Begun, Started, fail};
 use crate::shutdown::Shutdown;
-use crate::signals::{Request, Signals};
+use crate::signals::{Received, Request, Signals};
 use crate::stream::Stream;
 use std::future::Future;
 use std::io;
@@ -163,17 +162,7 @@ where
     let pid = std::process::id();
     let socket_files = SocketFiles::new(&addresses, keeps_socket_files, takeover.is_some());
     let owned = socket_files.owned();
-    let handoff_fds = listeners
-        .iter()
-        .map(Listener::duplicate)
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(|e| {
-            fail(
-                config,
-                Error::io("cannot duplicate a listening socket")(e),
-                owned,
-            )
-        })?;
+    let handoff_fds = setup::duplicate(&listeners).map_err(|e| fail(config, e, owned))?;
 
     let shutdown = Arc::new(Shutdown::new());
     let (server, listener_task) = acceptor(config, handler, tls, &shutdown);
@@ -188,18 +177,8 @@ where
     let awaiting_verdict = pending.is_some();
     let address = config::list(&addresses);
     let notifier = announce(config, &address, generation, by_restart);
-    let family = Family::new(Me::new(
-        generation,
-        Role::Server,
-        Some(Arc::clone(&shutdown)),
-    ));
-    if awaiting_verdict {
-        // The old process still reads the links it handed over, until it lets go.
-        family.hold();
-    }
-    for link in links {
-        family.add_link(link);
-    }
+    let me = Me::new(generation, Role::Server, Some(Arc::clone(&shutdown)));
+    let family = Family::with_links(me, links, awaiting_verdict);
     // Taken over, the control socket is the old process's until it lets go of it.
     let control = Endpoint::new(control, by_restart, &family, config.ready_timeout);
 
@@ -223,18 +202,22 @@ where
         control,
         waiters: Vec::new(),
         handed_answer: None,
-        // A supervised process that cannot tell its supervisor it is ready has no supervisor
-        // (killed as it started this one): it stops at once.
-        supervisor_gone: match part {
-            Part::Supervised(_) if !awaiting_verdict => {
-                let (gone, when_gone) = oneshot::channel::<()>();
-                drop(gone);
-                Some(when_gone)
-            }
-            _ => None,
-        },
+        supervisor_gone: supervisor_link(part, awaiting_verdict),
         requests,
     })
+}
+
+/// For a supervised process that could not tell its supervisor it is ready: that supervisor is
+/// gone (killed as it started this one), so the process stops at once.
+fn supervisor_link(part: Part, awaiting_verdict: bool) -> Option<oneshot::Receiver<()>> {
+    match part {
+        Part::Supervised(_) if !awaiting_verdict => {
+            let (gone, when_gone) = oneshot::channel::<()>();
+            drop(gone);
+            Some(when_gone)
+        }
+        _ => None,
+    }
 }
 
 /// What accepts and where connections go: a task per connection, or the handler's
@@ -661,20 +644,7 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
         tracing::info!("draining {} open connections", s.shutdown.count());
     }
     let shutdown = Arc::clone(&s.shutdown);
-    let drain = async {
-        match &mut listener {
-            None => shutdown.drained(config.drain_timeout).await,
-            Some(_) => match config.drain_timeout {
-                None => {
-                    let _ = returned(&mut listener).await;
-                    true
-                }
-                Some(limit) => tokio::time::timeout(limit, returned(&mut listener))
-                    .await
-                    .is_ok(),
-            },
-        }
-    };
+    let drain = drained(&shutdown, &mut listener, config.drain_timeout);
     tokio::pin!(drain);
     let mut progress = tokio::time::interval_at(started + DRAIN_PROGRESS, DRAIN_PROGRESS);
     loop {
@@ -690,19 +660,11 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                 return Drained::TimedOut;
             }
             _ = progress.tick() => report_progress(config, s, started, waits_for_handler),
-            received = s.signals.recv() => match received.request {
-                Request::Stop(name) => {
-                    if stop_while_draining(s, &format!("second {name} received"), received.sender) {
-                        return Drained::Cut;
-                    }
-                    // A service manager stopping the service signals every process in it; a
-                    // retiring one goes on draining.
-                    tracing::info!(
-                        "{name} received while retiring: draining goes on (a second {name} exits now)"
-                    );
+            received = s.signals.recv() => {
+                if signal_while_draining(s, received) {
+                    return Drained::Cut;
                 }
-                Request::Restart(name) => tracing::info!("{name} received: ignored while draining"),
-            },
+            }
             // A restart asked now was asked as the one that handed over ended: the same
             // restart, the same answer; else this process is stopping.
             reply = s.control.next() => Waiter::Control(reply).answer(&retired_answer(s)),
@@ -714,13 +676,56 @@ async fn drain(config: &Config, s: &mut Serving) -> Drained {
                     }
                 }
             },
-            (verdict, link) = handoff::verdict(&mut s.pending) => {
-                s.socket_files.verdict(verdict == Verdict::Committed);
-                if let Some(link) = link {
-                    tokio::spawn(family::answer(link, Arc::clone(&s.family)));
-                }
-            }
+            (verdict, link) = handoff::verdict(&mut s.pending) => verdict_while_draining(s, verdict, link),
         }
+    }
+}
+
+/// A signal heard while draining; true when it cuts the drain short.
+fn signal_while_draining(s: &mut Serving, received: Received) -> bool {
+    match received.request {
+        Request::Stop(name) => {
+            if stop_while_draining(s, &format!("second {name} received"), received.sender) {
+                return true;
+            }
+            // A service manager stopping the service signals every process in it; a retiring
+            // one goes on draining.
+            tracing::info!(
+                "{name} received while retiring: draining goes on (a second {name} exits now)"
+            );
+        }
+        Request::Restart(name) => tracing::info!("{name} received: ignored while draining"),
+    }
+    false
+}
+
+/// Whether everything open ended within `limit`: the connections counted by `shutdown`, or an
+/// `async fn(Incoming)` handler's task.
+async fn drained(
+    shutdown: &Shutdown,
+    listener: &mut Option<JoinHandle<io::Result<()>>>,
+    limit: Option<Duration>,
+) -> bool {
+    if listener.is_none() {
+        return shutdown.drained(limit).await;
+    }
+    match limit {
+        None => {
+            let _ = returned(listener).await;
+            true
+        }
+        Some(limit) => tokio::time::timeout(limit, returned(listener))
+            .await
+            .is_ok(),
+    }
+}
+
+/// The verdict of a takeover heard while this process drains (it stopped before the old one
+/// answered): whether the socket files are ours, and the link to the old process.
+fn verdict_while_draining(s: &mut Serving, verdict: Verdict, link: Option<Lines>) {
+    s.socket_files.verdict(verdict == Verdict::Committed);
+    if let Some(link) = link {
+        tokio::spawn(family::answer(link, Arc::clone(&s.family)));
     }
 }
 

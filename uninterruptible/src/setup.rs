@@ -341,3 +341,13 @@ pub(crate) fn report(config: Option<&Config>, e: &Error) -> ExitCode {
     logging::to_stderr(format_args!("{line}"));
     ExitCode::from(e.exit_status())
 }
+
+/// Copies of the listening sockets, as plain descriptors: to hand over at a restart, or for a
+/// supervisor to hold without accepting.
+pub(crate) fn duplicate(listeners: &[Listener]) -> Result<Vec<OwnedFd>, Error> {
+    listeners
+        .iter()
+        .map(Listener::duplicate)
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(Error::io("cannot duplicate a listening socket"))
+}

@@ -20,6 +20,7 @@ use crate::family::{Family, Me, Role};
 use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter};
 use crate::handoff::{self, Failure, Handed, Pending, Takeover, Verdict};
 use crate::inherit::Manager;
+use crate::link::Lines;
 use crate::listener::SocketFiles;
 use crate::notify::Notifier;
 use crate::origin::Part;
@@ -115,6 +116,32 @@ pub(crate) async fn supervise(begun: Begun) -> ExitCode {
     code
 }
 
+fn under_server_starter() -> Error {
+    Error::InvalidConfig(
+        "SUPERVISE=true cannot be used under Server::Starter: start_server supervises its workers; unset SUPERVISE".into(),
+    )
+}
+
+/// How the supervisor starts its serving processes: they serve under it, on the sockets it holds,
+/// whose files are its own.
+fn plan(
+    config: &Config,
+    generation: u64,
+    managed: bool,
+    addresses: &str,
+    reaper: Reaper,
+) -> handoff::Plan {
+    handoff::Plan {
+        command: config.start_command.clone(),
+        ready_timeout: config.ready_timeout,
+        generation: generation + 1,
+        keep_socket_files: true,
+        // Sockets from a service manager are the configuration, not the attribute's literal.
+        bind: (managed && !config.origins.bind_from_env).then(|| addresses.to_owned()),
+        supervisor: Some(reaper),
+    }
+}
+
 /// Everything before the first serving process: the sockets taken and held, the pidfile, the
 /// control socket. A failure is reported, and leaves nothing behind.
 async fn set_up(begun: Begun) -> Result<Supervisor, ExitCode> {
@@ -131,10 +158,7 @@ async fn set_up(begun: Begun) -> Result<Supervisor, ExitCode> {
         .as_ref()
         .is_some_and(|i| i.manager == Manager::ServerStarter)
     {
-        let e = Error::InvalidConfig(
-            "SUPERVISE=true cannot be used under Server::Starter: start_server supervises its workers; unset SUPERVISE".into(),
-        );
-        return Err(setup::fail(&config, e, &[]));
+        return Err(setup::fail(&config, under_server_starter(), &[]));
     }
     reaper::adopt_orphans();
     let (reaper, exits) = Reaper::start()
@@ -151,42 +175,28 @@ async fn set_up(begun: Begun) -> Result<Supervisor, ExitCode> {
     let by_restart = started.takeover.is_some();
     let socket_files = SocketFiles::new(&started.addresses, started.keeps_socket_files, by_restart);
     // The listeners become plain descriptors: this process never accepts on them.
-    let sockets = std::mem::take(&mut started.listeners)
-        .into_iter()
-        .map(|listener| listener.duplicate())
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(|e| {
-            let e = Error::io("cannot duplicate a listening socket")(e);
-            setup::fail(&config, e, socket_files.owned())
-        })?;
+    let sockets = setup::duplicate(&std::mem::take(&mut started.listeners))
+        .map_err(|e| setup::fail(&config, e, socket_files.owned()))?;
     let pid = std::process::id();
     if let Some(path) = &config.pidfile {
         pidfile::write(path, pid).map_err(|e| setup::fail(&config, e, socket_files.owned()))?;
     }
     let addresses = config::list(&started.addresses);
-    let family = Family::new(Me::new(generation, Role::Supervisor, None));
-    if by_restart {
-        // The old process still reads the links it handed over, until it lets go.
-        family.hold();
-    }
-    for link in std::mem::take(&mut started.links) {
-        family.add_link(link);
-    }
+    let me = Me::new(generation, Role::Supervisor, None);
+    let family = Family::with_links(me, std::mem::take(&mut started.links), by_restart);
     let control = Endpoint::new(
         started.control.take(),
         by_restart,
         &family,
         config.ready_timeout,
     );
-    let plan = handoff::Plan {
-        command: config.start_command.clone(),
-        ready_timeout: config.ready_timeout,
-        generation: generation + 1,
-        keep_socket_files: true,
-        bind: (started.manager.is_some() && !config.origins.bind_from_env)
-            .then(|| addresses.clone()),
-        supervisor: Some(reaper),
-    };
+    let plan = plan(
+        &config,
+        generation,
+        started.manager.is_some(),
+        &addresses,
+        reaper,
+    );
     handoff::preflight(&plan);
     tracing::info!(
         "supervising on {addresses} (pid {pid}): the serving processes accept, this one holds the sockets"
@@ -222,28 +232,17 @@ impl Supervisor {
     async fn run(&mut self) -> ExitCode {
         loop {
             if self.stopping && self.is_empty() {
-                if self.gave_up {
-                    return ExitCode::FAILURE;
-                }
-                if self.cut {
-                    tracing::warn!("every serving process has exited, not all of them drained");
-                    return ExitCode::FAILURE;
-                }
-                tracing::info!("every serving process has exited");
-                return ExitCode::SUCCESS;
+                return self.stopped();
             }
             tokio::select! {
                 // Signals first: a second stop sent to the whole group reaches this process and
                 // the serving ones at once, and is this process's to act on.
                 biased;
                 received = self.signals.recv() => match received.request {
-                    Request::Stop(name) if self.stopping => {
-                        tracing::warn!("second {name} received: the serving processes exit now");
-                        return self.exit_now().await;
-                    }
                     Request::Stop(name) => {
-                        tracing::info!("{name} received: stopping the serving processes");
-                        self.stop();
+                        if self.stop_asked(&format!("{name} received")) {
+                            return self.exit_now().await;
+                        }
                     }
                     Request::Restart(name) => self.ask_restart(name, None),
                 },
@@ -252,13 +251,10 @@ impl Supervisor {
                 }
                 request = self.requests.recv() => match request {
                     HandleRequest::Restart(reply) => self.ask_restart("a restart from the program", Some(Waiter::Program(reply))),
-                    HandleRequest::Stop if self.stopping => {
-                        tracing::warn!("a second stop from the program: the serving processes exit now");
-                        return self.exit_now().await;
-                    }
                     HandleRequest::Stop => {
-                        tracing::info!("a stop from the program: stopping the serving processes");
-                        self.stop();
+                        if self.stop_asked("a stop from the program") {
+                            return self.exit_now().await;
+                        }
                     }
                 },
                 (why, result) = finished(&mut self.starting) => self.started(why, result),
@@ -269,23 +265,53 @@ impl Supervisor {
                         self.start(Start::Again);
                     }
                 }
-                (verdict, link) = handoff::verdict(&mut self.pending) => {
-                    if let Some(link) = link {
-                        self.family.add_link(link);
-                    }
-                    match verdict {
-                        Verdict::Committed => {
-                            self.family.read();
-                            self.socket_files.verdict(true);
-                            self.control.commit();
-                        }
-                        Verdict::Abandoned => {
-                            tracing::info!("the old process abandoned the restart that started this supervisor: stopping");
-                            self.socket_files.verdict(false);
-                            self.stop();
-                        }
-                    }
-                }
+                (verdict, link) = handoff::verdict(&mut self.pending) => self.verdict(verdict, link),
+            }
+        }
+    }
+
+    /// The exit status once every serving process has exited after a stop.
+    fn stopped(&self) -> ExitCode {
+        if self.gave_up {
+            return ExitCode::FAILURE;
+        }
+        if self.cut {
+            tracing::warn!("every serving process has exited, not all of them drained");
+            return ExitCode::FAILURE;
+        }
+        tracing::info!("every serving process has exited");
+        ExitCode::SUCCESS
+    }
+
+    /// A stop (`what`: a signal, or the program); true when it is the second, which ends the
+    /// serving processes now.
+    fn stop_asked(&mut self, what: &str) -> bool {
+        if self.stopping {
+            tracing::warn!("a second stop ({what}): the serving processes exit now");
+            return true;
+        }
+        tracing::info!("{what}: stopping the serving processes");
+        self.stop();
+        false
+    }
+
+    /// The verdict of the old process that started this supervisor by a restart.
+    fn verdict(&mut self, verdict: Verdict, link: Option<Lines>) {
+        if let Some(link) = link {
+            self.family.add_link(link);
+        }
+        match verdict {
+            Verdict::Committed => {
+                self.family.read();
+                self.socket_files.verdict(true);
+                self.control.commit();
+            }
+            Verdict::Abandoned => {
+                tracing::info!(
+                    "the old process abandoned the restart that started this supervisor: stopping"
+                );
+                self.socket_files.verdict(false);
+                self.stop();
             }
         }
     }

@@ -5,6 +5,7 @@
 //! ```text
 //! old -> new   "uninterruptible handoff 1\n" + the listening socket (SCM_RIGHTS)
 //! new -> old   "ready\n"      the new process is accepting
+//!          or  "failed <why>\n" it cannot start (its initialiser failed), and exits
 //! old -> new   "ok\n"         the old one stops accepting: the new one is the server
 //!          or  "abort\n"      the restart is abandoned (READY_TIMEOUT passed first)
 //! new -> old   "aborting\n"   the new process stops accepting, drains what it accepted and
@@ -51,6 +52,8 @@ use std::time::Duration;
 /// The first bytes of the message that carries the socket.
 const HELLO: &[u8] = b"uninterruptible handoff 1\n";
 const READY: &str = "ready\n";
+/// Followed by why, on one line: the new process cannot start.
+const FAILED: &str = "failed ";
 const OK: &str = "ok\n";
 const ABORT: &str = "abort\n";
 const ABORTING: &str = "aborting\n";
@@ -112,6 +115,7 @@ enum Reason {
     Exited(u32, ExitStatus),
     Closed(u32),
     Protocol(u32, String),
+    StartFailed(u32, String),
     Timeout(u32, Duration),
     Handoff(u32, io::Error),
 }
@@ -141,6 +145,7 @@ impl fmt::Display for Failure {
             Reason::Protocol(pid, got) => {
                 write!(f, "new process {pid} sent {got:?} instead of ready")?
             }
+            Reason::StartFailed(pid, why) => write!(f, "new process {pid} failed to start: {why}")?,
             Reason::Timeout(pid, limit) => write!(
                 f,
                 "new process {pid} was not ready within {limit:?} (READY_TIMEOUT)"

@@ -99,6 +99,7 @@ fn outcome(awaited: Awaited, pid: u32, plan: &Plan) -> Result<(), Reason> {
         Awaited::Exited(Err(e)) | Awaited::Failed(e) => Reason::Handoff(pid, e),
         Awaited::Closed => Reason::Closed(pid),
         Awaited::Unexpected(line) => Reason::Protocol(pid, line),
+        Awaited::StartFailed(why) => Reason::StartFailed(pid, why),
         Awaited::TimedOut => Reason::Timeout(pid, plan.ready_timeout),
     })
 }
@@ -124,67 +125,87 @@ pub(super) async fn start_and_hand_over(
         plan.generation
     );
     let deadline = Instant::now() + plan.ready_timeout;
-
-    // Until it connects, the new process does not have the socket: it cannot have accepted
-    // anyone, and may be killed outright.
-    let connected = tokio::select! {
-        status = child.wait() => Err(match status {
-            Ok(status) => Reason::Exited(pid, status),
-            Err(e) => Reason::Handoff(pid, e),
-        }),
-        conn = accept_own(&server) => conn.map_err(|e| Reason::Handoff(pid, e)),
-        () = tokio::time::sleep_until(deadline) => Err(Reason::Timeout(pid, plan.ready_timeout)),
-    };
+    let connected = connect(&mut child, &server, deadline, plan).await;
     drop(server);
     drop(dir);
-    let conn = match connected {
+    let handed = match connected {
+        Ok(conn) => hand_sockets(&mut child, conn, listeners).await,
+        Err(reason) => Err(reason),
+    };
+    let mut conn = match handed {
         Ok(conn) => conn,
         Err(reason) => {
             kill(&mut child).await;
             return Err(fail(reason));
         }
     };
-    let mut conn = Lines::new(conn);
-    if let Err(e) = send_sockets(conn.stream(), &listeners).await {
-        let reason = match exit_within_grace(&mut child).await {
-            Some(Ok(status)) => Reason::Exited(pid, status),
-            _ => Reason::Handoff(pid, e),
-        };
-        kill(&mut child).await;
-        return Err(fail(reason));
-    }
-    drop(listeners);
     tracing::info!("handed the listening sockets to new process {pid}");
-
     let awaited = match await_ready(&mut conn, child.wait(), deadline).await {
         hung_up @ (Awaited::Closed | Awaited::Failed(_)) => exit_within_grace(&mut child)
             .await
             .map_or(hung_up, Awaited::Exited),
         awaited => awaited,
     };
-    let reason = match outcome(awaited, pid, plan) {
-        Ok(()) => {
-            // The links handed over are the new process's to read from its `ok` on: one
-            // reader at a time, or each would take the other's answers. (A supervisor hands
-            // none over, and keeps reading its own.)
-            if plan.supervisor.is_none() {
-                family.let_go_of_links().await;
-            }
-            // Best effort: a new process that is gone by now needs no verdict.
-            let _ = conn.send(OK).await;
-            return Ok(Handed {
-                pid,
-                generation: plan.generation,
-                link: conn,
-            });
-        }
-        Err(reason) => reason,
-    };
-    let draining = abandon(conn, child, pid).await;
-    Err(Failure {
-        draining,
-        ..fail(reason)
-    })
+    match outcome(awaited, pid, plan) {
+        Ok(()) => Ok(commit(plan, family, conn, pid).await),
+        Err(reason) => Err(Failure {
+            draining: abandon(conn, child, pid).await,
+            ..fail(reason)
+        }),
+    }
+}
+
+/// Waits for the new process to connect to the handoff socket. Until it does, it does not have
+/// the sockets: it cannot have accepted anyone, and may be killed outright.
+async fn connect(
+    child: &mut Child,
+    server: &UnixListener,
+    deadline: Instant,
+    plan: &Plan,
+) -> Result<UnixStream, Reason> {
+    let pid = child.id();
+    tokio::select! {
+        status = child.wait() => Err(match status {
+            Ok(status) => Reason::Exited(pid, status),
+            Err(e) => Reason::Handoff(pid, e),
+        }),
+        conn = accept_own(server) => conn.map_err(|e| Reason::Handoff(pid, e)),
+        () = tokio::time::sleep_until(deadline) => Err(Reason::Timeout(pid, plan.ready_timeout)),
+    }
+}
+
+/// Sends the sockets on the handoff connection; a new process that exits meanwhile is reported
+/// by its exit status.
+async fn hand_sockets(
+    child: &mut Child,
+    conn: UnixStream,
+    listeners: Vec<OwnedFd>,
+) -> Result<Lines, Reason> {
+    let pid = child.id();
+    if let Err(e) = send_sockets(&conn, &listeners).await {
+        return Err(match exit_within_grace(child).await {
+            Some(Ok(status)) => Reason::Exited(pid, status),
+            _ => Reason::Handoff(pid, e),
+        });
+    }
+    Ok(Lines::new(conn))
+}
+
+/// The new process is ready: let go of what it now owns, and tell it so.
+async fn commit(plan: &Plan, family: &Family, mut conn: Lines, pid: u32) -> Handed {
+    // The links handed over are the new process's to read from its `ok` on: one reader at a
+    // time, or each would take the other's answers. (A supervisor hands none over, and keeps
+    // reading its own.)
+    if plan.supervisor.is_none() {
+        family.let_go_of_links().await;
+    }
+    // Best effort: a new process that is gone by now needs no verdict.
+    let _ = conn.send(OK).await;
+    Handed {
+        pid,
+        generation: plan.generation,
+        link: conn,
+    }
 }
 
 /// What the old process heard while it waited for `ready`.
@@ -194,6 +215,8 @@ pub(crate) enum Awaited {
     Exited(io::Result<ExitStatus>),
     Closed,
     Unexpected(String),
+    /// `failed <reason>`: the new process cannot start (its initialiser failed), and exits.
+    StartFailed(String),
     TimedOut,
     Failed(io::Error),
 }
@@ -208,7 +231,10 @@ pub(crate) async fn await_ready(
 ) -> Awaited {
     let heard = |line: io::Result<Option<String>>| match line {
         Ok(Some(line)) if line == READY => Awaited::Ready,
-        Ok(Some(line)) => Awaited::Unexpected(line),
+        Ok(Some(line)) => match line.strip_prefix(FAILED) {
+            Some(why) => Awaited::StartFailed(why.trim_end().to_owned()),
+            None => Awaited::Unexpected(line),
+        },
         Ok(None) => Awaited::Closed,
         Err(e) => Awaited::Failed(e),
     };
