@@ -27,6 +27,7 @@
 
 use crate::error::Error;
 use crate::family::Family;
+use crate::handle::RestartOutcome;
 use crate::listener::{SocketFile, clear_stale_socket};
 use crate::shutdown::Connections;
 use nix::sys::socket::{MsgFlags, recv};
@@ -65,13 +66,7 @@ const RESTART_MARGIN: Duration = Duration::from_secs(10);
 const MAX_ANSWER: u64 = 64 * 1024;
 
 /// A `restart` asked on the control socket, with where its outcome goes.
-pub(crate) type RestartRequest = oneshot::Sender<String>;
-
-/// The answer to a restart that failed, or could not be started.
-pub(crate) fn failed(reason: impl std::fmt::Display) -> String {
-    // One line, whatever the reason says.
-    format!("failed {}", reason.to_string().replace('\n', " "))
-}
+pub(crate) type RestartRequest = oneshot::Sender<RestartOutcome>;
 
 /// The one line a client beyond [`MAX_CLIENTS`] hears.
 fn busy() -> String {
@@ -183,7 +178,7 @@ enum Owner {
     Here,
     /// The process a restart handed the socket to; the answer is that restart's (given to a
     /// `restart` asked here while it ran).
-    Handed(String),
+    Handed(RestartOutcome),
     /// Nobody after this process, which is stopping.
     Stopping,
 }
@@ -272,9 +267,9 @@ impl Control {
     /// Another process owns the socket now, since the restart that `answer` describes: stop
     /// accepting on it. The clients accepted here are still answered: a `restart` waiting for
     /// that restart with `answer`, any later request by the new owner, passed on to it.
-    pub(crate) fn let_go(&self, answer: &str) {
+    pub(crate) fn let_go(&self, answer: &RestartOutcome) {
         self.accepting.abort();
-        self.owner.send_replace(Owner::Handed(answer.to_owned()));
+        self.owner.send_replace(Owner::Handed(answer.clone()));
         // Without our copy, a client that reaches the socket after its new owner is gone is
         // refused at once instead of waiting in a queue nobody serves.
         self.fd.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -550,21 +545,22 @@ async fn restart(shared: &Shared) -> String {
     match now {
         Owner::Here => {}
         Owner::Handed(_) => return pass_on(shared, "restart").await,
-        Owner::Stopping => return format!("{}\n", failed(STOPPED)),
+        Owner::Stopping => return format!("{}\n", RestartOutcome::failed(STOPPED)),
     }
     let (tx, rx) = oneshot::channel();
     let asked = async {
         shared.restarts.send(tx).await.ok()?;
         rx.await.ok()
     };
-    let answer = tokio::select! {
-        answer = asked => answer.unwrap_or_else(|| failed(STOPPED)),
+    let outcome = tokio::select! {
+        outcome = asked => outcome.unwrap_or_else(|| RestartOutcome::failed(STOPPED)),
         owner = owner.wait_for(|owner| *owner != Owner::Here) => match owner.as_deref() {
-            Ok(Owner::Handed(answer)) => answer.clone(),
-            _ => failed(STOPPED),
+            Ok(Owner::Handed(outcome)) => outcome.clone(),
+            _ => RestartOutcome::failed(STOPPED),
         },
     };
-    format!("{answer}\n")
+    // The one place an outcome becomes the control socket's line.
+    format!("{outcome}\n")
 }
 
 /// The status lines and their empty line: this process's family's, or once it has let go of
@@ -630,7 +626,7 @@ async fn pass_on(shared: &Shared, request: &str) -> String {
     match request {
         "restart" => format!(
             "{}\n",
-            failed(format_args!(
+            RestartOutcome::failed(format_args!(
                 "cannot reach the process that owns the control socket now: {why}"
             ))
         ),
@@ -666,7 +662,10 @@ mod tests {
         let (tx, mut rx) = mpsc::channel::<RestartRequest>(4);
         tokio::spawn(async move {
             while let Some(reply) = rx.recv().await {
-                let _ = reply.send(format!("ok {pid} {}", generation + 1));
+                let _ = reply.send(RestartOutcome::Restarted {
+                    pid,
+                    generation: generation + 1,
+                });
             }
         });
         let socket = ControlSocket {
@@ -776,7 +775,10 @@ mod tests {
         })
         .await
         .unwrap();
-        old.let_go("ok 10 2");
+        old.let_go(&RestartOutcome::Restarted {
+            pid: 10,
+            generation: 2,
+        });
         assert!(old.duplicate().is_err());
         copy.set_nonblocking(true).unwrap();
         let new = served(UnixListener::from_std(copy).unwrap(), &path, 20, 2);

@@ -113,7 +113,7 @@ impl Handle {
 /// Who waits for a restart's outcome: a control socket client, or a [`Handle`].
 #[derive(Debug)]
 pub(crate) enum Waiter {
-    Control(crate::control::RestartRequest),
+    Control(oneshot::Sender<RestartOutcome>),
     Program(oneshot::Sender<RestartOutcome>),
 }
 
@@ -121,8 +121,25 @@ impl Waiter {
     /// Tells it how the restart went; one gone already is not told.
     pub(crate) fn answer(self, outcome: &RestartOutcome) {
         match self {
-            Waiter::Control(reply) => drop(reply.send(outcome.to_string())),
-            Waiter::Program(reply) => drop(reply.send(outcome.clone())),
+            Waiter::Control(reply) | Waiter::Program(reply) => drop(reply.send(outcome.clone())),
+        }
+    }
+}
+
+/// Everyone waiting for the outcome of the restart in progress (or deferred): they all hear the
+/// same outcome, once.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters(Vec<Waiter>);
+
+impl Waiters {
+    pub(crate) fn extend(&mut self, waiter: Option<Waiter>) {
+        self.0.extend(waiter);
+    }
+
+    /// Tells each of them `outcome`, and forgets them.
+    pub(crate) fn answer(&mut self, outcome: &RestartOutcome) {
+        for waiter in self.0.drain(..) {
+            waiter.answer(outcome);
         }
     }
 }

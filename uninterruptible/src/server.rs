@@ -6,7 +6,7 @@ use crate::acl::Acl;
 use crate::config::{self, Config};
 use crate::control::{self, Control, Endpoint};
 use crate::family::{self, Family, Me, Role};
-use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter};
+use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter, Waiters};
 use crate::handler::{Handler, HandlerOutput};
 use crate::handoff::{self, Failure, Handed, Pending, Verdict};
 use crate::incoming::Incoming;
@@ -124,7 +124,7 @@ struct Serving {
     /// The control socket, and the restarts asked on it.
     control: Endpoint,
     /// Who waits for the outcome of the restart in progress (or deferred).
-    waiters: Vec<Waiter>,
+    waiters: Waiters,
     /// Once handed over: the answer to a restart asked as it happened.
     handed_answer: Option<RestartOutcome>,
     /// A supervised serving process: completes when its supervisor is gone.
@@ -200,7 +200,7 @@ where
         part,
         family,
         control,
-        waiters: Vec::new(),
+        waiters: Waiters::default(),
         handed_answer: None,
         supervisor_gone: supervisor_link(part, awaiting_verdict),
         requests,
@@ -435,7 +435,7 @@ fn restart_ended(config: &Config, s: &mut Serving, result: Result<Handed, Failur
     restore_pidfile(config);
     tracing::warn!("restart failed: {failure}; still serving");
     s.notifier.restart_failed(&failure.to_string());
-    answer_waiters(s, &RestartOutcome::failed(&failure));
+    s.waiters.answer(&RestartOutcome::failed(&failure));
     if let Some(link) = failure.draining.take() {
         s.family.add_link(link);
     }
@@ -460,7 +460,7 @@ fn handed_over(s: &mut Serving, handed: Handed) {
     // The new process owns the control socket and asks the others now; this one answers it.
     // Let go first: a client that hears the answer and asks again must reach the new process.
     if let Some(control) = s.control.served() {
-        control.let_go(&answer.to_string());
+        control.let_go(&answer);
     }
     // Those waiting hear it once this process has stopped accepting (`drain`), so that a
     // client that hears it and connects again reaches the new process.
@@ -489,12 +489,9 @@ fn verdict_came(s: &mut Serving, verdict: Verdict, link: Option<Lines>) -> Step 
             if let Some(link) = link {
                 tokio::spawn(family::answer(link, Arc::clone(&s.family)));
             }
-            answer_waiters(
-                s,
-                &RestartOutcome::failed(
-                    "the old process abandoned the restart that started this one",
-                ),
-            );
+            s.waiters.answer(&RestartOutcome::failed(
+                "the old process abandoned the restart that started this one",
+            ));
             s.machine.verdict(false)
         }
     }
@@ -524,12 +521,6 @@ fn committed(s: &mut Serving, link: Option<Lines>) {
 }
 
 /// Tells everyone waiting on the control socket how the restart went.
-fn answer_waiters(s: &mut Serving, answer: &RestartOutcome) {
-    for waiter in s.waiters.drain(..) {
-        waiter.answer(answer);
-    }
-}
-
 /// Starts a restart on a task of its own. Each attempt gets a generation of its own, so a failed
 /// attempt and the next one are told apart in the log. When it cannot start, those waiting on
 /// the control socket are told so.
@@ -548,10 +539,9 @@ fn begin_restart(s: &mut Serving) -> Option<JoinHandle<Result<Handed, Failure>>>
             .ok()
     };
     let Some((mut fds, control)) = copies else {
-        answer_waiters(
-            s,
-            &RestartOutcome::failed("cannot duplicate a listening socket"),
-        );
+        s.waiters.answer(&RestartOutcome::failed(
+            "cannot duplicate a listening socket",
+        ));
         return None;
     };
     s.notifier
@@ -739,7 +729,7 @@ async fn stop_accepting(s: &mut Serving) {
     }
     s.handoff_fds.clear();
     if let Some(answer) = s.handed_answer.clone() {
-        answer_waiters(s, &answer);
+        s.waiters.answer(&answer);
     }
     s.shutdown.announce();
 }

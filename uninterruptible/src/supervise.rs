@@ -17,7 +17,7 @@ use crate::config::{self, Config};
 use crate::control::Endpoint;
 use crate::error::Error;
 use crate::family::{Family, Me, Role};
-use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter};
+use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter, Waiters};
 use crate::handoff::{self, Failure, Handed, Pending, Takeover, Verdict};
 use crate::inherit::Manager;
 use crate::link::Lines;
@@ -86,7 +86,7 @@ struct Supervisor {
     current: Option<Serving>,
     retiring: Vec<Serving>,
     starting: Option<(Start, JoinHandle<Result<Handed, Failure>>)>,
-    waiters: Vec<Waiter>,
+    waiters: Waiters,
     /// What the program's [`Handle`](crate::Handle)s ask.
     requests: Requests,
     again_at: Option<Instant>,
@@ -217,7 +217,7 @@ async fn set_up(begun: Begun) -> Result<Supervisor, ExitCode> {
         current: None,
         retiring: Vec::new(),
         starting: None,
-        waiters: Vec::new(),
+        waiters: Waiters::default(),
         requests,
         again_at: None,
         pause: Duration::ZERO,
@@ -328,7 +328,7 @@ impl Supervisor {
             Ok(sockets) => sockets,
             Err(e) => {
                 tracing::error!("cannot duplicate a listening socket: {e}");
-                self.answer_waiters(&RestartOutcome::failed(format!(
+                self.waiters.answer(&RestartOutcome::failed(format!(
                     "cannot duplicate a listening socket: {e}"
                 )));
                 if self.current.is_none() {
@@ -388,7 +388,8 @@ impl Supervisor {
             generation,
             since: Instant::now(),
         });
-        self.answer_waiters(&RestartOutcome::Restarted { pid, generation });
+        self.waiters
+            .answer(&RestartOutcome::Restarted { pid, generation });
         match previous {
             Some(old) => {
                 tracing::info!(
@@ -431,7 +432,7 @@ impl Supervisor {
         if let Some(link) = failure.draining.take() {
             self.family.add_link(link);
         }
-        self.answer_waiters(&RestartOutcome::failed(&failure));
+        self.waiters.answer(&RestartOutcome::failed(&failure));
         match &self.current {
             Some(current) => {
                 tracing::warn!(
@@ -526,7 +527,8 @@ impl Supervisor {
         self.sockets.clear();
         self.notifier
             .stopping("stopping: the serving processes drain their connections");
-        self.answer_waiters(&RestartOutcome::failed("the service is stopping"));
+        self.waiters
+            .answer(&RestartOutcome::failed("the service is stopping"));
         if let Some(current) = self.current.take() {
             self.retire(current);
         }
@@ -546,12 +548,6 @@ impl Supervisor {
             }
         }
         ExitCode::FAILURE
-    }
-
-    fn answer_waiters(&mut self, answer: &RestartOutcome) {
-        for waiter in self.waiters.drain(..) {
-            waiter.answer(answer);
-        }
     }
 
     async fn clean_up(&mut self) {
