@@ -14,6 +14,8 @@ use uninterruptible_grammar::{KEYS, Key, Literal, literal_example};
 
 /// The key that is not configuration: the path of the runtime crate when it is renamed.
 const CRATE: &str = "crate";
+/// The key that names the initialiser: an `async fn() -> Result<S, E>` run before ready.
+const INIT: &str = "init";
 
 /// One literal value with the span of the tokens that wrote it.
 pub(crate) struct Value {
@@ -28,6 +30,8 @@ pub(crate) struct Value {
 pub(crate) struct Args {
     pub(crate) values: Vec<Option<Value>>,
     pub(crate) krate: Option<(syn::Path, Span)>,
+    /// `init = "setup"`: the initialiser's path, spanned at the literal.
+    pub(crate) init: Option<(syn::Path, Span)>,
 }
 
 impl Default for Args {
@@ -35,6 +39,7 @@ impl Default for Args {
         Args {
             values: KEYS.iter().map(|_| None).collect(),
             krate: None,
+            init: None,
         }
     }
 }
@@ -88,8 +93,16 @@ impl Parse for Args {
                 }
                 continue;
             }
+            if name == INIT {
+                match init_path(&pair.value) {
+                    Ok(_) if args.init.is_some() => push(twice()),
+                    Ok(path) => args.init = Some(path),
+                    Err(e) => push(e),
+                }
+                continue;
+            }
             let Some(index) = KEYS.iter().position(|k| k.name == name) else {
-                let valid: Vec<&str> = KEYS.iter().map(|k| k.name).chain([CRATE]).collect();
+                let valid: Vec<&str> = KEYS.iter().map(|k| k.name).chain([CRATE, INIT]).collect();
                 push(syn::Error::new(
                     pair.key.span(),
                     format!("unknown key `{name}`; valid keys are: {}", valid.join(", ")),
@@ -197,4 +210,23 @@ fn crate_path(expr: &Expr) -> syn::Result<(syn::Path, Span)> {
                 ),
             )
         })
+}
+
+/// `init = "setup"`: the path of the initialiser, an `async fn() -> Result<S, E>`.
+fn init_path(expr: &Expr) -> syn::Result<(syn::Path, Span)> {
+    let wrong = |span| {
+        syn::Error::new(
+            span,
+            "`init` names the initialiser, an `async fn() -> Result<State, E>`: write `init = \"setup\"`",
+        )
+    };
+    let Expr::Lit(ExprLit {
+        lit: Lit::Str(s), ..
+    }) = expr
+    else {
+        return Err(wrong(expr.span()));
+    };
+    syn::parse_str::<syn::Path>(&s.value())
+        .map(|path| (path, s.span()))
+        .map_err(|_| wrong(s.span()))
 }

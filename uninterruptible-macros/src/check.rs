@@ -12,7 +12,7 @@ pub(crate) fn all(args: &Args, item: &ItemFn) -> syn::Result<()> {
         check_async(item),
         check_name(item),
         check_generics(item),
-        check_arguments(item),
+        check_arguments(args, item),
     ];
     results.extend(args.given().map(|(key, value)| check_value(key, value)));
     combine(results)
@@ -65,7 +65,7 @@ fn check_generics(item: &ItemFn) -> syn::Result<()> {
     Ok(())
 }
 
-fn check_arguments(item: &ItemFn) -> syn::Result<()> {
+fn check_arguments(args: &Args, item: &ItemFn) -> syn::Result<()> {
     let inputs = &item.sig.inputs;
     if let Some(FnArg::Receiver(receiver)) = inputs.first() {
         return error(
@@ -73,15 +73,26 @@ fn check_arguments(item: &ItemFn) -> syn::Result<()> {
             "the server handler is a free function and cannot take `self`: write `stream: uninterruptible::Stream`",
         );
     }
-    match inputs.len() {
-        1 => Ok(()),
-        0 => error(
+    match (inputs.len(), &args.init) {
+        (1, None) | (2, Some(_)) => Ok(()),
+        (0, _) => error(
             item.sig.paren_token.span.join(),
             "the server handler takes one argument, the connection: write `stream: uninterruptible::Stream`",
         ),
-        _ => error(
+        (1, Some((_, span))) => error(
+            *span,
+            "with `init`, the handler takes what it built as a second argument: write `stream: uninterruptible::Stream, state: std::sync::Arc<State>`",
+        ),
+        (2, None) => error(
             inputs.iter().nth(1).span(),
-            "the server handler takes exactly one argument, the connection (`uninterruptible::Stream`); remove the others",
+            "the server handler takes one argument, the connection (`uninterruptible::Stream`); a second one is the state an initialiser builds: add `init = \"setup\"` to the attribute, or remove it",
+        ),
+        _ => error(
+            inputs
+                .iter()
+                .nth(if args.init.is_some() { 2 } else { 1 })
+                .span(),
+            "the server handler takes the connection (`uninterruptible::Stream`) and, with `init`, the state; remove the others",
         ),
     }
 }

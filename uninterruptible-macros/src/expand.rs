@@ -83,13 +83,47 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
     };
     // Spanned on the return type: a handler whose output is not `io::Result<()>` or `()`, or
     // whose future is not `Send`, is reported there.
-    let run_path = respan(runner, ret_span);
-    let run = quote_spanned!(ret_span=>
-        #run_path(
-            __uninterruptible_config,
-            |__uninterruptible_arg| #name(#argument),
-        )
-    );
+    let run = match &args.init {
+        None => {
+            let run_path = respan(runner, ret_span);
+            quote_spanned!(ret_span=>
+                #run_path(
+                    __uninterruptible_config,
+                    |__uninterruptible_arg| #name(#argument),
+                )
+            )
+        }
+        Some((init, init_span)) => {
+            if names_incoming(item_fn) {
+                return with_error(
+                    item_fn.to_token_stream(),
+                    syn::Error::new(
+                        *init_span,
+                        "`init` goes with a handler per connection (`stream: uninterruptible::Stream`); a handler that takes `Incoming` builds what it needs itself",
+                    ),
+                    false,
+                );
+            }
+            let state_ty = match item_fn.sig.inputs.iter().nth(1) {
+                Some(FnArg::Typed(pat)) => pat.ty.to_token_stream(),
+                _ => quote!(_),
+            };
+            let state = quote_spanned!(state_ty.span()=>
+                <#state_ty as #krate::__private::IsState<_>>::from_state(__uninterruptible_state)
+            );
+            let init = respan(init.to_token_stream(), *init_span);
+            let check = respan(quote!(#krate::__private::init), *init_span);
+            let init = quote_spanned!(*init_span=> #check(#init));
+            let run_path = respan(quote!(#krate::__private::run_with), ret_span);
+            quote_spanned!(ret_span=>
+                #run_path(
+                    __uninterruptible_config,
+                    #init,
+                    |__uninterruptible_arg, __uninterruptible_state| #name(#argument, #state),
+                )
+            )
+        }
+    };
 
     quote! {
         #item_fn

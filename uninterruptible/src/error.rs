@@ -117,6 +117,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The program's initialiser (`init`, or [`Server::run_with`](crate::Server::run_with))
+    /// returned an error, panicked, or did not finish within `READY_TIMEOUT`: its message.
+    #[error("the initialiser failed: {0}")]
+    Init(String),
     /// Another operating system call failed.
     #[error("{what}")]
     #[non_exhaustive]

@@ -58,6 +58,7 @@ mod handler;
 mod handoff;
 mod incoming;
 mod inherit;
+mod init;
 mod link;
 mod listener;
 mod logging;
@@ -120,7 +121,7 @@ pub use uninterruptible_grammar::{Key, Literal};
 pub mod __private {
     pub use crate::config::Defaults;
     use crate::incoming::Incoming;
-    pub use crate::run::{config_or_exit, run, run_incoming};
+    pub use crate::run::{config_or_exit, run, run_incoming, run_with};
     use crate::stream::Stream;
 
     /// The per-connection handler's argument: only [`Stream`](crate::Stream).
@@ -136,6 +137,42 @@ pub mod __private {
         #[inline(always)]
         fn from_stream(stream: Stream) -> Self {
             stream
+        }
+    }
+
+    /// What `init = "..."` names: an `async fn() -> Result<S, E>`.
+    #[diagnostic::on_unimplemented(
+        message = "`init` names an `async fn() -> Result<State, E>` (E: Display) that builds the handler's state; `{Self}` is not one",
+        label = "an `async fn() -> Result<State, E>`"
+    )]
+    pub trait IsInit<S, E> {}
+
+    impl<I, IF, S, E> IsInit<S, E> for I
+    where
+        I: FnOnce() -> IF,
+        IF: std::future::Future<Output = Result<S, E>>,
+    {
+    }
+
+    /// `init`, checked as an initialiser where the attribute names it.
+    #[inline(always)]
+    pub fn init<I: IsInit<S, E>, S, E>(init: I) -> I {
+        init
+    }
+
+    /// The state argument of a handler with `init`: the `Arc<S>` of what `init` built.
+    #[diagnostic::on_unimplemented(
+        message = "the handler's second argument is what `init` built, as `std::sync::Arc<{S}>`, not `{Self}`",
+        label = "write `state: std::sync::Arc<{S}>` here"
+    )]
+    pub trait IsState<S>: Sized {
+        fn from_state(state: std::sync::Arc<S>) -> Self;
+    }
+
+    impl<S> IsState<S> for std::sync::Arc<S> {
+        #[inline(always)]
+        fn from_state(state: std::sync::Arc<S>) -> Self {
+            state
         }
     }
 

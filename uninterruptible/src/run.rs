@@ -11,6 +11,7 @@ use crate::handler::{ListenerHandler, NoHandler};
 use crate::handoff::Takeover;
 use crate::incoming::Incoming;
 use crate::inherit;
+use crate::init::{self, Init};
 use crate::logging;
 use crate::origin::{Origin, Part};
 use crate::setup::{Begun, report};
@@ -18,6 +19,7 @@ use crate::signals;
 use crate::stream::Stream;
 use std::future::Future;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Runs a server until it is stopped or replaced, and returns the process's exit status.
@@ -157,7 +159,68 @@ impl Server {
         F: Future<Output = O> + Send + 'static,
         O: HandlerOutput,
     {
-        run_blocking(self.config, Handler::PerConnection(handler), self.requests)
+        run_blocking(
+            self.config,
+            init::ready(Handler::PerConnection(handler)),
+            self.requests,
+        )
+    }
+
+    /// [`Server::run`] with start-up work first: `init` runs once in each serving process, after
+    /// the sockets are taken and before it accepts or reports ready, for at most
+    /// `READY_TIMEOUT`; what it returns is handed to `handler` with each connection, as an
+    /// `Arc<S>` (dropped once the last connection ends, so a pool closes cleanly).
+    ///
+    /// If `init` returns an error, panics or runs out of time, the process never serves. At a
+    /// restart the restart fails with that reason, in the old process's log, the control
+    /// socket's `failed <reason>`, [`Handle::restart`]'s outcome and systemd's `STATUS=`, and
+    /// the old process serves on; at a first start the process exits 1 with
+    /// `the initialiser failed: <reason>`. A `TERM` while it runs ends the process (exit 0).
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// struct Pool { greeting: String }
+    ///
+    /// async fn setup() -> Result<Pool, String> {
+    ///     // Connect to the database, warm a cache: a new process that cannot fails the restart.
+    ///     Ok(Pool { greeting: "hello\n".into() })
+    /// }
+    ///
+    /// fn main() -> std::process::ExitCode {
+    ///     let defaults = uninterruptible::Defaults::new().bind("tcp://127.0.0.1:7000");
+    ///     let config = uninterruptible::Config::from_env(defaults).expect("a valid configuration");
+    ///     uninterruptible::Server::new(config).run_with(setup, |mut stream, pool: Arc<Pool>| async move {
+    ///         stream.write_all(pool.greeting.as_bytes()).await
+    ///     })
+    /// }
+    /// ```
+    pub fn run_with<I, IF, S, E, H, F, O>(self, init: I, handler: H) -> ExitCode
+    where
+        I: FnOnce() -> IF + Send + 'static,
+        IF: Future<Output = Result<S, E>> + Send + 'static,
+        S: Send + Sync + 'static,
+        E: std::fmt::Display,
+        H: Fn(Stream, Arc<S>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        run_blocking(self.config, init::with_state(init, handler), self.requests)
+    }
+
+    /// [`Server::serve`] with start-up work first: see [`Server::run_with`].
+    pub async fn serve_with<I, IF, S, E, H, F, O>(self, init: I, handler: H) -> ExitCode
+    where
+        I: FnOnce() -> IF + Send + 'static,
+        IF: Future<Output = Result<S, E>> + Send + 'static,
+        S: Send + Sync + 'static,
+        E: std::fmt::Display,
+        H: Fn(Stream, Arc<S>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        run_async(self.config, init::with_state(init, handler), self.requests).await
     }
 
     /// [`Server::run`] for a handler that takes the whole listener (see [`Incoming`]).
@@ -167,7 +230,7 @@ impl Server {
         F: Future<Output = O> + Send + 'static,
         O: HandlerOutput,
     {
-        let handler = incoming_handler(handler);
+        let handler = init::ready(incoming_handler(handler));
         run_blocking::<NoHandler, _, ()>(self.config, handler, self.requests)
     }
 
@@ -181,7 +244,12 @@ impl Server {
         F: Future<Output = O> + Send + 'static,
         O: HandlerOutput,
     {
-        run_async(self.config, Handler::PerConnection(handler), self.requests).await
+        run_async(
+            self.config,
+            init::ready(Handler::PerConnection(handler)),
+            self.requests,
+        )
+        .await
     }
 
     /// [`Server::serve`] for a handler that takes the whole listener (see [`Incoming`]).
@@ -191,7 +259,7 @@ impl Server {
         F: Future<Output = O> + Send + 'static,
         O: HandlerOutput,
     {
-        let handler = incoming_handler(handler);
+        let handler = init::ready(incoming_handler(handler));
         run_async::<NoHandler, _, ()>(self.config, handler, self.requests).await
     }
 }
@@ -210,7 +278,7 @@ where
 /// Serves on a runtime of its own, blocking the calling thread.
 pub(crate) fn run_blocking<H, F, O>(
     config: Config,
-    handler: Handler<H>,
+    handler: Init<H>,
     requests: Requests,
 ) -> ExitCode
 where
@@ -233,7 +301,7 @@ where
     }
 }
 
-fn on_own_runtime<H, F, O>(config: Config, handler: Handler<H>, requests: Requests) -> ExitCode
+fn on_own_runtime<H, F, O>(config: Config, handler: Init<H>, requests: Requests) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
@@ -265,7 +333,7 @@ where
 /// Serves on the runtime the caller runs on.
 pub(crate) async fn run_async<H, F, O>(
     config: Config,
-    handler: Handler<H>,
+    handler: Init<H>,
     requests: Requests,
 ) -> ExitCode
 where
@@ -313,7 +381,7 @@ fn begin(config: Config, requests: Requests) -> Result<Begun, ExitCode> {
 }
 
 /// Hands over to the role this process plays.
-async fn play<H, F, O>(begun: Begun, handler: Handler<H>) -> ExitCode
+async fn play<H, F, O>(begun: Begun, handler: Init<H>) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
@@ -323,6 +391,21 @@ where
         Part::Supervisor => crate::supervise::supervise(begun).await,
         _ => crate::server::lifecycle(begun, handler).await,
     }
+}
+
+/// What `#[uninterruptible::server(init = "...")]` expands to: [`Server::run_with`].
+#[doc(hidden)]
+pub fn run_with<I, IF, S, E, H, F, O>(config: Config, init: I, handler: H) -> ExitCode
+where
+    I: FnOnce() -> IF + Send + 'static,
+    IF: Future<Output = Result<S, E>> + Send + 'static,
+    S: Send + Sync + 'static,
+    E: std::fmt::Display,
+    H: Fn(Stream, Arc<S>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    Server::new(config).run_with(init, handler)
 }
 
 /// What the `main` that `#[uninterruptible::server]` generates calls first: the configuration

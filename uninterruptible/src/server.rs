@@ -5,12 +5,14 @@
 use crate::acl::Acl;
 use crate::config::{self, Config};
 use crate::control::{self, Control, Endpoint};
+use crate::error::Error;
 use crate::family::{self, Family, Me, Role};
 use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter, Waiters};
 use crate::handler::{Handler, HandlerOutput};
 use crate::handoff::{self, Failure, Handed, Pending, Verdict};
 use crate::incoming::Incoming;
 use crate::inherit::Manager;
+use crate::init::{self, Init, NotStarted};
 use crate::link::Lines;
 use crate::listener::SocketFiles;
 use crate::logging;
@@ -40,7 +42,7 @@ const DRAIN_PROGRESS: Duration = Duration::from_secs(10);
 /// which says whether the UNIX socket file is its to remove.
 const VERDICT_WAIT: Duration = Duration::from_secs(2);
 
-pub(crate) async fn lifecycle<H, F, O>(begun: Begun, handler: Handler<H>) -> ExitCode
+pub(crate) async fn lifecycle<H, F, O>(begun: Begun, init: Init<H>) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
@@ -55,9 +57,14 @@ where
         keep_socket_files,
         requests,
     } = begun;
-    let started = match setup::start(&config, inherited, dialed, part, keep_socket_files).await {
+    let mut started = match setup::start(&config, inherited, dialed, part, keep_socket_files).await
+    {
         Ok(started) => started,
         Err(e) => return fail(&config, e, &[]),
+    };
+    let handler = match init::run(init, config.ready_timeout, &mut started.signals).await {
+        Ok(handler) => handler,
+        Err(not_started) => return not_started_exit(&config, started, not_started),
     };
     let mut serving = match begin(&config, handler, started, generation, part, requests) {
         Ok(serving) => serving,
@@ -99,6 +106,31 @@ where
         if drained == Drained::Cut { 1 } else { 0 }
     );
     code
+}
+
+/// The initialiser failed, or a stop came first: the process never served. A restart's old
+/// process hears why; the socket files this process made are removed.
+fn not_started_exit(config: &Config, started: Started, not_started: NotStarted) -> ExitCode {
+    let by_restart = started.takeover.is_some();
+    let files = SocketFiles::new(&started.addresses, started.keeps_socket_files, by_restart);
+    if let Some(control) = started.control.as_ref().filter(|control| control.bound) {
+        let _ = std::fs::remove_file(&control.path);
+    }
+    match not_started {
+        NotStarted::Failed(why) => {
+            if let Some(takeover) = started.takeover {
+                takeover.failed(&why);
+            } else {
+                Notifier::from_env().status(&format!("the initialiser failed: {why}"));
+            }
+            fail(config, Error::Init(why), files.owned())
+        }
+        NotStarted::Stopped(name) => {
+            tracing::info!("{name} received while starting: exiting before serving");
+            files.remove();
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 /// A process that is serving, and what its later phases need.

@@ -64,6 +64,15 @@ impl Takeover {
         &self.path
     }
 
+    /// Tells the old process this one cannot start, and why (on one line); best effort, as the
+    /// process exits next and the old one sees that too.
+    pub(crate) fn failed(mut self, why: &str) {
+        let line = format!("{FAILED}{}\n", why.replace(['\n', '\r'], " "));
+        if let Err(e) = self.conn.write_all(line.as_bytes()) {
+            tracing::debug!("cannot tell the old process why this one cannot start: {e}");
+        }
+    }
+
     /// Tells the old process this one is serving. The answer comes later: [`Pending::verdict`].
     pub(crate) fn ready(mut self) -> io::Result<Pending> {
         self.conn.write_all(READY.as_bytes())?;

@@ -1,0 +1,8 @@
+async fn setup() -> u32 {
+    1
+}
+
+#[uninterruptible::server(bind = "tcp://127.0.0.1:6789", init = "setup")]
+async fn echo(_stream: uninterruptible::Stream, _state: std::sync::Arc<u32>) -> std::io::Result<()> {
+    Ok(())
+}
