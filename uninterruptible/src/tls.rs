@@ -176,8 +176,17 @@ fn certificates(variable: Source, path: &Path) -> Result<Vec<CertificateDer<'sta
     Ok(certificates)
 }
 
-/// Reads and checks every TLS file, and builds the acceptor.
+/// Reads and checks every TLS file, and builds the acceptor, which negotiates no application
+/// protocol: handlers get a plain byte stream.
 pub(crate) fn load(files: &TlsFiles) -> Result<Tls, Error> {
+    load_offering(files, &[])
+}
+
+/// [`load`], with an acceptor that offers these application protocols by ALPN (RFC 7301), most
+/// preferred first, e.g. `h2` and `http/1.1` for an HTTP service. A client that offers none of
+/// them is refused in the handshake (rustls sends `no_application_protocol`); one that uses no
+/// ALPN gets none.
+pub(crate) fn load_offering(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Tls, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let origins = files.origins;
     let chain = certificates(origins.certificate, &files.certificate)?;
@@ -214,8 +223,7 @@ pub(crate) fn load(files: &TlsFiles) -> Result<Tls, Error> {
         };
         bad(origins.key, &files.key, reason)
     })?;
-    // Handlers get a plain byte stream; no ALPN is negotiated.
-    config.alpn_protocols.clear();
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(Tls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         handshake_timeout: files.handshake_timeout,
