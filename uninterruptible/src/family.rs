@@ -534,7 +534,10 @@ mod tests {
             let mut there = Lines::new(there);
             family.add_link(Lines::new(here));
             // The link is learnt at once: the question is out when this process lets go.
-            assert_eq!(there.read_line().await.unwrap().as_deref(), Some("status\n"));
+            assert_eq!(
+                there.read_line().await.unwrap().as_deref(),
+                Some("status\n")
+            );
             let line = "pid=4242 generation=2 role=retiring connections=0 age=0\n";
             let copy = family.link_fds(1).await.pop().unwrap();
             family.let_go_of_links().await;
