@@ -48,6 +48,8 @@ const IDLE_GRACE: Duration = Duration::from_millis(250);
 /// The body of a request, as an HTTP service receives it: hyper's, bounded once the process
 /// drains.
 ///
+/// Needs the `http` feature.
+///
 /// It is an [`http_body::Body`] of [`Bytes`], so an axum `Router`, tonic's `Routes`, and
 /// `http_body_util::BodyExt` take it as it is. Its error is a
 /// `Box<dyn std::error::Error + Send + Sync>`, the type those crates convert every body error
@@ -58,32 +60,25 @@ const IDLE_GRACE: Duration = Duration::from_millis(250);
 ///
 /// That bound is what keeps a client that sent half a request, and then nothing, from holding a
 /// retiring process for ever: a service reading the body gets the error and answers, and the
-/// connection closes. Before the drain a body takes as long as the client does.
+/// connection closes. Before the drain a body takes as long as the client does; an upload that
+/// needs longer than the header-read time to finish once a drain begins fails, so a service
+/// taking large uploads should raise `HEADER_READ_TIMEOUT`.
 #[derive(Debug)]
 pub struct RequestBody {
     incoming: Incoming,
-    /// The process's drain, polled only while the client keeps the body waiting.
-    draining: Draining,
-    /// The header-read time: how long after the drain's start the body may still arrive.
-    limit: Duration,
-    /// The drain's start plus `limit`, armed once the body waits during a drain.
+    /// The connection's drain and header-read time.
+    shared: Arc<Shared>,
+    /// The process's drain, watched from the first time the client keeps the body waiting.
+    draining: Option<Draining>,
+    /// The drain's start plus the header-read time, armed once the body waits during a drain.
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl RequestBody {
-    fn new(incoming: Incoming, draining: Draining, limit: Duration) -> RequestBody {
-        RequestBody {
-            incoming,
-            draining,
-            limit,
-            deadline: None,
-        }
-    }
-
     fn timed_out(&self) -> BoxError {
         let message = format!(
             "the request body was still arriving {:?} after the process began to drain (HEADER_READ_TIMEOUT)",
-            self.limit
+            self.shared.limit
         );
         io::Error::new(io::ErrorKind::TimedOut, message).into()
     }
@@ -102,11 +97,12 @@ impl Body for RequestBody {
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
         // Waiting for the client: a drain starting now wakes this body, and starts its clock.
-        ready!(Pin::new(&mut this.draining).poll(cx));
-        let (draining, limit) = (&this.draining, this.limit);
+        let shared = &this.shared;
+        let draining = this.draining.get_or_insert_with(|| shared.draining.clone());
+        ready!(Pin::new(&mut *draining).poll(cx));
         let deadline = this.deadline.get_or_insert_with(|| {
             let since = draining.since().unwrap_or_else(Instant::now);
-            Box::pin(tokio::time::sleep_until(since + limit))
+            Box::pin(tokio::time::sleep_until(since + shared.limit))
         });
         ready!(deadline.as_mut().poll(cx));
         Poll::Ready(Some(Err(this.timed_out())))
@@ -124,13 +120,16 @@ impl Body for RequestBody {
 /// A tower service that can serve HTTP: an axum `Router`, tonic's `Routes`, or any
 /// [`tower_service::Service`] of `http::Request<uninterruptible::RequestBody>`.
 ///
+/// Needs the `http` feature.
+///
 /// It is implemented for every service that is `Clone + Send + 'static` (each connection gets a
 /// clone, and each request a clone of that, as `axum::serve` does), whose future is
 /// `Send + 'static`, whose error converts into `Box<dyn std::error::Error + Send + Sync>`, and
 /// whose responses are `http::Response<B>` with `B` an [`http_body::Body`] that is
 /// `Send + 'static`, with `Send` data and an error that converts into the same box: what hyper
 /// needs to run the service's futures on tokio tasks, for HTTP/1.1 and h2 alike. A service error
-/// ends the connection; answer with an error status instead where a client should see one.
+/// aborts its request (an HTTP/1.1 connection closes, an h2 stream is reset): answer with an
+/// error status instead where the client should see one.
 ///
 /// The trait is sealed: it names those bounds in one place and cannot be implemented outside
 /// this crate, so that the runtime is free to add to it.
@@ -221,7 +220,8 @@ impl Shared {
     /// has failed ([`RequestBody`]); h2 has no such bound on a stream not yet opened (its headers
     /// still arriving), nor on a client that never answers the PING of its graceful shutdown, so
     /// without this such a client would hold the process. A response the client is still
-    /// reading, however slowly, keeps the connection: the bytes it takes are counted.
+    /// reading keeps the connection, as long as the client takes a byte every half header-read
+    /// time: hyper may hold a whole response body in its buffers once the service is done.
     async fn abandoned(&self) {
         let quiet = self.limit / 2;
         let since = self.draining.since().unwrap_or_else(Instant::now);
@@ -282,7 +282,10 @@ pub(crate) async fn serve_connection<S: HttpService>(
     let connection = pin!(builder.serve_connection(io, service));
     until_closed(connection, &shared)
         .await
-        .map_err(io::Error::other)
+        .map_err(|e| match e.downcast::<io::Error>() {
+            Ok(e) => *e,
+            Err(e) => io::Error::other(e),
+        })
 }
 
 type Connection<'a, S> = auto::Connection<'a, TokioIo<Counted>, Serving<S>, TokioExecutor>;
@@ -330,15 +333,18 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for Serving<S> {
     type Future = Respond<TowerToHyperServiceFuture<S, Request<RequestBody>>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let shared = &self.shared;
         let http1 = request.version() < Version::HTTP_2;
-        let request = request
-            .map(|incoming| RequestBody::new(incoming, shared.draining.clone(), shared.limit));
+        let request = request.map(|incoming| RequestBody {
+            incoming,
+            shared: Arc::clone(&self.shared),
+            draining: None,
+            deadline: None,
+        });
         Respond {
             future: self.service.call(request),
             http1,
-            draining: shared.draining.clone(),
-            in_flight: Some(shared.requests.guard()),
+            shared: Arc::clone(&self.shared),
+            in_flight: Some(self.shared.requests.guard()),
         }
     }
 }
@@ -350,7 +356,7 @@ pin_project! {
         #[pin]
         future: F,
         http1: bool,
-        draining: Draining,
+        shared: Arc<Shared>,
         in_flight: Option<ConnectionGuard>,
     }
 }
@@ -366,7 +372,7 @@ where
         let mut response = ready!(this.future.poll(cx))?;
         // hyper adds it itself once its graceful shutdown has begun; during the idle grace, a
         // response made after the drain's start must say it too.
-        if *this.http1 && this.draining.is_draining() {
+        if *this.http1 && this.shared.draining.is_draining() {
             let close = HeaderValue::from_static("close");
             response.headers_mut().insert(CONNECTION, close);
         }
@@ -824,7 +830,7 @@ mod tests {
         let (result, took) = served.ended(since).await;
         assert!(took <= limit + SLACK, "ended {took:?} after the drain");
         let error = result.unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::Other);
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert!(error.to_string().contains("stopped reading"), "{error}");
     }
 

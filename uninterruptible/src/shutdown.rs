@@ -59,7 +59,7 @@ impl Shutdown {
     }
 }
 
-/// The set of open connections.
+/// The set of open connections (and, on an HTTP connection, of its requests in flight).
 ///
 /// Each connection holds a [`ConnectionGuard`]; the count is the number of guards alive, so a
 /// handler that panics (its task unwinds and drops the guard) is counted out like any other.
