@@ -778,8 +778,8 @@ mod tests {
         let since = served.drain();
         let (result, took) = served.ended(since).await;
         assert!(took <= limit + SLACK, "ended {took:?} after the drain");
-        let error = result.unwrap_err().to_string();
-        assert!(error.contains("read header from client timeout"), "{error}");
+        // hyper's header timer, or the drain's bound, whichever comes first: both end it then.
+        assert!(result.is_err());
         assert_eq!(until_closed(&mut tcp).await, "");
     }
 
@@ -793,7 +793,9 @@ mod tests {
             .unwrap();
         let (result, took) = served.ended(since).await;
         assert!(took <= limit + SLACK, "ended after {took:?}");
-        assert!(result.is_err());
+        let error = result.unwrap_err().to_string();
+        assert!(error.contains("read header from client timeout"), "{error}");
+        assert_eq!(until_closed(&mut tcp).await, "");
     }
 
     #[tokio::test]
