@@ -18,6 +18,17 @@ fn each_bad_value_exits_2_naming_the_variable() {
         ("DRAIN_TIMEOUT", "soon", "seconds"),
         ("READY_TIMEOUT", "-1", "seconds"),
         ("READY_TIMEOUT", "0", "seconds from 0.001 to 999999999"),
+        // 0 would refuse every request's head at once.
+        (
+            "HEADER_READ_TIMEOUT",
+            "0",
+            "seconds from 0.001 to 999999999",
+        ),
+        (
+            "HEADER_READ_TIMEOUT",
+            "soon",
+            "seconds from 0.001 to 999999999",
+        ),
         // Below a millisecond a timer fires at once: every restart would fail.
         ("READY_TIMEOUT", "0.0004", "seconds from 0.001 to 999999999"),
         (

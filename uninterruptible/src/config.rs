@@ -208,6 +208,8 @@ pub struct Config {
     /// `CONTROL_SOCKET`: path of the UNIX socket (mode 0600) answering `restart` and `status`;
     /// none when `None`.
     pub control_socket: Option<PathBuf>,
+    /// `HEADER_READ_TIMEOUT`: see [`Config::header_read_timeout`].
+    header_read_timeout: Duration,
     pub(crate) origins: Origins,
     /// Settings that are valid but deserve a word in the log once it is open.
     pub(crate) warnings: Vec<String>,
@@ -216,6 +218,10 @@ pub struct Config {
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_BACKLOG: u32 = 1024;
+/// A real client sends a request's head in a round trip or two, so this is generous; it is short
+/// because it is also how long one client still sending a request can hold a retiring process
+/// (hyper's own default, 30 s, would be that long), and it matches `TLS_HANDSHAKE_TIMEOUT`'s.
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The key of this attribute name; every name used here is in the table (a test reads them all).
 fn key(name: &str) -> &'static Key {
@@ -350,6 +356,9 @@ impl Config {
             )));
         }
         let drain_timeout = l.value("drain_timeout", |s| grammar::seconds(s, true))?;
+        let header_read_timeout = l
+            .value("header_read_timeout", |s| grammar::seconds(s, false))?
+            .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT);
         let ready_timeout = l
             .value("ready_timeout", |s| grammar::seconds(s, false))?
             .unwrap_or(DEFAULT_READY_TIMEOUT);
@@ -376,6 +385,7 @@ impl Config {
             backlog,
             supervise,
             control_socket,
+            header_read_timeout,
             origins: Origins {
                 log_path: log_path_origin,
                 bind_from_env: l
@@ -388,6 +398,18 @@ impl Config {
 }
 
 impl Config {
+    /// `HEADER_READ_TIMEOUT`, for HTTP services (feature `http`): how long a client has to send a
+    /// request's head (an idle HTTP/1.1 keep-alive connection is closed after it too), and, once
+    /// the process drains, how long after the drain's start every request still arriving (head or
+    /// body) has to arrive; 10 s by default.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by the HTTP service's start-up")
+    )]
+    pub(crate) fn header_read_timeout(&self) -> Duration {
+        self.header_read_timeout
+    }
+
     /// How many listening sockets a restart can hand over: one message carries
     /// [`grammar::MAX_HANDOFF_FDS`] descriptors, one of them the control socket when there is
     /// one.
@@ -720,6 +742,13 @@ impl ConfigBuilder {
         self.seconds("drain_timeout", limit)
     }
 
+    /// How long an HTTP client has to send a request's head, and after a drain begins to finish
+    /// every request it is still sending (`header_read_timeout`), over `HEADER_READ_TIMEOUT`.
+    /// Used by HTTP services (feature `http`).
+    pub fn header_read_timeout(self, limit: Duration) -> Self {
+        self.seconds("header_read_timeout", limit)
+    }
+
     /// How long the old process waits for the new one to be ready (`ready_timeout`), over
     /// `READY_TIMEOUT`.
     pub fn ready_timeout(self, limit: Duration) -> Self {
@@ -781,6 +810,7 @@ mod tests {
     const ALLOWED_NETWORKS: &str = "ALLOWED_NETWORKS";
     const DRAIN_TIMEOUT: &str = "DRAIN_TIMEOUT";
     const READY_TIMEOUT: &str = "READY_TIMEOUT";
+    const HEADER_READ_TIMEOUT: &str = "HEADER_READ_TIMEOUT";
     const MAX_CONNECTIONS: &str = "MAX_CONNECTIONS";
 
     /// The builder's layers: the program's values, then the environment, then the defaults.
@@ -821,8 +851,18 @@ mod tests {
         assert_eq!(config.bind, vec![flag.clone()]);
         assert_eq!(config.drain_timeout, Some(Duration::from_secs(7)));
         assert!(config.origins.bind_from_env);
-        let config = built(builder.drain_timeout(Duration::from_millis(2500)), &env).unwrap();
+        let config = built(
+            builder.clone().drain_timeout(Duration::from_millis(2500)),
+            &env,
+        )
+        .unwrap();
         assert_eq!(config.drain_timeout, Some(Duration::from_millis(2500)));
+        let config = built(
+            builder.header_read_timeout(Duration::from_secs(3)),
+            &[(HEADER_READ_TIMEOUT, "7")],
+        )
+        .unwrap();
+        assert_eq!(config.header_read_timeout(), Duration::from_secs(3));
         // Unset in code, the environment and the defaults act as they always do.
         let config = built(Config::builder(defaults), &[(PORT, "9001")]).unwrap();
         assert_eq!(config.bind[0].to_string(), "tcp://127.0.0.1:9001");
@@ -971,6 +1011,11 @@ mod tests {
             (&[(DRAIN_TIMEOUT, "soon")], "DRAIN_TIMEOUT=\"soon\""),
             (&[(READY_TIMEOUT, "0")], "READY_TIMEOUT=\"0\""),
             (&[(READY_TIMEOUT, "-1")], "READY_TIMEOUT=\"-1\""),
+            (&[(HEADER_READ_TIMEOUT, "0")], "HEADER_READ_TIMEOUT=\"0\""),
+            (
+                &[(HEADER_READ_TIMEOUT, "soon")],
+                "HEADER_READ_TIMEOUT=\"soon\"",
+            ),
             (&[(DRAIN_TIMEOUT, "inf")], "DRAIN_TIMEOUT=\"inf\""),
             (&[(MAX_CONNECTIONS, "0")], "MAX_CONNECTIONS=\"0\""),
             (&[(LOG_LEVEL, "loud")], "LOG_LEVEL=\"loud\""),
@@ -1023,6 +1068,12 @@ mod tests {
         assert_eq!(c.max_connections, Some(10));
         assert_eq!(c.log_filter, "uninterruptible=trace");
         assert_eq!(c.ready_timeout, DEFAULT_READY_TIMEOUT);
+        assert_eq!(
+            config(d, &[]).unwrap().header_read_timeout(),
+            DEFAULT_HEADER_READ_TIMEOUT
+        );
+        let c = config(d, &[(HEADER_READ_TIMEOUT, "2.5")]).unwrap();
+        assert_eq!(c.header_read_timeout(), Duration::from_millis(2500));
         let c = config(d, &[(LOG_LEVEL, "warn")]).unwrap();
         assert_eq!(c.log_filter, "warn");
         assert!(

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Completes when this process stops accepting: a new process has taken over, or a `TERM` or
 /// `INT` arrived. From then on the process only waits for its open connections (up to
@@ -41,18 +42,29 @@ use tokio::sync::watch;
 /// }
 /// ```
 pub struct Draining {
-    state: watch::Receiver<bool>,
+    /// When the process stopped accepting; `None` while it accepts.
+    state: watch::Receiver<Option<Instant>>,
     /// Made on the first poll that has to wait.
     wait: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
 }
 
 impl Draining {
-    pub(crate) fn new(state: watch::Receiver<bool>) -> Draining {
+    pub(crate) fn new(state: watch::Receiver<Option<Instant>>) -> Draining {
         Draining { state, wait: None }
     }
 
     /// Whether this process has stopped accepting.
     pub fn is_draining(&self) -> bool {
+        self.state.borrow().is_some()
+    }
+
+    /// When this process stopped accepting, if it has: the start of the bounds that count from
+    /// the drain (an HTTP request still arriving gets the header-read time from then).
+    #[cfg_attr(
+        not(any(test, feature = "http")),
+        expect(dead_code, reason = "read by the HTTP server")
+    )]
+    pub(crate) fn since(&self) -> Option<Instant> {
         *self.state.borrow()
     }
 }
@@ -71,7 +83,7 @@ impl Future for Draining {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        if *this.state.borrow() {
+        if this.is_draining() {
             return Poll::Ready(());
         }
         let state = &this.state;
@@ -79,7 +91,7 @@ impl Future for Draining {
             let mut state = state.clone();
             Box::pin(async move {
                 // A shutdown dropped without announcing is the end of its process: never.
-                if state.wait_for(|draining| *draining).await.is_err() {
+                if state.wait_for(Option::is_some).await.is_err() {
                     std::future::pending::<()>().await;
                 }
             })

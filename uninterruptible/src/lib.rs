@@ -45,6 +45,7 @@
 //! Every public item has one path, at the crate root.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod acl;
 mod address;
@@ -56,6 +57,8 @@ mod family;
 mod handle;
 mod handler;
 mod handoff;
+#[cfg(feature = "http")]
+mod http;
 mod incoming;
 mod inherit;
 mod init;
@@ -84,6 +87,9 @@ pub use drain::Draining;
 pub use error::{Error, Source};
 pub use handle::{Handle, RestartOutcome};
 pub use handler::HandlerOutput;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use http::{HttpService, RequestBody};
 pub use incoming::Incoming;
 pub use run::{Server, run, run_incoming};
 pub use stream::{PeerAddr, Stream};

@@ -5,19 +5,21 @@
 use crate::drain::Draining;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// One process's shutdown: whether it has stopped accepting, and its open connections.
 #[derive(Debug)]
 pub(crate) struct Shutdown {
     connections: Connections,
-    draining: watch::Sender<bool>,
+    /// When the process stopped accepting; `None` while it accepts.
+    draining: watch::Sender<Option<Instant>>,
 }
 
 impl Shutdown {
     pub(crate) fn new() -> Shutdown {
         Shutdown {
             connections: Connections::new(),
-            draining: watch::Sender::new(false),
+            draining: watch::Sender::new(None),
         }
     }
 
@@ -36,14 +38,19 @@ impl Shutdown {
         self.connections.drained(limit).await
     }
 
-    /// Tells every [`Draining`] that this process has stopped accepting.
+    /// Tells every [`Draining`] that this process has stopped accepting, and when: the first
+    /// announcement's time is kept.
     pub(crate) fn announce(&self) {
-        self.draining.send_replace(true);
+        self.draining.send_if_modified(|since| {
+            let first = since.is_none();
+            since.get_or_insert_with(Instant::now);
+            first
+        });
     }
 
     /// Whether this process has stopped accepting.
     pub(crate) fn is_announced(&self) -> bool {
-        *self.draining.borrow()
+        self.draining.borrow().is_some()
     }
 
     /// Completes once [`Shutdown::announce`] has run.
@@ -52,7 +59,7 @@ impl Shutdown {
     }
 }
 
-/// The set of open connections.
+/// The set of open connections (and, on an HTTP connection, of its requests in flight).
 ///
 /// Each connection holds a [`ConnectionGuard`]; the count is the number of guards alive, so a
 /// handler that panics (its task unwinds and drops the guard) is counted out like any other.
@@ -112,7 +119,11 @@ mod tests {
         shutdown.announce();
         waiting.await.unwrap();
         assert!(first.is_draining() && shutdown.is_announced());
+        let since = first.since().unwrap();
         first.await;
+        // A second announcement keeps the time of the first.
+        shutdown.announce();
+        assert_eq!(shutdown.draining().since(), Some(since));
         // One handed out after the announcement is complete at once.
         shutdown.draining().await;
         // Another process's shutdown (another test's) is its own.

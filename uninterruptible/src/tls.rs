@@ -176,8 +176,17 @@ fn certificates(variable: Source, path: &Path) -> Result<Vec<CertificateDer<'sta
     Ok(certificates)
 }
 
-/// Reads and checks every TLS file, and builds the acceptor.
+/// Reads and checks every TLS file, and builds the acceptor, which negotiates no application
+/// protocol: handlers get a plain byte stream.
 pub(crate) fn load(files: &TlsFiles) -> Result<Tls, Error> {
+    load_offering(files, &[])
+}
+
+/// [`load`], with an acceptor that offers these application protocols by ALPN (RFC 7301), most
+/// preferred first, e.g. `h2` and `http/1.1` for an HTTP service. A client that offers none of
+/// them is refused in the handshake (rustls sends `no_application_protocol`); one that uses no
+/// ALPN gets none.
+pub(crate) fn load_offering(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Tls, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let origins = files.origins;
     let chain = certificates(origins.certificate, &files.certificate)?;
@@ -214,8 +223,7 @@ pub(crate) fn load(files: &TlsFiles) -> Result<Tls, Error> {
         };
         bad(origins.key, &files.key, reason)
     })?;
-    // Handlers get a plain byte stream; no ALPN is negotiated.
-    config.alpn_protocols.clear();
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(Tls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         handshake_timeout: files.handshake_timeout,
@@ -409,6 +417,72 @@ mod tests {
             1,
             "the newer one is in flight"
         );
+    }
+
+    /// The application protocol a handshake with an acceptor offering `offered` settles on, for
+    /// a client that offers `asked`.
+    async fn negotiated(offered: &[&[u8]], asked: &[&[u8]]) -> Option<Vec<u8>> {
+        let dir = std::env::temp_dir().join(format!(
+            "uninterruptible-alpn-{}-{}",
+            std::process::id(),
+            offered.len() * 10 + asked.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (key, certificate) = (dir.join("key.pem"), dir.join("cert.pem"));
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&certificate, made.cert.pem()).unwrap();
+        let env = Source::Env("TLS_KEY");
+        let files = TlsFiles {
+            key,
+            certificate,
+            version: TlsVersion::Tls12,
+            handshake_timeout: Duration::from_secs(10),
+            client_ca: None,
+            origins: crate::config::TlsOrigins {
+                key: env,
+                certificate: env,
+                client_ca: env,
+            },
+        };
+        let tls = load_offering(&files, offered).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let mut roots = RootCertStore::empty();
+        roots.add(made.cert.der().clone()).unwrap();
+        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        client.alpn_protocols = asked.iter().map(|p| p.to_vec()).collect();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let (server_io, client_io) = tokio::io::duplex(64 << 10);
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let (server, client) = tokio::join!(
+            tls.acceptor.accept(server_io),
+            connector.connect(name, client_io)
+        );
+        let (server, client) = (server.unwrap(), client.unwrap());
+        let protocol = server.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        assert_eq!(protocol.as_deref(), client.get_ref().1.alpn_protocol());
+        protocol
+    }
+
+    #[tokio::test]
+    async fn offers_the_application_protocols_it_is_given() {
+        let http: &[&[u8]] = &[b"h2", b"http/1.1"];
+        assert_eq!(negotiated(http, http).await.as_deref(), Some(&b"h2"[..]));
+        assert_eq!(
+            negotiated(http, &[b"http/1.1"]).await.as_deref(),
+            Some(&b"http/1.1"[..])
+        );
+        // A client without ALPN gets none (HTTP/1.1, or h2 with prior knowledge).
+        assert_eq!(negotiated(http, &[]).await, None);
+        // A stream handler's acceptor negotiates nothing, whatever the client offers.
+        assert_eq!(negotiated(&[], &[b"h2"]).await, None);
     }
 
     #[test]
