@@ -74,10 +74,11 @@ fn check_arguments(args: &Args, item: &ItemFn) -> syn::Result<()> {
         );
     }
     match (inputs.len(), &args.init) {
-        (1, None) | (2, Some(_)) => Ok(()),
-        (0, _) => error(
-            item.sig.paren_token.span.join(),
-            "the server handler takes one argument, the connection: write `stream: uninterruptible::Stream`",
+        // No argument: an HTTP service's builder, run once per process.
+        (0, None) | (1, None) | (2, Some(_)) => Ok(()),
+        (0, Some((_, span))) => error(
+            *span,
+            "a handler without arguments builds the HTTP service once per process: it is the initialiser; build the state in it and remove `init`",
         ),
         (1, Some((_, span))) => error(
             *span,

@@ -84,6 +84,11 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
     // Spanned on the return type: a handler whose output is not `io::Result<()>` or `()`, or
     // whose future is not `Send`, is reported there.
     let run = match &args.init {
+        // No argument: `async fn app() -> Result<Service, E>`, served as HTTP.
+        None if item_fn.sig.inputs.is_empty() => {
+            let run_path = respan(quote!(#krate::__private::run_http), ret_span);
+            quote_spanned!(ret_span=> #run_path(__uninterruptible_config, #name))
+        }
         None => {
             let run_path = respan(runner, ret_span);
             quote_spanned!(ret_span=>

@@ -210,6 +210,9 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     /// `HEADER_READ_TIMEOUT`: see [`Config::header_read_timeout`].
     header_read_timeout: Duration,
+    /// The application protocols offered over TLS (ALPN, RFC 7301): an HTTP service's; none for
+    /// a line protocol.
+    pub(crate) alpn: &'static [&'static [u8]],
     pub(crate) origins: Origins,
     /// Settings that are valid but deserve a word in the log once it is open.
     pub(crate) warnings: Vec<String>,
@@ -386,6 +389,7 @@ impl Config {
             supervise,
             control_socket,
             header_read_timeout,
+            alpn: &[],
             origins: Origins {
                 log_path: log_path_origin,
                 bind_from_env: l
@@ -403,8 +407,8 @@ impl Config {
     /// the process drains, how long after the drain's start every request still arriving (head or
     /// body) has to arrive; 10 s by default.
     #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by the HTTP service's start-up")
+        not(feature = "http"),
+        expect(dead_code, reason = "read by an HTTP service's start-up")
     )]
     pub(crate) fn header_read_timeout(&self) -> Duration {
         self.header_read_timeout

@@ -9,6 +9,8 @@
 //! keep a client still sending a request from holding a retiring process.
 
 use crate::drain::Draining;
+use crate::handler::Handler;
+use crate::init::Init;
 use crate::shutdown::{ConnectionGuard, Connections};
 use crate::stream::Stream;
 use bytes::Bytes;
@@ -35,7 +37,6 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The application protocols an HTTP service offers over TLS, most preferred first (RFC 7301):
 /// h2, then HTTP/1.1. Clients that use no ALPN get HTTP/1.1, or h2 with prior knowledge.
-#[expect(dead_code, reason = "offered by the HTTP service's TLS set-up")]
 pub(crate) const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 /// How long an HTTP/1.1 connection with nothing in flight may still bring a request once the
@@ -237,6 +238,34 @@ impl Shared {
     }
 }
 
+/// One connection's service, boxed: the per-connection handler's future has a name.
+type Served = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+/// `app` builds the service once per process, as an initialiser (see [`crate::init`]); each
+/// connection is then served with a clone of it ([`serve_connection`]).
+///
+/// The service is kept behind a mutex only to clone it: a tower service need not be `Sync`
+/// (`BoxCloneService` is not), and each connection takes its own clone, as `axum::serve` does.
+pub(crate) fn init<A, AF, S, E>(
+    app: A,
+    header_read_timeout: Duration,
+) -> Init<impl Fn(Stream) -> Served + Clone + Send + Sync + 'static>
+where
+    A: FnOnce() -> AF + Send + 'static,
+    AF: Future<Output = Result<S, E>> + Send + 'static,
+    S: HttpService,
+    E: std::fmt::Display,
+{
+    Box::pin(async move {
+        let service = app().await.map_err(|e| e.to_string())?;
+        let service = Arc::new(std::sync::Mutex::new(service));
+        Ok(Handler::PerConnection(move |stream| {
+            let service = service.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            Box::pin(serve_connection(stream, service, header_read_timeout)) as Served
+        }))
+    })
+}
+
 /// Serves HTTP/1.1 (with keep-alive) and h2 on one connection with `service`, until the client
 /// closes it or the process drains; then shuts it down gracefully:
 /// - requests in flight finish;
@@ -251,10 +280,6 @@ impl Shared {
 /// Before the drain, hyper closes an HTTP/1.1 connection whose request head takes longer than
 /// `header_read_timeout`, or which stays idle that long. The error is hyper's (a client's
 /// protocol error or reset, a head that took too long), or the service's, as an [`io::Error`].
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "run per connection by the HTTP service's server")
-)]
 pub(crate) async fn serve_connection<S: HttpService>(
     stream: Stream,
     service: S,

@@ -127,8 +127,18 @@ pub use uninterruptible_grammar::{Key, Literal};
 pub mod __private {
     pub use crate::config::Defaults;
     use crate::incoming::Incoming;
-    pub use crate::run::{config_or_exit, run, run_incoming, run_with};
+    pub use crate::run::{config_or_exit, run, run_http, run_incoming, run_with};
     use crate::stream::Stream;
+
+    /// Implemented by nothing: the bound that turns an HTTP handler without the `http` feature into
+    /// an error that says what to do.
+    #[cfg(not(feature = "http"))]
+    #[diagnostic::on_unimplemented(
+        message = "a handler without arguments serves HTTP, which needs the `http` feature of uninterruptible",
+        label = "serves HTTP",
+        note = "in Cargo.toml: uninterruptible = {{ version = \"0.1\", features = [\"http\"] }}; or take `stream: uninterruptible::Stream` to serve a protocol of your own"
+    )]
+    pub trait NeedsHttpFeature {}
 
     /// The per-connection handler's argument: only [`Stream`](crate::Stream).
     #[diagnostic::on_unimplemented(

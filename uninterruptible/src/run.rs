@@ -223,6 +223,54 @@ impl Server {
         run_async(self.config, init::with_state(init, handler), self.requests).await
     }
 
+    /// Serves an HTTP service (feature `http`): `app` builds it once per process (it is the
+    /// initialiser: see [`Server::run_with`] for what a failure does), and the library serves it
+    /// on every connection with hyper: HTTP/1.1 keep-alive and h2 on one port (h2 by prior
+    /// knowledge, or over TLS by ALPN, where `h2` and `http/1.1` are offered), drained when the
+    /// process retires (in-flight requests finish, HTTP/1.1 responses carry `Connection: close`,
+    /// h2 gets GOAWAY, a request still arriving has `HEADER_READ_TIMEOUT`). The service is an
+    /// `axum::Router`, tonic's `Routes`, or any tower service: see [`HttpService`](crate::HttpService).
+    ///
+    /// ```no_run
+    /// # #[cfg(any())] {
+    /// async fn app() -> Result<axum::Router, std::convert::Infallible> {
+    ///     Ok(axum::Router::new().route("/", axum::routing::get(|| async { "hello\n" })))
+    /// }
+    ///
+    /// fn main() -> std::process::ExitCode {
+    ///     let defaults = uninterruptible::Defaults::new().bind("tcp://127.0.0.1:8080");
+    ///     let config = uninterruptible::Config::from_env(defaults).expect("a valid configuration");
+    ///     uninterruptible::Server::new(config).run_http(app)
+    /// }
+    /// # }
+    /// ```
+    #[cfg(feature = "http")]
+    pub fn run_http<A, AF, S, E>(mut self, app: A) -> ExitCode
+    where
+        A: FnOnce() -> AF + Send + 'static,
+        AF: Future<Output = Result<S, E>> + Send + 'static,
+        S: crate::HttpService,
+        E: std::fmt::Display,
+    {
+        let init = crate::http::init(app, self.config.header_read_timeout());
+        self.config.alpn = crate::http::ALPN;
+        run_blocking(self.config, init, self.requests)
+    }
+
+    /// [`Server::run_http`] on the runtime this is awaited on (see [`Server::serve`]).
+    #[cfg(feature = "http")]
+    pub async fn serve_http<A, AF, S, E>(mut self, app: A) -> ExitCode
+    where
+        A: FnOnce() -> AF + Send + 'static,
+        AF: Future<Output = Result<S, E>> + Send + 'static,
+        S: crate::HttpService,
+        E: std::fmt::Display,
+    {
+        let init = crate::http::init(app, self.config.header_read_timeout());
+        self.config.alpn = crate::http::ALPN;
+        run_async(self.config, init, self.requests).await
+    }
+
     /// [`Server::run`] for a handler that takes the whole listener (see [`Incoming`]).
     pub fn run_incoming<G, F, O>(self, handler: G) -> ExitCode
     where
@@ -406,6 +454,27 @@ where
     O: HandlerOutput,
 {
     Server::new(config).run_with(init, handler)
+}
+
+/// What `#[uninterruptible::server]` on a handler without arguments expands to:
+/// [`Server::run_http`].
+#[cfg(feature = "http")]
+#[doc(hidden)]
+pub fn run_http<A, AF, S, E>(config: Config, app: A) -> ExitCode
+where
+    A: FnOnce() -> AF + Send + 'static,
+    AF: Future<Output = Result<S, E>> + Send + 'static,
+    S: crate::HttpService,
+    E: std::fmt::Display,
+{
+    Server::new(config).run_http(app)
+}
+
+/// Without the `http` feature, a handler without arguments is refused here, saying so.
+#[cfg(not(feature = "http"))]
+#[doc(hidden)]
+pub fn run_http<A: crate::__private::NeedsHttpFeature>(_config: Config, _app: A) -> ExitCode {
+    unreachable!("NeedsHttpFeature has no implementation")
 }
 
 /// What the `main` that `#[uninterruptible::server]` generates calls first: the configuration

@@ -67,7 +67,11 @@ pub(crate) async fn start(
     let by_restart = dialed.is_some();
     // Everything that can fail is done before the sockets are bound or taken over, so a broken
     // certificate at a restart ends the new process while the old one serves on.
-    let tls = config.tls.as_ref().map(tls::load).transpose()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|files| tls::load(files, config.alpn))
+        .transpose()?;
     crate::timing::mark("TLS");
     let serves_control = control_path(config, part, inherited.as_ref());
     let taken = take_sockets(config, inherited, dialed, serves_control, part).await?;

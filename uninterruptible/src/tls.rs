@@ -176,17 +176,12 @@ fn certificates(variable: Source, path: &Path) -> Result<Vec<CertificateDer<'sta
     Ok(certificates)
 }
 
-/// Reads and checks every TLS file, and builds the acceptor, which negotiates no application
-/// protocol: handlers get a plain byte stream.
-pub(crate) fn load(files: &TlsFiles) -> Result<Tls, Error> {
-    load_offering(files, &[])
-}
-
-/// [`load`], with an acceptor that offers these application protocols by ALPN (RFC 7301), most
-/// preferred first, e.g. `h2` and `http/1.1` for an HTTP service. A client that offers none of
+/// Reads and checks every TLS file, and builds the acceptor. It offers `alpn`, the application
+/// protocols of ALPN (RFC 7301), most preferred first: `h2` and `http/1.1` for an HTTP service,
+/// none for a line protocol (handlers get a plain byte stream). A client that offers none of
 /// them is refused in the handshake (rustls sends `no_application_protocol`); one that uses no
 /// ALPN gets none.
-pub(crate) fn load_offering(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Tls, Error> {
+pub(crate) fn load(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Tls, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let origins = files.origins;
     let chain = certificates(origins.certificate, &files.certificate)?;
@@ -445,7 +440,7 @@ mod tests {
                 client_ca: env,
             },
         };
-        let tls = load_offering(&files, offered).unwrap();
+        let tls = load(&files, offered).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
 
         let mut roots = RootCertStore::empty();
