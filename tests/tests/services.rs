@@ -1,0 +1,386 @@
+//! HTTP and gRPC services served by the library (the `http` feature), with real clients: curl
+//! over TLS (h2 chosen by ALPN, and HTTP/1.1), h2load (h2 and HTTP/1.1) and a tonic client across
+//! 100 back-to-back restarts, and clients that never finish a request against a retiring
+//! process.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use uninterruptible_tests::certs::Ca;
+use uninterruptible_tests::load::{restart_loop, while_running};
+use uninterruptible_tests::{
+    Address, DEADLINE, SIGUSR1, Server, TempDir, alive, read_pidfile, send, start_with_pidfile,
+    wait_for,
+};
+
+const HTTP: &str = env!("CARGO_BIN_EXE_http");
+const AXUM: &str = env!("CARGO_BIN_EXE_axum");
+const GRPC: &str = env!("CARGO_BIN_EXE_grpc");
+
+/// The client side of `examples/proto/echo.proto`, as tonic generates it.
+mod proto {
+    #![allow(unreachable_pub, missing_debug_implementations)]
+    include!("../../examples/proto/echo.rs");
+}
+
+fn tcp(server: &Server) -> SocketAddr {
+    match server.address() {
+        Address::Tcp(addr) => addr,
+        Address::Unix(_) => unreachable!(),
+    }
+}
+
+/// `curl -sS <args> <url>`, its output and `%{http_version}` after a space.
+fn curl(args: &[&str], url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-w", " %{http_version}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl (Debian package curl) is installed by .ci/run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn over_tls_curl_gets_h2_by_alpn_and_http1_when_it_asks() {
+    let dir = TempDir::new("services-tls");
+    let ca = Ca::new("services test CA");
+    let pair = ca.issue(dir.path(), "server", &["localhost"]);
+    let ca_file = ca.write(&dir.join("ca.pem"));
+    let server = Server::start(
+        HTTP,
+        &[
+            ("BIND", "tcp://127.0.0.1:0"),
+            ("TLS_CERTIFICATE", pair.certificate.to_str().unwrap()),
+            ("TLS_KEY", pair.key.to_str().unwrap()),
+        ],
+    );
+    let port = tcp(&server).port();
+    let url = format!("https://localhost:{port}/");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let trust = ["--cacert", ca_file.to_str().unwrap(), "--resolve", &resolve];
+    let pid = server.pid();
+    let h2 = curl(&[&trust[..], &["--http2"]].concat(), &url);
+    assert_eq!(h2, format!("hello from {pid}\n 2"));
+    let h1 = curl(&[&trust[..], &["--http1.1"]].concat(), &url);
+    assert_eq!(h1, format!("hello from {pid}\n 1.1"));
+    // The body streams back over h2 as well.
+    let echo = curl(
+        &[&trust[..], &["--http2", "--data-binary", "over tls"]].concat(),
+        &format!("https://localhost:{port}/echo"),
+    );
+    assert_eq!(echo, "over tls 2");
+}
+
+/// h2load's `requests:` line: (total, succeeded, failed, errored, timeout).
+fn h2load_counts(output: &str) -> (u64, u64, u64, u64, u64) {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with("requests: "))
+        .unwrap_or_else(|| panic!("h2load printed no requests line: {output}"));
+    let number = |word: &str| -> u64 {
+        let before = line.split(&format!(" {word}")).next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    (
+        number("total"),
+        number("succeeded"),
+        number("failed"),
+        number("errored"),
+        number("timeout"),
+    )
+}
+
+/// Runs h2load against `binary` again and again while 100 restarts happen back to back, and
+/// asserts that every request it made succeeded.
+fn h2load_across_100_restarts(binary: &str, h1: bool) {
+    let dir = TempDir::new("services-h2load");
+    let (server, pidfile) = start_with_pidfile(binary, &dir, "tcp://127.0.0.1:0", &[]);
+    let url = format!("http://{}/", tcp(&server));
+    let done = Arc::new(AtomicBool::new(false));
+    let load = std::thread::spawn({
+        let done = Arc::clone(&done);
+        move || {
+            let mut runs = Vec::new();
+            while !done.load(Ordering::Relaxed) || runs.is_empty() {
+                // Timed runs: h2load opens a new connection after a GOAWAY or a close in
+                // this mode (with `-n` it gives up on the requests left to that client).
+                let mut args = vec!["-c", "16", "-D", "2"];
+                if h1 {
+                    args.push("--h1");
+                } else {
+                    args.extend(["-m", "4"]);
+                }
+                let out = Command::new("h2load")
+                    .args(&args)
+                    .arg(&url)
+                    .output()
+                    .expect("h2load (Debian package nghttp2-client) is installed by .ci/run");
+                runs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+            }
+            runs
+        }
+    });
+    let restarts = std::panic::catch_unwind(|| {
+        restart_loop(&pidfile, SIGUSR1, Duration::ZERO, Some(100), None)
+    })
+    .unwrap_or_else(|_| panic!("the log:\n{}", server.log.text()));
+    done.store(true, Ordering::Relaxed);
+    let runs = load.join().unwrap();
+    let (mut total, mut succeeded) = (0, 0);
+    for run in &runs {
+        let (t, ok, failed, errored, timeout) = h2load_counts(run);
+        assert_eq!((failed, errored, timeout), (0, 0, 0), "{run}");
+        assert_eq!(ok, t, "{run}");
+        total += t;
+        succeeded += ok;
+    }
+    println!(
+        "h2load{} across {} restarts: {succeeded} of {total} requests succeeded in {} runs",
+        if h1 { " --h1" } else { "" },
+        restarts.handoffs.len(),
+        runs.len()
+    );
+    assert_eq!(restarts.handoffs.len(), 100);
+    assert!(total > 0, "h2load made no request");
+}
+
+#[test]
+fn h2load_h2_across_100_restarts_fails_no_request() {
+    h2load_across_100_restarts(HTTP, false);
+}
+
+#[test]
+fn h2load_http1_across_100_restarts_fails_no_request() {
+    h2load_across_100_restarts(AXUM, true);
+}
+
+/// Whether a call failed only because its connection was going away before the call was sent
+/// (a GOAWAY with NO_ERROR refused it): RFC 9113, section 8.7, says such a request was not
+/// processed and may be retried. tonic leaves that retry to its user, as hyper-util does.
+fn refused_by_goaway(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(status);
+    while let Some(error) = source {
+        if let Some(e) = error.downcast_ref::<h2::Error>() {
+            return e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        if let Some(e) = error.downcast_ref::<hyper::Error>()
+            && (e.is_canceled() || e.is_closed())
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+#[derive(Debug, Default)]
+struct Calls {
+    ok: u64,
+    retried: u64,
+    failed: Vec<String>,
+    pids: std::collections::BTreeSet<u32>,
+}
+
+/// One unary call and one streaming call of 5 replies, each retried once if a GOAWAY refused it.
+async fn call_both(
+    client: &mut proto::echo_client::EchoClient<tonic::transport::Channel>,
+    n: u64,
+    calls: &mut Calls,
+) {
+    for attempt in 0..2 {
+        let message = format!("call {n}");
+        let unary = client
+            .say(proto::EchoRequest {
+                message: message.clone(),
+            })
+            .await;
+        let outcome = match unary {
+            Ok(reply) if reply.get_ref().message == message => {
+                calls.pids.insert(reply.get_ref().pid);
+                Ok(())
+            }
+            Ok(reply) => Err(format!("wrong reply {:?}", reply.get_ref())),
+            Err(status) if attempt == 0 && refused_by_goaway(&status) => {
+                calls.retried += 1;
+                continue;
+            }
+            Err(status) => Err(format!("{status:?}")),
+        };
+        match outcome {
+            Ok(()) => calls.ok += 1,
+            Err(e) => calls.failed.push(e),
+        }
+        break;
+    }
+    for attempt in 0..2 {
+        let request = proto::RepeatRequest {
+            message: format!("stream {n}"),
+            count: 5,
+        };
+        let replies = match client.repeat(request).await {
+            Ok(stream) => {
+                use tokio_stream::StreamExt;
+                stream.into_inner().collect::<Result<Vec<_>, _>>().await
+            }
+            Err(status) => Err(status),
+        };
+        match replies {
+            Ok(replies) if replies.len() == 5 => calls.ok += 1,
+            Ok(replies) => calls.failed.push(format!("{} replies", replies.len())),
+            Err(status) if attempt == 0 && refused_by_goaway(&status) => {
+                calls.retried += 1;
+                continue;
+            }
+            Err(status) => calls.failed.push(format!("{status:?}")),
+        }
+        break;
+    }
+}
+
+#[test]
+fn a_tonic_client_across_100_restarts_fails_no_call() {
+    let dir = TempDir::new("services-grpc");
+    let (server, pidfile) = start_with_pidfile(GRPC, &dir, "tcp://127.0.0.1:0", &[]);
+    let url = format!("http://{}", tcp(&server));
+    let (restarts, calls) = while_running(
+        move |stop| async move {
+            // Eight clients, each on a channel of its own (one h2 connection, reconnected after
+            // each GOAWAY).
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let (url, stop) = (url.clone(), Arc::clone(&stop));
+                    tokio::spawn(async move {
+                        let channel = tonic::transport::Channel::from_shared(url)
+                            .unwrap()
+                            .connect_lazy();
+                        let mut client = proto::echo_client::EchoClient::new(channel);
+                        let mut calls = Calls::default();
+                        let mut n = 0;
+                        while !stop.load(Ordering::Relaxed) {
+                            call_both(&mut client, n, &mut calls).await;
+                            n += 1;
+                        }
+                        calls
+                    })
+                })
+                .collect();
+            let mut all = Calls::default();
+            for task in tasks {
+                let calls = task.await.unwrap();
+                all.ok += calls.ok;
+                all.retried += calls.retried;
+                all.failed.extend(calls.failed);
+                all.pids.extend(calls.pids);
+            }
+            all
+        },
+        || {
+            let restarts = std::panic::catch_unwind(|| {
+                restart_loop(&pidfile, SIGUSR1, Duration::ZERO, Some(100), None)
+            })
+            .unwrap_or_else(|_| panic!("the log:\n{}", server.log.text()));
+            std::thread::sleep(Duration::from_millis(300));
+            restarts
+        },
+    );
+    println!(
+        "tonic, 8 clients, {} restarts: {} calls ok, {} retried after a GOAWAY refused them, {} failed, answered by {} processes",
+        restarts.handoffs.len(),
+        calls.ok,
+        calls.retried,
+        calls.failed.len(),
+        calls.pids.len()
+    );
+    assert!(
+        calls.failed.is_empty(),
+        "{:?}",
+        &calls.failed[..calls.failed.len().min(5)]
+    );
+    assert!(calls.ok > 200, "{calls:?}");
+    let current = read_pidfile(&pidfile).unwrap();
+    assert!(calls.pids.contains(&current), "the last generation answers");
+}
+
+/// Seconds from the old process's "stops accepting" to its "exiting" line, in its own log.
+fn retirement(server: &Server, pid: u32) -> f64 {
+    let at = |line: &str| -> f64 {
+        let time = line.split('T').nth(1).unwrap().split('Z').next().unwrap();
+        let mut parts = time.split(':').map(|p| p.parse::<f64>().unwrap());
+        let (h, m, s) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        h * 3600.0 + m * 60.0 + s
+    };
+    let tag = format!("pid={pid} ");
+    let stop = server
+        .log
+        .wait_for(&format!("{tag}generation=1: new process"));
+    let exit = server.log.wait_until("the old process's exit line", || {
+        server
+            .log
+            .lines()
+            .into_iter()
+            .find(|l| l.contains(&tag) && l.contains("exiting with"))
+    });
+    (at(&exit) - at(&stop)).rem_euclid(86_400.0)
+}
+
+/// A client that sends `partial` and then nothing holds a retiring process no longer than the
+/// header-read time (2 s here) plus 1 s, without `DRAIN_TIMEOUT`.
+fn a_stalled_client_holds_a_retiring_process_no_longer_than_the_header_read_time(partial: &str) {
+    let dir = TempDir::new("services-stalled");
+    let (server, pidfile) = start_with_pidfile(
+        HTTP,
+        &dir,
+        "tcp://127.0.0.1:0",
+        &[("HEADER_READ_TIMEOUT", "2")],
+    );
+    let addr = tcp(&server);
+    let old = server.pid();
+    let mut stalled = TcpStream::connect(addr).unwrap();
+    stalled.write_all(partial.as_bytes()).unwrap();
+    // The request is under way in the old process.
+    std::thread::sleep(Duration::from_millis(100));
+    let asked = Instant::now();
+    send(old, SIGUSR1);
+    wait_for("the new process", DEADLINE, || {
+        read_pidfile(&pidfile).filter(|&pid| pid != old)
+    });
+    wait_for("the old process to exit", DEADLINE, || {
+        (!alive(old)).then_some(())
+    });
+    let held = retirement(&server, old);
+    println!(
+        "{:?}: the retiring process exited {held:.3} s after it stopped accepting ({:.3} s after USR1)",
+        partial,
+        asked.elapsed().as_secs_f64()
+    );
+    assert!(held <= 3.0, "held {held:.3} s: {}", server.log.text());
+    drop(stalled);
+}
+
+#[test]
+fn a_client_sending_its_headers_slowly_holds_a_retiring_process_no_longer_than_the_header_read_time()
+ {
+    a_stalled_client_holds_a_retiring_process_no_longer_than_the_header_read_time(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+    );
+}
+
+#[test]
+fn a_client_sending_half_a_body_holds_a_retiring_process_no_longer_than_the_header_read_time() {
+    a_stalled_client_holds_a_retiring_process_no_longer_than_the_header_read_time(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
+    );
+}
