@@ -23,7 +23,8 @@ use uninterruptible_tests::{
 };
 
 struct Settings {
-    /// Which sections to run: steady, storm, memory, tls (all when empty).
+    /// Which sections to run: steady, storm, memory, scale, handoff, tls, state, http (all when
+    /// empty).
     only: Vec<String>,
     rounds: usize,
     /// Concurrent clients of the steady and storm runs.
@@ -55,7 +56,7 @@ fn settings() -> Settings {
             }
             unknown => {
                 eprintln!(
-                    "bench: unknown argument {unknown}; expected --smoke, --build, --only steady,storm,memory,scale,handoff,tls"
+                    "bench: unknown argument {unknown}; expected --smoke, --build, --only steady,storm,memory,scale,handoff,tls,state,http"
                 );
                 std::process::exit(2);
             }
@@ -101,6 +102,12 @@ enum System {
     Ecdysis,
     /// The plain tokio server with its accept loop in `#[tokio::main]`'s task: an extra row.
     PlainTokioMain,
+    /// `examples/stateful.rs`: the echo with state built by `init`, an `Arc` per connection.
+    Stateful,
+    /// `examples/axum.rs`: an axum router served by the library.
+    Axum,
+    /// `examples/plain_axum.rs`: the same router served by `axum::serve`.
+    AxumServe,
 }
 
 impl System {
@@ -110,6 +117,9 @@ impl System {
             System::PlainTokio => "plain tokio",
             System::Ecdysis => "ecdysis",
             System::PlainTokioMain => "plain tokio, accept loop in the main task (extra)",
+            System::Stateful => "uninterruptible with init state (stateful example)",
+            System::Axum => "uninterruptible (axum example)",
+            System::AxumServe => "axum::serve (plain_axum)",
         }
     }
 }
@@ -155,6 +165,15 @@ fn start(binaries: &Binaries, system: System, tls: Option<(&Path, &Path)>) -> Ru
             env.push(("PORT", &port));
             ("ecdysis_echo", SIGHUP)
         }
+        (System::Stateful, _) => {
+            env.push(("BIND", "tcp://127.0.0.1:0"));
+            ("stateful", SIGUSR1)
+        }
+        (System::Axum, _) => {
+            env.push(("BIND", "tcp://127.0.0.1:0"));
+            ("axum", SIGUSR1)
+        }
+        (System::AxumServe, _) => ("plain_axum", SIGHUP),
     };
     let key;
     let certificate;
@@ -169,7 +188,10 @@ fn start(binaries: &Binaries, system: System, tls: Option<(&Path, &Path)>) -> Ru
     let Address::Tcp(addr) = server.address() else {
         unreachable!("tcp")
     };
-    if matches!(system, System::Uninterruptible | System::Ecdysis) {
+    if matches!(
+        system,
+        System::Uninterruptible | System::Ecdysis | System::Stateful | System::Axum
+    ) {
         wait_for("the pidfile", DEADLINE, || read_pidfile(&pidfile));
     }
     Running {
@@ -226,6 +248,12 @@ fn summary(values: &[f64]) -> (f64, f64, f64) {
 fn cell(values: &[f64], unit: &str) -> String {
     let (median, min, max) = summary(values);
     format!("{median:.0}{unit} ({min:.0}–{max:.0})")
+}
+
+/// Median (min–max), two decimals: CPU per request in µs.
+fn cell2(values: &[f64]) -> String {
+    let (median, min, max) = summary(values);
+    format!("{median:.2} ({min:.2}–{max:.2})")
 }
 
 /// Runs `measure` for each system in turn, `rounds` times, the order rotating every round.
@@ -289,6 +317,12 @@ fn main() {
     }
     if settings.runs("tls") {
         tls(&settings, &binaries);
+    }
+    if settings.runs("state") {
+        state(&settings, &binaries);
+    }
+    if settings.runs("http") {
+        http(&settings, &binaries);
     }
     if settings.build {
         build_cost(&mut targets);
@@ -769,6 +803,103 @@ fn tls(settings: &Settings, binaries: &Binaries) {
             cell(rates, ""),
             summary(rates).0 / floor
         );
+    }
+}
+
+/// What `init`'s state costs per connection: the echo, and the same echo whose handler gets an
+/// `Arc` of state built by `init` with each connection, alternating, a new connection per request.
+fn state(settings: &Settings, binaries: &Binaries) {
+    let compared = [System::Uninterruptible, System::Stateful];
+    println!("\n### State from `init`: server CPU per request, a new connection per request\n");
+    println!(
+        "| clients | system | requests/s, median (min–max) | server CPU per request, µs | CPU vs. echo |"
+    );
+    println!("|---|---|---|---|---|");
+    for &clients in settings.clients.iter().take(2) {
+        let runs = rounds(settings, &compared, |system| {
+            let running = start(binaries, system, None);
+            let run = steady_run(&running, clients, settings.seconds);
+            assert_eq!(run.stats.failed(), 0, "{}: {}", system.name(), run.stats);
+            run
+        });
+        let cpu = |system| runs[&system].iter().map(|r| r.cpu_us).collect::<Vec<_>>();
+        let floor = summary(&cpu(System::Uninterruptible)).0;
+        for system in compared {
+            let rates: Vec<f64> = runs[&system].iter().map(|r| r.rate).collect();
+            println!(
+                "| {clients} | {} | {} | {} | {:.3} |",
+                system.name(),
+                cell(&rates, ""),
+                cell2(&cpu(system)),
+                summary(&cpu(system)).0 / floor
+            );
+        }
+    }
+}
+
+/// One h2load run against `addr`: requests per second and server CPU per request (µs).
+fn h2load_run(running: &Running, h2: bool, clients: usize, seconds: f64) -> (f64, f64) {
+    let pid = running.server.pid();
+    let before = cpu_ticks(pid);
+    let url = format!("http://{}/", running.addr);
+    let clients = clients.to_string();
+    let duration = format!("{}", seconds.ceil() as u64);
+    let mut args = vec!["-c", clients.as_str(), "-D", duration.as_str()];
+    if !h2 {
+        args.push("--h1");
+    }
+    let out = Command::new("h2load")
+        .args(&args)
+        .arg(&url)
+        .output()
+        .expect("h2load (Debian package nghttp2-client)");
+    let cpu = (cpu_ticks(pid) - before) as f64 / ticks_per_second();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("requests: "))
+        .unwrap_or_else(|| panic!("h2load printed no requests line: {text}"));
+    let count = |word: &str| -> u64 {
+        let before = line.split(&format!(" {word}")).next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (total, succeeded) = (count("total"), count("succeeded"));
+    assert_eq!(total, succeeded, "failed HTTP requests: {line}");
+    (
+        succeeded as f64 / seconds.ceil(),
+        cpu * 1e6 / succeeded.max(1) as f64,
+    )
+}
+
+/// The axum router served by the library against the same router under `axum::serve`,
+/// alternating: keep-alive HTTP/1.1 and h2 (prior knowledge), 64 connections, `GET /`.
+fn http(settings: &Settings, binaries: &Binaries) {
+    let compared = [System::Axum, System::AxumServe];
+    println!(
+        "\n### HTTP: the axum example against `axum::serve` with the same router (h2load, 64 connections, keep-alive)\n"
+    );
+    println!(
+        "| protocol | system | requests/s, median (min–max) | server CPU per request, µs | CPU vs. axum::serve |"
+    );
+    println!("|---|---|---|---|---|");
+    for h2 in [false, true] {
+        let runs = rounds(settings, &compared, |system| {
+            let running = start(binaries, system, None);
+            h2load_run(&running, h2, 64, settings.seconds)
+        });
+        let cpu = |system| runs[&system].iter().map(|r| r.1).collect::<Vec<_>>();
+        let floor = summary(&cpu(System::AxumServe)).0;
+        for system in compared {
+            let rates: Vec<f64> = runs[&system].iter().map(|r| r.0).collect();
+            println!(
+                "| {} | {} | {} | {} | {:.3} |",
+                if h2 { "h2" } else { "HTTP/1.1" },
+                system.name(),
+                cell(&rates, ""),
+                cell2(&cpu(system)),
+                summary(&cpu(system)).0 / floor
+            );
+        }
     }
 }
 
