@@ -99,16 +99,6 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
             )
         }
         Some((init, init_span)) => {
-            if names_incoming(item_fn) {
-                return with_error(
-                    item_fn.to_token_stream(),
-                    syn::Error::new(
-                        *init_span,
-                        "`init` goes with a handler per connection (`stream: uninterruptible::Stream`); a handler that takes `Incoming` builds what it needs itself",
-                    ),
-                    false,
-                );
-            }
             let state_ty = match item_fn.sig.inputs.iter().nth(1) {
                 Some(FnArg::Typed(pat)) => pat.ty.to_token_stream(),
                 _ => quote!(_),
@@ -119,7 +109,12 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
             let init = respan(init.to_token_stream(), *init_span);
             let check = respan(quote!(#krate::__private::init), *init_span);
             let init = quote_spanned!(*init_span=> #check(#init));
-            let run_path = respan(quote!(#krate::__private::run_with), ret_span);
+            let runner = if names_incoming(item_fn) {
+                quote!(#krate::__private::run_incoming_with)
+            } else {
+                quote!(#krate::__private::run_with)
+            };
+            let run_path = respan(runner, ret_span);
             quote_spanned!(ret_span=>
                 #run_path(
                     __uninterruptible_config,

@@ -9,7 +9,8 @@
 //! new process, and einhorn's worker acknowledgement: a new process that cannot reach its
 //! database fails the restart instead of serving errors.
 
-use crate::handler::{Handler, HandlerOutput};
+use crate::handler::{Handler, HandlerOutput, ListenerHandler, NoHandler};
+use crate::incoming::Incoming;
 use crate::signals::{Request, Signals};
 use crate::stream::Stream;
 use std::fmt::Display;
@@ -51,6 +52,26 @@ where
         Ok(Handler::PerConnection(move |stream| {
             handler(stream, Arc::clone(&state))
         }))
+    })
+}
+
+/// `init`, then a handler that takes the whole listener and what `init` built.
+pub(crate) fn with_state_incoming<I, IF, S, E, G, F, O>(init: I, handler: G) -> Init<NoHandler>
+where
+    I: FnOnce() -> IF + Send + 'static,
+    IF: Future<Output = Result<S, E>> + Send + 'static,
+    S: Send + Sync + 'static,
+    E: Display,
+    G: FnOnce(Incoming, Arc<S>) -> F + Send + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    Box::pin(async move {
+        let state = Arc::new(init().await.map_err(|e| e.to_string())?);
+        let listener: ListenerHandler = Box::new(move |incoming| {
+            Box::pin(async move { handler(incoming, state).await.into_result() })
+        });
+        Ok(Handler::Listener(listener))
     })
 }
 
@@ -113,7 +134,6 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::NoHandler;
 
     fn init(result: Result<u32, &'static str>) -> Init<NoHandler> {
         Box::pin(async move {

@@ -127,7 +127,9 @@ pub use uninterruptible_grammar::{Key, Literal};
 pub mod __private {
     pub use crate::config::Defaults;
     use crate::incoming::Incoming;
-    pub use crate::run::{config_or_exit, run, run_http, run_incoming, run_with};
+    pub use crate::run::{
+        config_or_exit, run, run_http, run_incoming, run_incoming_with, run_with,
+    };
     use crate::stream::Stream;
 
     /// Implemented by nothing: the bound that turns an HTTP handler without the `http` feature into

@@ -223,6 +223,58 @@ impl Server {
         run_async(self.config, init::with_state(init, handler), self.requests).await
     }
 
+    /// [`Server::run_incoming`] with start-up work first: `init` runs as for
+    /// [`Server::run_with`], and the handler takes the whole listener and what `init` built.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    ///
+    /// async fn setup() -> Result<Vec<String>, std::io::Error> {
+    ///     Ok(vec!["a worker's name".to_owned()])
+    /// }
+    ///
+    /// fn main() -> std::process::ExitCode {
+    ///     let defaults = uninterruptible::Defaults::new().bind("tcp://127.0.0.1:7000");
+    ///     let config = uninterruptible::Config::from_env(defaults).expect("a valid configuration");
+    ///     uninterruptible::Server::new(config).run_incoming_with(
+    ///         setup,
+    ///         |incoming: uninterruptible::Incoming, names: Arc<Vec<String>>| async move {
+    ///             while let Some(stream) = incoming.accept().await {
+    ///                 drop((stream, &names)); // serve it
+    ///             }
+    ///         },
+    ///     )
+    /// }
+    /// ```
+    pub fn run_incoming_with<I, IF, S, E, G, F, O>(self, init: I, handler: G) -> ExitCode
+    where
+        I: FnOnce() -> IF + Send + 'static,
+        IF: Future<Output = Result<S, E>> + Send + 'static,
+        S: Send + Sync + 'static,
+        E: std::fmt::Display,
+        G: FnOnce(Incoming, Arc<S>) -> F + Send + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        let init = init::with_state_incoming(init, handler);
+        run_blocking::<NoHandler, _, ()>(self.config, init, self.requests)
+    }
+
+    /// [`Server::serve_incoming`] with start-up work first: see [`Server::run_incoming_with`].
+    pub async fn serve_incoming_with<I, IF, S, E, G, F, O>(self, init: I, handler: G) -> ExitCode
+    where
+        I: FnOnce() -> IF + Send + 'static,
+        IF: Future<Output = Result<S, E>> + Send + 'static,
+        S: Send + Sync + 'static,
+        E: std::fmt::Display,
+        G: FnOnce(Incoming, Arc<S>) -> F + Send + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        let init = init::with_state_incoming(init, handler);
+        run_async::<NoHandler, _, ()>(self.config, init, self.requests).await
+    }
+
     /// Serves an HTTP service (feature `http`): `app` builds it once per process (it is the
     /// initialiser: see [`Server::run_with`] for what a failure does), and the library serves it
     /// on every connection with hyper: HTTP/1.1 keep-alive and h2 on one port (h2 by prior
@@ -454,6 +506,22 @@ where
     O: HandlerOutput,
 {
     Server::new(config).run_with(init, handler)
+}
+
+/// What `#[uninterruptible::server(init = "...")]` on a handler taking `Incoming` expands to:
+/// [`Server::run_incoming_with`].
+#[doc(hidden)]
+pub fn run_incoming_with<I, IF, S, E, G, F, O>(config: Config, init: I, handler: G) -> ExitCode
+where
+    I: FnOnce() -> IF + Send + 'static,
+    IF: Future<Output = Result<S, E>> + Send + 'static,
+    S: Send + Sync + 'static,
+    E: std::fmt::Display,
+    G: FnOnce(Incoming, Arc<S>) -> F + Send + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    Server::new(config).run_incoming_with(init, handler)
 }
 
 /// What `#[uninterruptible::server]` on a handler without arguments expands to:
