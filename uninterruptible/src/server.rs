@@ -71,6 +71,11 @@ where
         Err(code) => return code,
     };
     let ending = serve(&config, &mut serving).await;
+    end(&config, &mut serving, ending).await
+}
+
+/// After serving: drains, cleans up what a stopping process leaves, and returns the exit status.
+async fn end(config: &Config, serving: &mut Serving, ending: Ending) -> ExitCode {
     // A retiring process is not the service any more: only a real stop is announced, and cleans
     // up after itself.
     let stopping = matches!(ending, Ending::Stop | Ending::ExitNow);
@@ -81,14 +86,10 @@ where
     }
     let drained = match ending {
         Ending::ExitNow => Drained::Cut,
-        _ => drain(&config, &mut serving).await,
-    };
-    let code = match drained {
-        Drained::Cut => ExitCode::FAILURE,
-        Drained::All | Drained::TimedOut => ExitCode::SUCCESS,
+        _ => drain(config, serving).await,
     };
     if stopping {
-        clean_up(&config, &mut serving).await;
+        clean_up(config, serving).await;
     }
     // The last process removes the file; a retiring one left it to its successor.
     serving
@@ -101,11 +102,13 @@ where
             logging::dropped()
         ));
     }
-    tracing::info!(
-        "exiting with {}",
-        if drained == Drained::Cut { 1 } else { 0 }
-    );
-    code
+    let cut = drained == Drained::Cut;
+    tracing::info!("exiting with {}", u8::from(cut));
+    if cut {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// The initialiser failed, or a stop came first: the process never served. A restart's old
@@ -191,7 +194,6 @@ where
         control,
         links,
     } = started;
-    let pid = std::process::id();
     let socket_files = SocketFiles::new(&addresses, keeps_socket_files, takeover.is_some());
     let owned = socket_files.owned();
     let handoff_fds = setup::duplicate(&listeners).map_err(|e| fail(config, e, owned))?;
@@ -201,7 +203,7 @@ where
     // The pidfile before accepting: once a connection is accepted nothing may fail, or that
     // connection would be lost with the process. Under a supervisor it names the supervisor.
     if let (Some(path), Part::Alone) = (&config.pidfile, part) {
-        pidfile::write(path, pid).map_err(|e| fail(config, e, owned))?;
+        pidfile::write(path, std::process::id()).map_err(|e| fail(config, e, owned))?;
     }
     let accepting = server.start(listeners);
     crate::timing::mark("pidfile and accept");

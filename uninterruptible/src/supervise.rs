@@ -18,7 +18,9 @@ use crate::control::Endpoint;
 use crate::error::Error;
 use crate::family::{Family, Me, Role};
 use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter, Waiters};
+use crate::handoff::Dialed;
 use crate::handoff::{self, Failure, Handed, Pending, Takeover, Verdict};
+use crate::inherit::Inherited;
 use crate::inherit::Manager;
 use crate::link::Lines;
 use crate::listener::SocketFiles;
@@ -26,7 +28,7 @@ use crate::notify::Notifier;
 use crate::origin::Part;
 use crate::pidfile;
 use crate::reaper::{self, Exits, Reaper};
-use crate::setup::{self, Begun};
+use crate::setup::{self, Begun, Started};
 use crate::signals::{Request, Signals};
 use nix::sys::signal::Signal;
 use std::io;
@@ -142,6 +144,35 @@ fn plan(
     }
 }
 
+/// Takes the sockets the supervisor holds, and starts reaping its children. A failure is
+/// reported.
+async fn take(
+    config: &Config,
+    inherited: Option<Inherited>,
+    dialed: Option<io::Result<Dialed>>,
+    keep_socket_files: bool,
+) -> Result<(Reaper, Exits, Started), ExitCode> {
+    if inherited
+        .as_ref()
+        .is_some_and(|i| i.manager == Manager::ServerStarter)
+    {
+        return Err(setup::fail(config, under_server_starter(), &[]));
+    }
+    reaper::adopt_orphans();
+    let (reaper, exits) = Reaper::start()
+        .map_err(|e| setup::fail(config, Error::io("cannot watch child processes")(e), &[]))?;
+    let started = setup::start(
+        config,
+        inherited,
+        dialed,
+        Part::Supervisor,
+        keep_socket_files,
+    )
+    .await
+    .map_err(|e| setup::fail(config, e, &[]))?;
+    Ok((reaper, exits, started))
+}
+
 /// Everything before the first serving process: the sockets taken and held, the pidfile, the
 /// control socket. A failure is reported, and leaves nothing behind.
 async fn set_up(begun: Begun) -> Result<Supervisor, ExitCode> {
@@ -154,24 +185,7 @@ async fn set_up(begun: Begun) -> Result<Supervisor, ExitCode> {
         requests,
         ..
     } = begun;
-    if inherited
-        .as_ref()
-        .is_some_and(|i| i.manager == Manager::ServerStarter)
-    {
-        return Err(setup::fail(&config, under_server_starter(), &[]));
-    }
-    reaper::adopt_orphans();
-    let (reaper, exits) = Reaper::start()
-        .map_err(|e| setup::fail(&config, Error::io("cannot watch child processes")(e), &[]))?;
-    let mut started = setup::start(
-        &config,
-        inherited,
-        dialed,
-        Part::Supervisor,
-        keep_socket_files,
-    )
-    .await
-    .map_err(|e| setup::fail(&config, e, &[]))?;
+    let (reaper, exits, mut started) = take(&config, inherited, dialed, keep_socket_files).await?;
     let by_restart = started.takeover.is_some();
     let socket_files = SocketFiles::new(&started.addresses, started.keeps_socket_files, by_restart);
     // The listeners become plain descriptors: this process never accepts on them.
@@ -184,12 +198,8 @@ async fn set_up(begun: Begun) -> Result<Supervisor, ExitCode> {
     let addresses = config::list(&started.addresses);
     let me = Me::new(generation, Role::Supervisor, None);
     let family = Family::with_links(me, std::mem::take(&mut started.links), by_restart);
-    let control = Endpoint::new(
-        started.control.take(),
-        by_restart,
-        &family,
-        config.ready_timeout,
-    );
+    let control = started.control.take();
+    let control = Endpoint::new(control, by_restart, &family, config.ready_timeout);
     let plan = plan(
         &config,
         generation,
