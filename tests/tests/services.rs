@@ -99,6 +99,26 @@ fn h2load_counts(output: &str) -> (u64, u64, u64, u64, u64) {
     )
 }
 
+/// One h2load run and what it printed; a run that does not end within a minute fails the test.
+fn h2load(args: &[&str], url: &str) -> String {
+    let child = Command::new("h2load")
+        .args(args)
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("h2load (Debian package nghttp2-client) is installed by .ci/run");
+    let pid = child.id();
+    let (sender, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || sender.send(child.wait_with_output()));
+    match outcome.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => String::from_utf8_lossy(&out.unwrap().stdout).into_owned(),
+        Err(_) => {
+            send(pid, uninterruptible_tests::SIGKILL);
+            panic!("h2load {args:?} did not end within 60 s");
+        }
+    }
+}
+
 /// Runs h2load against `binary` again and again while 100 restarts happen back to back, and
 /// asserts that every request it made succeeded.
 fn h2load_across_100_restarts(binary: &str, h1: bool) {
@@ -111,9 +131,12 @@ fn h2load_across_100_restarts(binary: &str, h1: bool) {
         move || {
             let mut runs = Vec::new();
             while !done.load(Ordering::Relaxed) || runs.is_empty() {
-                // Timed runs: h2load opens a new connection after a GOAWAY or a close in
-                // this mode (with `-n` it gives up on the requests left to that client).
-                let mut args = vec!["-c", "16", "-D", "2"];
+                // h2: timed runs, in which h2load opens a new connection after a GOAWAY (with
+                // `-n` it gives up on the requests left to that client). HTTP/1.1: counted runs,
+                // as a timed one can outlive its duration when a restart closes connections
+                // while its clients start.
+                let mut args = vec!["-c", "16"];
+                args.extend(if h1 { ["-n", "3000"] } else { ["-D", "2"] });
                 // h2: one stream at a time per connection (`-m 1`). With more, h2load queues
                 // requests in nghttp2 ahead of sending them, and those still queued when a
                 // GOAWAY arrives fail in the client without reaching the server; RFC 9113
@@ -121,12 +144,7 @@ fn h2load_across_100_restarts(binary: &str, h1: bool) {
                 // below shows the retry). Measured beside a CPU hog: `-m 4` counted 1 to 9 such
                 // requests per 2 s run, `-m 1` none in 300 restarts.
                 args.push(if h1 { "--h1" } else { "-m1" });
-                let out = Command::new("h2load")
-                    .args(&args)
-                    .arg(&url)
-                    .output()
-                    .expect("h2load (Debian package nghttp2-client) is installed by .ci/run");
-                runs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+                runs.push(h2load(&args, &url));
             }
             runs
         }
