@@ -129,7 +129,7 @@ fn deployed(out: &Output) -> u32 {
 #[test]
 fn deploys_among_other_control_clients_and_restarts_are_told_ok() {
     let dir = TempDir::new("deploy-busy-socket");
-    let (_server, installed, control) = install(&dir);
+    let (server, installed, control) = install(&dir);
     let good = dir.join("build-good");
     copy_executable(Path::new(ECHO), &good);
     // Others ask status and restart all along.
@@ -143,7 +143,10 @@ fn deploys_among_other_control_clients_and_restarts_are_told_ok() {
                 while !stop.load(Ordering::Relaxed) {
                     match try_control(&control, request) {
                         Ok(answer) if !answer.is_empty() => {}
-                        outcome => failures.push(format!("{request:?}: {outcome:?}")),
+                        outcome => failures.push(format!(
+                            "{request:?} at {:?}: {outcome:?}",
+                            std::time::SystemTime::now()
+                        )),
                     }
                 }
                 failures
@@ -159,7 +162,11 @@ fn deploys_among_other_control_clients_and_restarts_are_told_ok() {
     stop.store(true, Ordering::Relaxed);
     for other in others {
         let failures = other.join().unwrap();
-        assert!(failures.is_empty(), "{failures:?}");
+        assert!(
+            failures.is_empty(),
+            "{failures:?}; the log:\n{}",
+            server.log.text()
+        );
     }
 }
 

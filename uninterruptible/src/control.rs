@@ -278,7 +278,11 @@ impl Control {
     /// Waits for the clients still served (see [`Endpoint::close`]), then removes the socket
     /// file if this process made it or was handed it as the last owner.
     async fn close(self, remove_file: bool, at_once: bool) {
+        // Ended, not only told to end: a task still running on another thread could accept a
+        // client after the count below, and the process would exit with that client's request
+        // unread, which resets its connection.
         self.accepting.abort();
+        let _ = self.accepting.await;
         // A restart still asked here is answered, not left waiting; a client that has asked
         // nothing is closed.
         let stopping = self.owner.send_if_modified(|owner| {
