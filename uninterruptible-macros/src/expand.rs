@@ -99,16 +99,6 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
             )
         }
         Some((init, init_span)) => {
-            if names_incoming(item_fn) {
-                return with_error(
-                    item_fn.to_token_stream(),
-                    syn::Error::new(
-                        *init_span,
-                        "`init` goes with a handler per connection (`stream: uninterruptible::Stream`); a handler that takes `Incoming` builds what it needs itself",
-                    ),
-                    false,
-                );
-            }
             let state_ty = match item_fn.sig.inputs.iter().nth(1) {
                 Some(FnArg::Typed(pat)) => pat.ty.to_token_stream(),
                 _ => quote!(_),
@@ -144,7 +134,7 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
 
 /// Whether the handler's argument type is written `Incoming` (`uninterruptible::Incoming`, or
 /// imported): the whole-listener shape.
-fn names_incoming(item_fn: &ItemFn) -> bool {
+pub(crate) fn names_incoming(item_fn: &ItemFn) -> bool {
     let Some(FnArg::Typed(pat)) = item_fn.sig.inputs.first() else {
         return false;
     };
