@@ -124,6 +124,14 @@ fn a_restart_whose_init_takes_3_s_loses_no_request_and_is_listed_as_starting() {
         .log
         .wait_for(&format!("pid={} generation=2: ready ", restarted.0));
     assert!(ready.contains(" after the restart started"), "{ready}");
+    // The wait is the initialiser's, and its step says so.
+    let init_ms: f64 = ready
+        .split(", init ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no init step: {ready}"));
+    assert!(init_ms >= 3000.0, "{ready}");
 }
 
 #[test]

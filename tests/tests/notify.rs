@@ -178,6 +178,37 @@ fn a_failed_restart_is_ready_again_with_the_reason() {
 }
 
 #[test]
+fn a_first_start_whose_init_fails_on_several_lines_says_why_on_one_line() {
+    let dir = TempDir::new("notify-init");
+    let path = dir.join("notify.sock");
+    let recorder = Recorder::listen(&path);
+    // What the initialiser says, line breaks and all: read as a notification, its second line
+    // would tell systemd the service is ready.
+    let down = dir.join("db-down");
+    std::fs::write(&down, "no route to host\nREADY=1\nMAINPID=1").unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stateful"))
+        .env("BIND", "tcp://127.0.0.1:0")
+        .env("POOL_FAIL_FILE", &down)
+        .env("NOTIFY_SOCKET", &path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let why =
+        "the initialiser failed: cannot connect to memory://: no route to host READY=1 MAINPID=1";
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!("uninterruptible: {why}\n")
+    );
+    let (from, status) = recorder.wait_for("the initialiser failed");
+    assert_eq!(from, pid);
+    assert_eq!(status, format!("STATUS={why}"));
+    assert_eq!(recorder.all().len(), 1, "{:?}", recorder.all());
+}
+
+#[test]
 fn an_abstract_notify_socket_and_a_burst_of_usr1() {
     let dir = TempDir::new("notify-abstract");
     let name = format!("uninterruptible-test-{}", std::process::id());

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use uninterruptible_tests::certs::Ca;
 use uninterruptible_tests::load::{restart_loop, while_running};
 use uninterruptible_tests::{
-    Address, DEADLINE, SIGUSR1, Server, TempDir, alive, read_pidfile, send, start_with_pidfile,
-    wait_for,
+    Address, DEADLINE, SIGUSR1, Server, TempDir, alive, open_accepted, read_pidfile, send,
+    start_with_pidfile, wait_for,
 };
 
 const HTTP: &str = env!("CARGO_BIN_EXE_http");
@@ -403,4 +403,26 @@ fn a_client_sending_half_a_body_holds_a_retiring_process_no_longer_than_the_head
     a_stalled_client_holds_a_retiring_process_no_longer_than_the_header_read_time(
         "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
     );
+}
+
+#[test]
+fn clients_that_send_nothing_hold_max_connections_no_longer_than_the_header_read_time() {
+    let server = Server::start(
+        HTTP,
+        &[
+            ("BIND", "tcp://127.0.0.1:0"),
+            ("MAX_CONNECTIONS", "2"),
+            ("HEADER_READ_TIMEOUT", "1"),
+        ],
+    );
+    // Both places taken by clients that connect and say nothing, not even which protocol.
+    let silent: Vec<_> = (0..2)
+        .map(|_| open_accepted(server.pid(), &server.address()))
+        .collect();
+    let asked = Instant::now();
+    let answer = curl(&["-m", "10"], &format!("http://{}/", tcp(&server)));
+    let waited = asked.elapsed();
+    assert!(answer.starts_with("hello from "), "{answer}");
+    assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+    drop(silent);
 }

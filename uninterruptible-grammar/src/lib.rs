@@ -240,7 +240,7 @@ pub static KEYS: &[Key] = &[
         also: &[],
         literal: Literal::Seconds,
         default: "`10`",
-        meaning: "HTTP services (feature `http`): seconds a client has to send a request's head (an idle HTTP/1.1 keep-alive connection is closed after it); once the process drains, every request still arriving, head and body, must have arrived this long after the drain began",
+        meaning: "HTTP services (feature `http`): seconds a client has to send a request's head (a connection that sends nothing, or an idle HTTP/1.1 keep-alive one, is closed after it); once the process drains, every request still arriving, head and body, must have arrived this long after the drain began",
         accepted: SECONDS_FROM_A_MILLISECOND,
         check: |s| seconds(s, false).map(drop),
     },

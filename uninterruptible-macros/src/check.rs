@@ -73,6 +73,12 @@ fn check_arguments(args: &Args, item: &ItemFn) -> syn::Result<()> {
             "the server handler is a free function and cannot take `self`: write `stream: uninterruptible::Stream`",
         );
     }
+    if let (Some((_, span)), true) = (&args.init, crate::expand::names_incoming(item)) {
+        return error(
+            *span,
+            "`init` goes with a handler per connection (`stream: uninterruptible::Stream`); a handler that takes `Incoming` builds what it needs itself",
+        );
+    }
     match (inputs.len(), &args.init) {
         // No argument: an HTTP service's builder, run once per process.
         (0, None) | (1, None) | (2, Some(_)) => Ok(()),

@@ -403,7 +403,8 @@ impl Config {
 
 impl Config {
     /// `HEADER_READ_TIMEOUT`, for HTTP services (feature `http`): how long a client has to send a
-    /// request's head (an idle HTTP/1.1 keep-alive connection is closed after it too), and, once
+    /// request's head (a connection that sends nothing, or an idle HTTP/1.1 keep-alive one, is
+    /// closed after it too), and, once
     /// the process drains, how long after the drain's start every request still arriving (head or
     /// body) has to arrive; 10 s by default.
     #[cfg_attr(

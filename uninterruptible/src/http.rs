@@ -26,7 +26,7 @@ use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -211,9 +211,21 @@ struct Shared {
     requests: Connections,
     /// Bytes the client has taken, so far.
     written: AtomicU64,
+    /// The client's first bytes have told HTTP/1.1 from h2 (or it has closed).
+    shown: AtomicBool,
 }
 
 impl Shared {
+    /// Completes when the client has not shown which protocol it speaks within the header-read
+    /// time: it sent nothing, or only the start of the h2 preface. Until it does, hyper-util
+    /// reads its first bytes itself, and hyper's header timer has not started.
+    async fn silent(&self) {
+        tokio::time::sleep(self.limit).await;
+        if self.shown.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Completes once, from the header-read time after the drain began, the connection has had no
     /// request in flight and the client has taken nothing for half that time.
     ///
@@ -290,6 +302,7 @@ pub(crate) async fn serve_connection<S: HttpService>(
         limit: header_read_timeout,
         requests: Connections::new(),
         written: AtomicU64::new(0),
+        shown: AtomicBool::new(false),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -299,6 +312,7 @@ pub(crate) async fn serve_connection<S: HttpService>(
     let io = TokioIo::new(Counted {
         stream,
         shared: Arc::clone(&shared),
+        preface: Some(0),
     });
     let service = Serving {
         service: TowerToHyperService::new(service),
@@ -323,6 +337,11 @@ async fn until_closed<S: HttpService>(
     tokio::select! {
         result = connection.as_mut() => return result,
         () = shared.draining.clone() => {}
+        () = shared.silent() => return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no request began within {:?} (HEADER_READ_TIMEOUT)", shared.limit),
+        )
+        .into()),
     }
     // A busy HTTP/1.1 connection ends by itself meanwhile: its response says `Connection: close`.
     let grace = IDLE_GRACE.min(shared.limit / 4);
@@ -438,10 +457,12 @@ impl<B: Body> Body for ResponseBody<B> {
     }
 }
 
-/// The connection, counting the bytes the client takes.
+/// The connection, counting the bytes the client takes, and watching its first bytes.
 struct Counted {
     stream: Stream,
     shared: Arc<Shared>,
+    /// How much of the h2 preface the client has sent, while it may still be sending it.
+    preface: Option<usize>,
 }
 
 impl Counted {
@@ -459,8 +480,31 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let (Some(at), Poll::Ready(Ok(()))) = (this.preface, &read) {
+            this.preface = preface_after(at, &buf.filled()[before..]);
+            if this.preface.is_none() {
+                this.shared.shown.store(true, Ordering::Relaxed);
+            }
+        }
+        read
     }
+}
+
+/// The h2 connection preface (RFC 9113, section 3.4): what hyper-util's builder reads first, to
+/// tell h2 from HTTP/1.1.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How much of the preface has come once `read` follows the first `at` bytes of it; `None` once
+/// the protocol is known: the whole preface came (h2), a byte differs from it (HTTP/1.1), or the
+/// client closed.
+fn preface_after(at: usize, read: &[u8]) -> Option<usize> {
+    let expected = &H2_PREFACE[at..];
+    let n = read.len().min(expected.len());
+    let still = !read.is_empty() && read[..n] == expected[..n] && at + n < H2_PREFACE.len();
+    still.then_some(at + n)
 }
 
 impl AsyncWrite for Counted {
@@ -821,6 +865,52 @@ mod tests {
         let error = result.unwrap_err().to_string();
         assert!(error.contains("read header from client timeout"), "{error}");
         assert_eq!(until_closed(&mut tcp).await, "");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_shows_its_protocol_is_closed_after_the_header_read_time() {
+        let limit = Duration::from_secs(1);
+        // Nothing at all; the start of the h2 preface, which could still be either protocol.
+        for sent in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+            let (mut tcp, served) = connect(limit).await;
+            let since = Instant::now();
+            tcp.write_all(sent).await.unwrap();
+            let (result, took) = served.ended(since).await;
+            assert!(took <= limit + SLACK, "ended after {took:?}");
+            let error = result.unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+            assert!(error.to_string().contains("HEADER_READ_TIMEOUT"), "{error}");
+            assert_eq!(until_closed(&mut tcp).await, "");
+        }
+    }
+
+    #[test]
+    fn the_protocol_is_known_from_the_first_byte_that_leaves_the_h2_preface() {
+        assert_eq!(preface_after(0, b"PRI * "), Some(6));
+        assert_eq!(preface_after(6, b"HTTP/2.0\r\n"), Some(16));
+        assert_eq!(preface_after(16, b"\r\nSM\r\n\r\n\0\0"), None);
+        assert_eq!(preface_after(0, b"GET / HTTP/1.1\r\n"), None);
+        assert_eq!(preface_after(0, b"P"), Some(1));
+        assert_eq!(preface_after(1, b"UT /x HTTP/1.1\r\n"), None);
+        assert_eq!(preface_after(3, b""), None, "the client closed");
+    }
+
+    #[tokio::test]
+    async fn an_h2_client_idle_after_its_preface_keeps_its_connection() {
+        let limit = Duration::from_secs(1);
+        let (tcp, served) = connect(limit).await;
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        let connection = tokio::spawn(connection);
+        let _client = client.ready().await.unwrap();
+        tokio::time::sleep(limit + SLACK).await;
+        assert!(
+            !served.task.is_finished(),
+            "an idle h2 connection was closed"
+        );
+        let since = served.drain();
+        let (result, _) = served.ended(since).await;
+        result.unwrap();
+        connection.await.unwrap().unwrap();
     }
 
     #[tokio::test]

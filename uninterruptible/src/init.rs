@@ -98,7 +98,8 @@ pub(crate) async fn run<H: Send + 'static>(
     let failed = loop {
         tokio::select! {
             joined = &mut task => break match joined {
-                Ok(built) => return built.map_err(NotStarted::Failed),
+                Ok(Ok(handler)) => return Ok(handler),
+                Ok(Err(e)) => e,
                 Err(e) if e.is_panic() => format!("it panicked: {}", panic_message(e.into_panic())),
                 Err(e) => e.to_string(),
             },
@@ -117,7 +118,31 @@ pub(crate) async fn run<H: Send + 'static>(
             },
         }
     };
-    Err(NotStarted::Failed(failed))
+    Err(NotStarted::Failed(one_line(&failed)))
+}
+
+/// The longest reason a failed start passes on, in bytes.
+const MAX_REASON: usize = 2048;
+
+/// The program's reason as one line of at most [`MAX_REASON`] bytes (and a note of what was cut):
+/// it goes on one line of stderr, of the handoff connection, of the control socket's answer and
+/// of systemd's `STATUS=`, where a line break would end it (in a notification, the next line
+/// would be read as a field of its own, `READY=1` or `MAINPID=`), and a megabyte would hold up
+/// each of them.
+fn one_line(why: &str) -> String {
+    let pieces = why.split(char::is_control).map(str::trim);
+    let line = pieces
+        .filter(|piece| !piece.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if line.len() <= MAX_REASON {
+        return line;
+    }
+    let cut = (0..=MAX_REASON)
+        .rev()
+        .find(|&i| line.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}... ({} more bytes)", &line[..cut], line.len() - cut)
 }
 
 /// What a panic said, when it said it with a string.
@@ -143,6 +168,35 @@ mod tests {
                 (|_stream| std::future::ready(())) as NoHandler,
             ))
         })
+    }
+
+    /// What `run` says of an initialiser that fails with `why`.
+    async fn reason(why: &str, signals: &mut Signals) -> String {
+        let why = why.to_owned();
+        let failing: Init<NoHandler> = Box::pin(async move { Err(why) });
+        match run(failing, Duration::from_secs(5), signals).await {
+            Err(NotStarted::Failed(why)) => why,
+            _ => unreachable!("it fails"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reason_on_several_lines_or_of_a_megabyte_is_passed_on_as_one_short_line() {
+        crate::signals::block().unwrap();
+        let mut signals = Signals::register().unwrap();
+        // Read as a notification, the second line would say the service is ready.
+        let lines = "database down\nREADY=1\r\n\tMAINPID=1\n";
+        assert_eq!(
+            reason(lines, &mut signals).await,
+            "database down READY=1 MAINPID=1"
+        );
+        // A megabyte, cut where a character begins.
+        let long = format!("x{}", "é".repeat(1 << 19));
+        let kept = format!("x{}", "é".repeat((MAX_REASON - 1) / 2));
+        assert_eq!(
+            reason(&long, &mut signals).await,
+            format!("{kept}... (1046530 more bytes)")
+        );
     }
 
     #[tokio::test]

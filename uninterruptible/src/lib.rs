@@ -169,6 +169,7 @@ pub mod __private {
     where
         I: FnOnce() -> IF,
         IF: std::future::Future<Output = Result<S, E>>,
+        E: std::fmt::Display,
     {
     }
 

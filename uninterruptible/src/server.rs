@@ -63,7 +63,10 @@ where
         Err(e) => return fail(&config, e, &[]),
     };
     let handler = match init::run(init, config.ready_timeout, &mut started.signals).await {
-        Ok(handler) => handler,
+        Ok(handler) => {
+            crate::timing::mark("init");
+            handler
+        }
         Err(not_started) => return not_started_exit(&config, started, not_started),
     };
     let mut serving = match begin(&config, handler, started, generation, part, requests) {

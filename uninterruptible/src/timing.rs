@@ -3,7 +3,7 @@
 //! marks each step after it, and logs them once it has said `ready`:
 //!
 //! ```text
-//! ready 2.73 ms after the restart started: exec and load 1.89 ms, runtime 0.56 ms, TLS 0.04 ms, handoff 0.03 ms, pidfile and accept 0.22 ms
+//! ready 2.73 ms after the restart started: exec and load 1.89 ms, runtime 0.56 ms, TLS 0.04 ms, handoff 0.03 ms, init 0.01 ms, pidfile and accept 0.22 ms
 //! ```
 
 use std::sync::Mutex;
