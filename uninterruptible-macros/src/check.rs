@@ -73,12 +73,6 @@ fn check_arguments(args: &Args, item: &ItemFn) -> syn::Result<()> {
             "the server handler is a free function and cannot take `self`: write `stream: uninterruptible::Stream`",
         );
     }
-    if let (Some((_, span)), true) = (&args.init, crate::expand::names_incoming(item)) {
-        return error(
-            *span,
-            "`init` goes with a handler per connection (`stream: uninterruptible::Stream`); a handler that takes `Incoming` builds what it needs itself",
-        );
-    }
     match (inputs.len(), &args.init) {
         // No argument: an HTTP service's builder, run once per process.
         (0, None) | (1, None) | (2, Some(_)) => Ok(()),
@@ -88,7 +82,7 @@ fn check_arguments(args: &Args, item: &ItemFn) -> syn::Result<()> {
         ),
         (1, Some((_, span))) => error(
             *span,
-            "with `init`, the handler takes what it built as a second argument: write `stream: uninterruptible::Stream, state: std::sync::Arc<State>`",
+            "with `init`, the handler takes what it built as a second argument: write `stream: uninterruptible::Stream, state: std::sync::Arc<State>` (or `incoming: uninterruptible::Incoming, state: ...`)",
         ),
         (2, None) => error(
             inputs.iter().nth(1).span(),

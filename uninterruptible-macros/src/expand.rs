@@ -139,7 +139,7 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
 
 /// Whether the handler's argument type is written `Incoming` (`uninterruptible::Incoming`, or
 /// imported): the whole-listener shape.
-pub(crate) fn names_incoming(item_fn: &ItemFn) -> bool {
+fn names_incoming(item_fn: &ItemFn) -> bool {
     let Some(FnArg::Typed(pat)) = item_fn.sig.inputs.first() else {
         return false;
     };
