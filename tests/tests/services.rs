@@ -359,6 +359,19 @@ fn retirement(server: &Server, pid: u32) -> f64 {
 /// A client that sends `partial` and then nothing holds a retiring process no longer than the
 /// header-read time (2 s here) plus 1 s, without `DRAIN_TIMEOUT`.
 fn a_stalled_client_holds_a_retiring_process_no_longer_than_the_header_read_time(partial: &str) {
+    a_stalled_client_holds_a_retiring_process_for_at_most_3_s(partial, |stalled| {
+        stalled.write_all(partial.as_bytes()).unwrap();
+        // The request is under way in the old process.
+        std::thread::sleep(Duration::from_millis(100));
+    });
+}
+
+/// A client that `stall`s holds a retiring process no longer than the header-read time (2 s
+/// here) plus 1 s, without `DRAIN_TIMEOUT`.
+fn a_stalled_client_holds_a_retiring_process_for_at_most_3_s(
+    name: &str,
+    stall: impl FnOnce(&mut TcpStream),
+) {
     let dir = TempDir::new("services-stalled");
     let (server, pidfile) = start_with_pidfile(
         HTTP,
@@ -369,9 +382,7 @@ fn a_stalled_client_holds_a_retiring_process_no_longer_than_the_header_read_time
     let addr = tcp(&server);
     let old = server.pid();
     let mut stalled = TcpStream::connect(addr).unwrap();
-    stalled.write_all(partial.as_bytes()).unwrap();
-    // The request is under way in the old process.
-    std::thread::sleep(Duration::from_millis(100));
+    stall(&mut stalled);
     let asked = Instant::now();
     send(old, SIGUSR1);
     wait_for("the new process", DEADLINE, || {
@@ -382,8 +393,7 @@ fn a_stalled_client_holds_a_retiring_process_no_longer_than_the_header_read_time
     });
     let held = retirement(&server, old);
     println!(
-        "{:?}: the retiring process exited {held:.3} s after it stopped accepting ({:.3} s after USR1)",
-        partial,
+        "{name:?}: the retiring process exited {held:.3} s after it stopped accepting ({:.3} s after USR1)",
         asked.elapsed().as_secs_f64()
     );
     assert!(held <= 3.0, "held {held:.3} s: {}", server.log.text());
@@ -403,6 +413,34 @@ fn a_client_sending_half_a_body_holds_a_retiring_process_no_longer_than_the_head
     a_stalled_client_holds_a_retiring_process_no_longer_than_the_header_read_time(
         "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
     );
+}
+
+#[test]
+fn a_client_sending_half_a_streamed_body_and_not_reading_holds_a_retiring_process_no_longer_than_the_header_read_time()
+ {
+    let name = "half a body to the streaming POST /echo, its answer never read";
+    a_stalled_client_holds_a_retiring_process_for_at_most_3_s(name, |stalled| {
+        let head = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n";
+        stalled.write_all(head.as_bytes()).unwrap();
+        stalled.set_nonblocking(true).unwrap();
+        // Sends until the server stops reading: its answer, the body echoed, fills the buffers
+        // of a client that reads nothing, so the body stops being read (and polled) too.
+        let chunk = vec![b'x'; 64 << 10];
+        let mut blocked_since: Option<Instant> = None;
+        wait_for("the server to stop reading the body", DEADLINE, || {
+            match stalled.write(&chunk) {
+                Ok(_) => blocked_since = None,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let since = *blocked_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(500) {
+                        return Some(());
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+            None
+        });
+    });
 }
 
 #[test]

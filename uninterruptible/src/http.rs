@@ -73,6 +73,8 @@ pub struct RequestBody {
     draining: Option<Draining>,
     /// The drain's start plus the header-read time, armed once the body waits during a drain.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Held while the body has not ended: the client is still sending this request.
+    arriving: Option<ConnectionGuard>,
 }
 
 impl RequestBody {
@@ -95,6 +97,9 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.incoming).poll_frame(cx) {
+            if !matches!(frame, Some(Ok(_))) || this.incoming.is_end_stream() {
+                this.arriving = None;
+            }
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
         // Waiting for the client: a drain starting now wakes this body, and starts its clock.
@@ -106,6 +111,7 @@ impl Body for RequestBody {
             Box::pin(tokio::time::sleep_until(since + shared.limit))
         });
         ready!(deadline.as_mut().poll(cx));
+        this.arriving = None;
         Poll::Ready(Some(Err(this.timed_out())))
     }
 
@@ -209,8 +215,12 @@ struct Shared {
     limit: Duration,
     /// Requests in flight: from the service's call until hyper drops its response's body.
     requests: Connections,
+    /// Requests whose body the client is still sending.
+    arriving: Connections,
     /// Bytes the client has taken, so far.
     written: AtomicU64,
+    /// The last write to the client had to wait for it to take what was sent before.
+    waiting: AtomicBool,
     /// The client's first bytes have told HTTP/1.1 from h2 (or it has closed).
     shown: AtomicBool,
 }
@@ -226,8 +236,9 @@ impl Shared {
         }
     }
 
-    /// Completes once, from the header-read time after the drain began, the connection has had no
-    /// request in flight and the client has taken nothing for half that time.
+    /// Completes once, from the header-read time after the drain began, nothing but the client
+    /// has kept the connection ([`Shared::held_by_client`]) and the client has taken nothing,
+    /// for half that time.
     ///
     /// By then hyper has ended every HTTP/1.1 head still arriving, and every body still arriving
     /// has failed ([`RequestBody`]); h2 has no such bound on a stream not yet opened (its headers
@@ -240,13 +251,28 @@ impl Shared {
         let since = self.draining.since().unwrap_or_else(Instant::now);
         tokio::time::sleep_until(since + (self.limit - quiet)).await;
         loop {
-            self.requests.drained(None).await;
+            if !self.held_by_client() {
+                tokio::select! {
+                    _ = self.requests.drained(None) => {}
+                    // A request in flight may yet be one its client holds.
+                    () = tokio::time::sleep(quiet) => continue,
+                }
+            }
             let written = self.written.load(Ordering::Relaxed);
             tokio::time::sleep(quiet).await;
-            if self.requests.count() == 0 && self.written.load(Ordering::Relaxed) == written {
+            if self.held_by_client() && self.written.load(Ordering::Relaxed) == written {
                 return;
             }
         }
+    }
+
+    /// Whether nothing but the client keeps the connection: no request is in flight, or one
+    /// whose body it is still sending while it takes nothing of what it is sent (hyper then
+    /// polls neither the answer nor, when the answer is made of it, the body, so the body's own
+    /// bound is never reached: a streaming echo to a client that stopped both ways).
+    fn held_by_client(&self) -> bool {
+        let stuck = self.arriving.count() > 0 && self.waiting.load(Ordering::Relaxed);
+        self.requests.count() == 0 || stuck
     }
 }
 
@@ -286,8 +312,9 @@ where
 ///   ([`IDLE_GRACE`]);
 /// - an h2 connection gets GOAWAY (RFC 9113, section 6.8), and closes once its streams are done;
 /// - a request still arriving, head or body, has `header_read_timeout` from the drain's start:
-///   past it, a body fails ([`RequestBody`]), and a connection with nothing in flight that the
-///   client has stopped reading from is closed ([`Shared::abandoned`]).
+///   past it, a body fails ([`RequestBody`]), and a connection that the client has stopped
+///   reading from is closed if nothing is in flight, or only a request it is still sending
+///   ([`Shared::abandoned`]).
 ///
 /// Before the drain, hyper closes an HTTP/1.1 connection whose request head takes longer than
 /// `header_read_timeout`, or which stays idle that long. The error is hyper's (a client's
@@ -301,7 +328,9 @@ pub(crate) async fn serve_connection<S: HttpService>(
         draining: stream.draining(),
         limit: header_read_timeout,
         requests: Connections::new(),
+        arriving: Connections::new(),
         written: AtomicU64::new(0),
+        waiting: AtomicBool::new(false),
         shown: AtomicBool::new(false),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -379,6 +408,7 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for Serving<S> {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let http1 = request.version() < Version::HTTP_2;
         let request = request.map(|incoming| RequestBody {
+            arriving: (!incoming.is_end_stream()).then(|| self.shared.arriving.guard()),
             incoming,
             shared: Arc::clone(&self.shared),
             draining: None,
@@ -470,7 +500,15 @@ impl Counted {
         if let Poll::Ready(Ok(n)) = written {
             self.shared.written.fetch_add(n as u64, Ordering::Relaxed);
         }
-        written
+        self.wait(written)
+    }
+
+    /// Notes whether a write (or flush) waits for the client to take what was sent before.
+    fn wait<T>(&self, poll: Poll<T>) -> Poll<T> {
+        self.shared
+            .waiting
+            .store(poll.is_pending(), Ordering::Relaxed);
+        poll
     }
 }
 
@@ -533,7 +571,9 @@ impl AsyncWrite for Counted {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.stream).poll_flush(cx);
+        this.wait(flushed)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -865,6 +905,24 @@ mod tests {
         let error = result.unwrap_err().to_string();
         assert!(error.contains("read header from client timeout"), "{error}");
         assert_eq!(until_closed(&mut tcp).await, "");
+    }
+
+    #[tokio::test]
+    async fn a_slow_answer_that_leaves_the_body_unread_is_not_cut() {
+        let limit = Duration::from_secs(1);
+        let (mut tcp, mut served) = connect(limit).await;
+        // The whole body is sent; the service never reads it, and answers late.
+        let request = "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        served.begun().await;
+        let since = served.drain();
+        tokio::time::sleep(limit + SLACK).await;
+        served.go.notify_one();
+        let reply = until_closed(&mut tcp).await;
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        assert!(reply.ends_with("\r\n\r\nslow\n"), "{reply}");
+        let (result, _) = served.ended(since).await;
+        result.unwrap();
     }
 
     #[tokio::test]
