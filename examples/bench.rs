@@ -854,17 +854,9 @@ fn h2load_run(running: &Running, h2: bool, clients: usize, seconds: f64) -> (f64
         .output()
         .expect("h2load (Debian package nghttp2-client)");
     let cpu = (cpu_ticks(pid) - before) as f64 / ticks_per_second();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("requests: "))
-        .unwrap_or_else(|| panic!("h2load printed no requests line: {text}"));
-    let count = |word: &str| -> u64 {
-        let before = line.split(&format!(" {word}")).next().unwrap();
-        before.rsplit(' ').next().unwrap().parse().unwrap()
-    };
-    let (total, succeeded) = (count("total"), count("succeeded"));
-    assert_eq!(total, succeeded, "failed HTTP requests: {line}");
+    let counts = uninterruptible_tests::http::h2load_counts(&String::from_utf8_lossy(&out.stdout));
+    let succeeded = counts.succeeded;
+    assert_eq!(counts.total, succeeded, "failed HTTP requests: {counts:?}");
     (
         succeeded as f64 / seconds.ceil(),
         cpu * 1e6 / succeeded.max(1) as f64,

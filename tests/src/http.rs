@@ -143,3 +143,32 @@ pub async fn keep_alive_load(
     }
     total
 }
+
+/// Counts from h2load's `requests:` line, as it prints them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct H2loadCounts {
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub errored: u64,
+    pub timeout: u64,
+}
+
+/// The counts of h2load's `requests:` line in `output`; panics when there is none.
+pub fn h2load_counts(output: &str) -> H2loadCounts {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with("requests: "))
+        .unwrap_or_else(|| panic!("h2load printed no requests line: {output}"));
+    let number = |word: &str| -> u64 {
+        let before = line.split(&format!(" {word}")).next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    H2loadCounts {
+        total: number("total"),
+        succeeded: number("succeeded"),
+        failed: number("failed"),
+        errored: number("errored"),
+        timeout: number("timeout"),
+    }
+}

@@ -480,6 +480,18 @@ fn sockets(pid: u32) -> std::collections::HashSet<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Seconds since midnight of a log line's timestamp (`2026-11-22T03:56:36.616704Z ...`).
+pub fn log_seconds(line: &str) -> f64 {
+    let time = line.split('T').nth(1).unwrap().split('Z').next().unwrap();
+    let mut parts = time.split(':').map(|p| p.parse::<f64>().unwrap());
+    let (h, m, s) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    h * 3600.0 + m * 60.0 + s
+}
+
 /// One echo round trip on a new connection.
 pub fn echo(address: &Address, line: &str) -> std::io::Result<String> {
     Conn::open(address)?.echo(line)

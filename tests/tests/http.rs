@@ -7,7 +7,8 @@ use std::time::Duration;
 use uninterruptible_tests::http::keep_alive_load;
 use uninterruptible_tests::load::{restart_loop, while_running};
 use uninterruptible_tests::{
-    Address, SIGUSR1, Server, TempDir, send, start_with_pidfile, wait_for_retired_generations,
+    Address, SIGUSR1, Server, TempDir, log_seconds, send, start_with_pidfile,
+    wait_for_retired_generations,
 };
 
 const HTTP: &str = env!("CARGO_BIN_EXE_http");
@@ -165,18 +166,6 @@ fn post_echo_returns_the_body_and_unknown_paths_are_404() {
     }
 }
 
-/// Seconds since midnight of a log line's timestamp (`2026-11-22T03:56:36.616704Z ...`).
-fn at(line: &str) -> f64 {
-    let time = line.split('T').nth(1).unwrap().split('Z').next().unwrap();
-    let mut parts = time.split(':').map(|p| p.parse::<f64>().unwrap());
-    let (h, m, s) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-    );
-    h * 3600.0 + m * 60.0 + s
-}
-
 /// For each retired process: seconds from "this process stops accepting" to "exiting".
 fn retirement_times(server: &Server) -> Vec<f64> {
     let lines = server.log.lines();
@@ -202,7 +191,7 @@ fn retirement_times(server: &Server) -> Vec<f64> {
                     .find(|l| l.contains(&format!("pid={pid} ")) && l.contains("exiting with"))
             });
         if let Some(exit) = exit {
-            times.push((at(exit) - at(stop)).rem_euclid(86_400.0));
+            times.push((log_seconds(exit) - log_seconds(stop)).rem_euclid(86_400.0));
         }
     }
     times

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use uninterruptible_tests::certs::Ca;
+use uninterruptible_tests::http::h2load_counts;
 use uninterruptible_tests::load::{restart_loop, while_running};
 use uninterruptible_tests::{
-    Address, DEADLINE, SIGUSR1, Server, TempDir, alive, open_accepted, read_pidfile, send,
-    start_with_pidfile, wait_for,
+    Address, DEADLINE, SIGUSR1, Server, TempDir, alive, log_seconds, open_accepted, read_pidfile,
+    send, start_with_pidfile, wait_for,
 };
 
 const HTTP: &str = env!("CARGO_BIN_EXE_http");
@@ -80,25 +81,6 @@ fn over_tls_curl_gets_h2_by_alpn_and_http1_when_it_asks() {
     assert_eq!(echo, "over tls 2");
 }
 
-/// h2load's `requests:` line: (total, succeeded, failed, errored, timeout).
-fn h2load_counts(output: &str) -> (u64, u64, u64, u64, u64) {
-    let line = output
-        .lines()
-        .find(|l| l.starts_with("requests: "))
-        .unwrap_or_else(|| panic!("h2load printed no requests line: {output}"));
-    let number = |word: &str| -> u64 {
-        let before = line.split(&format!(" {word}")).next().unwrap();
-        before.rsplit(' ').next().unwrap().parse().unwrap()
-    };
-    (
-        number("total"),
-        number("succeeded"),
-        number("failed"),
-        number("errored"),
-        number("timeout"),
-    )
-}
-
 /// One h2load run and what it printed; a run that does not end within a minute fails the test.
 fn h2load(args: &[&str], url: &str) -> String {
     let child = Command::new("h2load")
@@ -157,7 +139,9 @@ fn h2load_across_100_restarts(binary: &str, h1: bool) {
     let runs = load.join().unwrap();
     let (mut total, mut succeeded) = (0, 0);
     for run in &runs {
-        let (t, ok, failed, errored, timeout) = h2load_counts(run);
+        let counts = h2load_counts(run);
+        let (t, ok) = (counts.total, counts.succeeded);
+        let (failed, errored, timeout) = (counts.failed, counts.errored, counts.timeout);
         assert_eq!((failed, errored, timeout), (0, 0, 0), "{run}");
         assert_eq!(ok, t, "{run}");
         total += t;
@@ -332,16 +316,6 @@ fn a_tonic_client_across_100_restarts_fails_no_call() {
 
 /// Seconds from the old process's "stops accepting" to its "exiting" line, in its own log.
 fn retirement(server: &Server, pid: u32) -> f64 {
-    let at = |line: &str| -> f64 {
-        let time = line.split('T').nth(1).unwrap().split('Z').next().unwrap();
-        let mut parts = time.split(':').map(|p| p.parse::<f64>().unwrap());
-        let (h, m, s) = (
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-        );
-        h * 3600.0 + m * 60.0 + s
-    };
     let tag = format!("pid={pid} ");
     let stop = server
         .log
@@ -353,7 +327,7 @@ fn retirement(server: &Server, pid: u32) -> f64 {
             .into_iter()
             .find(|l| l.contains(&tag) && l.contains("exiting with"))
     });
-    (at(&exit) - at(&stop)).rem_euclid(86_400.0)
+    (log_seconds(&exit) - log_seconds(&stop)).rem_euclid(86_400.0)
 }
 
 /// A client that sends `partial` and then nothing holds a retiring process no longer than the

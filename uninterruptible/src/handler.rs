@@ -60,6 +60,20 @@ pub(crate) enum Handler<H> {
     Listener(ListenerHandler),
 }
 
+impl Handler<NoHandler> {
+    /// The whole-listener shape, from an `async fn(Incoming)`.
+    pub(crate) fn listener<G, F, O>(handler: G) -> Handler<NoHandler>
+    where
+        G: FnOnce(Incoming) -> F + Send + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        Handler::Listener(Box::new(move |incoming| {
+            Box::pin(async move { handler(incoming).await.into_result() })
+        }))
+    }
+}
+
 pub(crate) type ListenerHandler =
     Box<dyn FnOnce(Incoming) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send>> + Send>;
 /// The per-connection handler type of a process whose handler takes the listener.

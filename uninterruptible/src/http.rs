@@ -9,7 +9,6 @@
 //! keep a client still sending a request from holding a retiring process.
 
 use crate::drain::Draining;
-use crate::handler::Handler;
 use crate::init::Init;
 use crate::shutdown::{ConnectionGuard, Connections};
 use crate::stream::Stream;
@@ -294,14 +293,14 @@ where
     S: HttpService,
     E: std::fmt::Display,
 {
-    Box::pin(async move {
-        let service = app().await.map_err(|e| e.to_string())?;
-        let service = Arc::new(std::sync::Mutex::new(service));
-        Ok(Handler::PerConnection(move |stream| {
+    let built = async move { app().await.map(std::sync::Mutex::new) };
+    crate::init::with_state(
+        move || built,
+        move |stream, service: Arc<std::sync::Mutex<S>>| {
             let service = service.lock().unwrap_or_else(|e| e.into_inner()).clone();
             Box::pin(serve_connection(stream, service, header_read_timeout)) as Served
-        }))
-    })
+        },
+    )
 }
 
 /// Serves HTTP/1.1 (with keep-alive) and h2 on one connection with `service`, until the client

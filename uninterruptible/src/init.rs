@@ -9,7 +9,7 @@
 //! new process, and einhorn's worker acknowledgement: a new process that cannot reach its
 //! database fails the restart instead of serving errors.
 
-use crate::handler::{Handler, HandlerOutput, ListenerHandler, NoHandler};
+use crate::handler::{Handler, HandlerOutput, NoHandler};
 use crate::incoming::Incoming;
 use crate::signals::{Request, Signals};
 use crate::stream::Stream;
@@ -68,10 +68,7 @@ where
 {
     Box::pin(async move {
         let state = Arc::new(init().await.map_err(|e| e.to_string())?);
-        let listener: ListenerHandler = Box::new(move |incoming| {
-            Box::pin(async move { handler(incoming, state).await.into_result() })
-        });
-        Ok(Handler::Listener(listener))
+        Ok(Handler::listener(move |incoming| handler(incoming, state)))
     })
 }
 

@@ -6,8 +6,8 @@
 use crate::config::Config;
 use crate::error::Error;
 use crate::handle::{Handle, Requests};
+use crate::handler::NoHandler;
 use crate::handler::{Handler, HandlerOutput};
-use crate::handler::{ListenerHandler, NoHandler};
 use crate::handoff::Takeover;
 use crate::incoming::Incoming;
 use crate::inherit;
@@ -330,7 +330,7 @@ impl Server {
         F: Future<Output = O> + Send + 'static,
         O: HandlerOutput,
     {
-        let handler = init::ready(incoming_handler(handler));
+        let handler = init::ready(Handler::listener(handler));
         run_blocking::<NoHandler, _, ()>(self.config, handler, self.requests)
     }
 
@@ -359,20 +359,9 @@ impl Server {
         F: Future<Output = O> + Send + 'static,
         O: HandlerOutput,
     {
-        let handler = init::ready(incoming_handler(handler));
+        let handler = init::ready(Handler::listener(handler));
         run_async::<NoHandler, _, ()>(self.config, handler, self.requests).await
     }
-}
-
-fn incoming_handler<G, F, O>(handler: G) -> Handler<NoHandler>
-where
-    G: FnOnce(Incoming) -> F + Send + 'static,
-    F: Future<Output = O> + Send + 'static,
-    O: HandlerOutput,
-{
-    let listener: ListenerHandler =
-        Box::new(move |incoming| Box::pin(async move { handler(incoming).await.into_result() }));
-    Handler::Listener(listener)
 }
 
 /// Serves on a runtime of its own, blocking the calling thread.
