@@ -2,7 +2,6 @@
 //! `systemd-socket-activate` (LISTEN_FDS) and Server::Starter's `start_server`
 //! (SERVER_STARTER_PORT).
 
-use std::path::Path;
 use std::time::Duration;
 use uninterruptible_tests::load::{self, Options};
 use uninterruptible_tests::{
@@ -12,10 +11,10 @@ use uninterruptible_tests::{
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
 
-fn wait_for_file(path: &Path) {
-    wait_for(&format!("{} to exist", path.display()), DEADLINE, || {
-        path.exists().then_some(())
-    });
+/// Waits until `systemd-socket-activate` listens. Its socket file exists from `bind`, before
+/// `listen`: a connection in between is refused and would start no server.
+fn wait_until_listening(server: &Server) {
+    server.log.wait_for("Listening on");
 }
 
 #[test]
@@ -36,7 +35,7 @@ fn systemd_socket_activation_is_adopted_and_restarts_hand_it_over() {
         None,
         &[],
     );
-    wait_for_file(&socket);
+    wait_until_listening(&server);
     let address = Address::Unix(socket.clone());
     // The first connection starts the server, which serves it on the socket it was given.
     assert_eq!(echo(&address, "activated\n").unwrap(), "activated\n");
@@ -84,7 +83,7 @@ fn an_inherited_socket_that_bind_does_not_name_is_a_configuration_error() {
         None,
         &[],
     );
-    wait_for_file(&socket);
+    wait_until_listening(&server);
     let _ = echo(&Address::Unix(socket.clone()), "x\n");
     assert_eq!(server.wait_exit(DEADLINE).code(), Some(2));
     let line = server.log.wait_for("uninterruptible:");
@@ -159,7 +158,7 @@ fn activated(dir: &TempDir, listen: &str, address: &Address) -> (Server, std::pa
         None,
         &[],
     );
-    server.log.wait_for("Listening on");
+    wait_until_listening(&server);
     assert_eq!(echo(address, "activate\n").unwrap(), "activate\n");
     wait_for("the pidfile", DEADLINE, || read_pidfile(&pidfile));
     (server, pidfile)
