@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 use uninterruptible_tests::load::{Options, with_load};
 use uninterruptible_tests::{
-    Address, Conn, DEADLINE, SIGTERM, Server, TempDir, control, control_restart, control_status,
-    echo, read_pidfile, start_with_pidfile, wait_for,
+    Address, Conn, DEADLINE, SIGTERM, SIGUSR1, Server, TempDir, control, control_restart,
+    control_status, echo, read_pidfile, start_with_pidfile, wait_for,
 };
 
 const STATEFUL: &str = env!("CARGO_BIN_EXE_stateful");
@@ -181,4 +181,61 @@ fn term_while_init_runs_at_first_start_exits_0_without_serving() {
     assert_eq!(server.log.count("listening on "), 0);
     assert!(echo(&Address::Tcp(([127, 0, 0, 1], port).into()), "hi\n").is_err());
     drop(dir);
+}
+
+#[test]
+fn a_first_start_is_listed_as_starting_and_restarts_asked_meanwhile_follow_it() {
+    let dir = TempDir::new("init-first-status");
+    let ctl = dir.join("app.ctl");
+    let pidfile = dir.join("app.pid");
+    let port = uninterruptible_tests::free_port();
+    let bind = format!("tcp://127.0.0.1:{port}");
+    let server = Server::start(
+        STATEFUL,
+        &[
+            ("BIND", &bind),
+            ("PID_FILE", pidfile.to_str().unwrap()),
+            ("CONTROL_SOCKET", ctl.to_str().unwrap()),
+            ("POOL_CONNECT_MS", "3000"),
+        ],
+    );
+    // Its control socket answers while the initialiser runs, and lists it as starting.
+    let listed = wait_for("the control socket to answer", DEADLINE, || {
+        uninterruptible_tests::try_control(&ctl, "status\n").ok()?;
+        Some(control_status(&ctl))
+    });
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].pid, listed[0].generation, listed[0].role.as_str()),
+        (server.pid(), 1, "starting")
+    );
+    assert_eq!(
+        server.log.count("listening on "),
+        0,
+        "{}",
+        server.log.text()
+    );
+
+    // A restart asked by a signal, and one asked on the control socket, wait for the start to
+    // end, then are one restart.
+    server.signal(SIGUSR1);
+    server
+        .log
+        .wait_for("USR1 received while starting: restarting once this process serves");
+    let (pid, generation) = control_restart(&ctl);
+    assert_ne!(pid, server.pid());
+    assert_eq!(generation, 2);
+    wait_for("the new pidfile", DEADLINE, || {
+        (read_pidfile(&pidfile) == Some(pid)).then_some(())
+    });
+    assert_eq!(
+        server.log.count("started new process "),
+        1,
+        "{}",
+        server.log.text()
+    );
+    assert_eq!(
+        ask(&server.address(), "pool\n"),
+        "pool of 4 connections to memory://\n"
+    );
 }

@@ -48,6 +48,8 @@ pub(crate) struct Me {
     started: Instant,
     role: Role,
     connections: Option<Arc<Shutdown>>,
+    /// Its initialiser runs: it does not accept yet.
+    starting: AtomicBool,
     /// Handed over or stopping: no longer the serving process, even before it stops accepting.
     retiring: AtomicBool,
 }
@@ -60,8 +62,21 @@ impl Me {
             started: Instant::now(),
             role,
             connections,
+            starting: AtomicBool::new(false),
             retiring: AtomicBool::new(false),
         }
+    }
+
+    /// A serving process whose initialiser runs: `role=starting` until [`Me::ready`].
+    pub(crate) fn starting(generation: u64, connections: Arc<Shutdown>) -> Me {
+        let me = Me::new(generation, Role::Server, Some(connections));
+        me.starting.store(true, Ordering::Relaxed);
+        me
+    }
+
+    /// The initialiser has finished: this process accepts.
+    pub(crate) fn ready(&self) {
+        self.starting.store(false, Ordering::Relaxed);
     }
 
     /// This process is no longer the service's serving process: a restart has handed over.
@@ -78,6 +93,7 @@ impl Me {
     pub(crate) fn line(&self) -> String {
         let role = match self.role {
             Role::Supervisor => "supervisor",
+            Role::Server if self.starting.load(Ordering::Relaxed) => "starting",
             Role::Server
                 if self.retiring.load(Ordering::Relaxed)
                     || self.connections.as_ref().is_some_and(|c| c.is_announced()) =>

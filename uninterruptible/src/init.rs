@@ -81,21 +81,30 @@ pub(crate) enum NotStarted {
     Stopped(&'static str),
 }
 
+/// The handler the initialiser built, and the restart asked while it ran.
+pub(crate) struct Built<H> {
+    pub(crate) handler: Handler<H>,
+    /// The signal that asked a restart while the initialiser ran: the restart starts once the
+    /// process serves, so that a deploy made during a long start-up is not lost.
+    pub(crate) restart: Option<&'static str>,
+}
+
 /// Runs the initialiser on a task of its own (so a panic is caught and reported like an
-/// error) for at most `limit`, while reading signals: a stop ends it, a restart is ignored (no
-/// process serves here yet).
+/// error) for at most `limit`, while reading signals: a stop ends it, a restart is deferred
+/// until the process serves (there is nothing to restart yet).
 pub(crate) async fn run<H: Send + 'static>(
     init: Init<H>,
     limit: Duration,
     signals: &mut Signals,
-) -> Result<Handler<H>, NotStarted> {
+) -> Result<Built<H>, NotStarted> {
+    let mut restart = None;
     let mut task = tokio::spawn(init);
     let deadline = tokio::time::sleep(limit);
     tokio::pin!(deadline);
     let failed = loop {
         tokio::select! {
             joined = &mut task => break match joined {
-                Ok(Ok(handler)) => return Ok(handler),
+                Ok(Ok(handler)) => return Ok(Built { handler, restart }),
                 Ok(Err(e)) => e,
                 Err(e) if e.is_panic() => format!("it panicked: {}", panic_message(e.into_panic())),
                 Err(e) => e.to_string(),
@@ -110,7 +119,8 @@ pub(crate) async fn run<H: Send + 'static>(
                     return Err(NotStarted::Stopped(name));
                 }
                 Request::Restart(name) => {
-                    tracing::info!("{name} received while starting: ignored (nothing serves yet)")
+                    tracing::info!("{name} received while starting: restarting once this process serves");
+                    restart = Some(name);
                 }
             },
         }

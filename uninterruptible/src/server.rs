@@ -6,7 +6,7 @@ use crate::acl::Acl;
 use crate::config::{self, Config};
 use crate::control::{self, Control, Endpoint};
 use crate::error::Error;
-use crate::family::{self, Family, Me, Role};
+use crate::family::{self, Family, Me};
 use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter, Waiters};
 use crate::handler::{Handler, HandlerOutput};
 use crate::handoff::{self, Failure, Handed, Pending, Verdict};
@@ -62,19 +62,59 @@ where
         Ok(started) => started,
         Err(e) => return fail(&config, e, &[]),
     };
-    let handler = match init::run(init, config.ready_timeout, &mut started.signals).await {
-        Ok(handler) => {
+    let present = Present::new(&config, &mut started, generation);
+    let built = match init::run(init, config.ready_timeout, &mut started.signals).await {
+        Ok(built) => {
             crate::timing::mark("init");
-            handler
+            built
         }
-        Err(not_started) => return not_started_exit(&config, started, not_started),
+        Err(not_started) => return not_started_exit(&config, started, present, not_started).await,
     };
-    let mut serving = match begin(&config, handler, started, generation, part, requests) {
+    let mut serving = match begin(
+        &config,
+        built.handler,
+        started,
+        present,
+        generation,
+        part,
+        requests,
+    ) {
         Ok(serving) => serving,
         Err(code) => return code,
     };
-    let ending = serve(&config, &mut serving).await;
+    let ending = serve(&config, &mut serving, built.restart).await;
     end(&config, &mut serving, ending).await
+}
+
+/// What a process shows of itself from before its initialiser runs: `status` on its control
+/// socket lists it as `starting` (with its age, so a long start-up is seen to progress), and a
+/// `restart` asked there or from the program waits, to start once the process serves.
+struct Present {
+    shutdown: Arc<Shutdown>,
+    family: Arc<Family>,
+    control: Endpoint,
+}
+
+impl Present {
+    fn new(config: &Config, started: &mut Started, generation: u64) -> Present {
+        let shutdown = Arc::new(Shutdown::new());
+        let me = Me::starting(generation, Arc::clone(&shutdown));
+        // Received from an old process that reads them until it lets go.
+        let held = started.takeover.is_some();
+        let family = Family::with_links(me, std::mem::take(&mut started.links), held);
+        // Taken over, the control socket is the old process's until it lets go of it.
+        let control = Endpoint::new(
+            started.control.take(),
+            started.by_restart,
+            &family,
+            config.ready_timeout,
+        );
+        Present {
+            shutdown,
+            family,
+            control,
+        }
+    }
 }
 
 /// After serving: drains, cleans up what a stopping process leaves, and returns the exit status.
@@ -115,13 +155,17 @@ async fn end(config: &Config, serving: &mut Serving, ending: Ending) -> ExitCode
 }
 
 /// The initialiser failed, or a stop came first: the process never served. A restart's old
-/// process hears why; the socket files this process made are removed.
-fn not_started_exit(config: &Config, started: Started, not_started: NotStarted) -> ExitCode {
+/// process hears why; the socket files this process made are removed, and the control socket's
+/// file when it is ours.
+async fn not_started_exit(
+    config: &Config,
+    started: Started,
+    mut present: Present,
+    not_started: NotStarted,
+) -> ExitCode {
     let by_restart = started.takeover.is_some();
     let files = SocketFiles::new(&started.addresses, started.keeps_socket_files, by_restart);
-    if let Some(control) = started.control.as_ref().filter(|control| control.bound) {
-        let _ = std::fs::remove_file(&control.path);
-    }
+    present.control.close(true, false).await;
     match not_started {
         NotStarted::Failed(why) => {
             if let Some(takeover) = started.takeover {
@@ -176,6 +220,7 @@ fn begin<H, F, O>(
     config: &Config,
     handler: Handler<H>,
     started: Started,
+    present: Present,
     generation: u64,
     part: Part,
     requests: Requests,
@@ -194,14 +239,17 @@ where
         addresses,
         takeover,
         tls,
-        control,
-        links,
+        ..
     } = started;
+    let Present {
+        shutdown,
+        family,
+        control,
+    } = present;
     let socket_files = SocketFiles::new(&addresses, keeps_socket_files, takeover.is_some());
     let owned = socket_files.owned();
     let handoff_fds = setup::duplicate(&listeners).map_err(|e| fail(config, e, owned))?;
 
-    let shutdown = Arc::new(Shutdown::new());
     let (server, listener_task) = acceptor(config, handler, tls, &shutdown);
     // The pidfile before accepting: once a connection is accepted nothing may fail, or that
     // connection would be lost with the process. Under a supervisor it names the supervisor.
@@ -213,11 +261,12 @@ where
     let pending = takeover.and_then(say_ready);
     let awaiting_verdict = pending.is_some();
     let address = config::list(&addresses);
+    family.me().ready();
+    if !awaiting_verdict {
+        // The old process that handed the links over is gone, or there was none.
+        family.read();
+    }
     let notifier = announce(config, &address, generation, by_restart);
-    let me = Me::new(generation, Role::Server, Some(Arc::clone(&shutdown)));
-    let family = Family::with_links(me, links, awaiting_verdict);
-    // Taken over, the control socket is the old process's until it lets go of it.
-    let control = Endpoint::new(control, by_restart, &family, config.ready_timeout);
 
     let plan = restart_plan(config, generation, keeps_socket_files, manager, address);
     if part == Part::Alone && manager != Some(Manager::ServerStarter) {
@@ -348,46 +397,52 @@ fn restarter(part: Part, manager: Option<Manager>) -> Restarter {
     }
 }
 
-/// Serves until a stop, a handover or an abandonment. Restarts run on a task of their own.
-async fn serve(config: &Config, s: &mut Serving) -> Ending {
+/// Serves until a stop, a handover or an abandonment. Restarts run on a task of their own;
+/// `deferred` names a restart asked while the initialiser ran, which starts first.
+async fn serve(config: &Config, s: &mut Serving, deferred: Option<&'static str>) -> Ending {
     let mut restart: Option<JoinHandle<Result<Handed, Failure>>> = None;
+    let mut deferred = deferred;
     loop {
-        let step = tokio::select! {
-            received = s.signals.recv() => match received.request {
-                Request::Stop(name) => stop(s, name, received.sender),
-                Request::Restart(name) => restart_asked(s, name, None),
-            },
-            reply = s.control.next() => restart_asked(s, "a restart on the control socket", Some(Waiter::Control(reply))),
-            request = s.requests.recv() => match request {
-                HandleRequest::Restart(reply) => restart_asked(s, "a restart from the program", Some(Waiter::Program(reply))),
-                HandleRequest::Stop => stop_from_program(s),
-            },
-            result = finished(&mut restart) => {
-                restart = None;
-                restart_ended(config, s, result)
-            }
-            () = supervisor_gone(&mut s.supervisor_gone) => {
-                if let Part::Supervised(supervisor) = s.part {
-                    // Killed (SIGKILL, the OOM killer): no one can restart or stop this process
-                    // any more, and it holds the service's sockets. It drains and exits, so the
-                    // service manager's next start can bind them.
-                    tracing::warn!(
-                        "the supervisor (process {supervisor}) is gone: stopping, so the service can be started again"
-                    );
-                    if let Some(path) = &config.pidfile {
-                        pidfile::remove_if_ours(path, supervisor);
+        let step = if let Some(name) = deferred.take() {
+            restart_asked(s, name, None)
+        } else {
+            tokio::select! {
+                received = s.signals.recv() => match received.request {
+                    Request::Stop(name) => stop(s, name, received.sender),
+                    Request::Restart(name) => restart_asked(s, name, None),
+                },
+                reply = s.control.next() => restart_asked(s, "a restart on the control socket", Some(Waiter::Control(reply))),
+                request = s.requests.recv() => match request {
+                    HandleRequest::Restart(reply) => restart_asked(s, "a restart from the program", Some(Waiter::Program(reply))),
+                    HandleRequest::Stop => stop_from_program(s),
+                },
+                result = finished(&mut restart) => {
+                    restart = None;
+                    restart_ended(config, s, result)
+                }
+                () = supervisor_gone(&mut s.supervisor_gone) => {
+                    if let Part::Supervised(supervisor) = s.part {
+                        // Killed (SIGKILL, the OOM killer): no one can restart or stop this process
+                        // any more, and it holds the service's sockets. It drains and exits, so the
+                        // service manager's next start can bind them.
+                        tracing::warn!(
+                            "the supervisor (process {supervisor}) is gone: stopping, so the service can be started again"
+                        );
+                        if let Some(path) = &config.pidfile {
+                            pidfile::remove_if_ours(path, supervisor);
+                        }
                     }
+                    s.machine.must_stop()
                 }
-                s.machine.must_stop()
-            }
-            result = returned(&mut s.listener) => {
-                match result {
-                    Ok(()) => tracing::warn!("the handler returned while the process was accepting: stopping"),
-                    Err(e) => tracing::error!("the handler failed while the process was accepting: {e}; stopping"),
+                result = returned(&mut s.listener) => {
+                    match result {
+                        Ok(()) => tracing::warn!("the handler returned while the process was accepting: stopping"),
+                        Err(e) => tracing::error!("the handler failed while the process was accepting: {e}; stopping"),
+                    }
+                    s.machine.must_stop()
                 }
-                s.machine.must_stop()
+                (verdict, link) = handoff::verdict(&mut s.pending) => verdict_came(s, verdict, link),
             }
-            (verdict, link) = handoff::verdict(&mut s.pending) => verdict_came(s, verdict, link),
         };
         match step {
             Step::End(ending) => return ending,
