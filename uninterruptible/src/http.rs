@@ -25,7 +25,7 @@ use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -220,6 +220,10 @@ struct Shared {
     written: AtomicU64,
     /// The last write to the client had to wait for it to take what was sent before.
     waiting: AtomicBool,
+    /// Response bodies whose turn is hyper's: it has not asked them for a frame yet, or has not
+    /// asked for the next one since the last. On h2, hyper asks only once the client's flow
+    /// control window has room, so a body kept there is one the client holds up.
+    owed: AtomicUsize,
     /// The client's first bytes have told HTTP/1.1 from h2 (or it has closed).
     shown: AtomicBool,
 }
@@ -266,11 +270,16 @@ impl Shared {
     }
 
     /// Whether nothing but the client keeps the connection: no request is in flight, or one
-    /// whose body it is still sending while it takes nothing of what it is sent (hyper then
+    /// whose body it is still sending while it takes nothing of what it is sent. hyper then
     /// polls neither the answer nor, when the answer is made of it, the body, so the body's own
-    /// bound is never reached: a streaming echo to a client that stopped both ways).
+    /// bound is never reached: a streaming echo to a client that stopped both ways, on HTTP/1.1
+    /// by not reading (the write waits), on h2 also by granting no flow-control window (RFC 9113,
+    /// section 5.2) while it reads the rest (hyper holds the response body's turn). nginx's
+    /// `send_timeout` bounds the same wait.
     fn held_by_client(&self) -> bool {
-        let stuck = self.arriving.count() > 0 && self.waiting.load(Ordering::Relaxed);
+        let answer_waits =
+            self.waiting.load(Ordering::Relaxed) || self.owed.load(Ordering::Relaxed) > 0;
+        let stuck = self.arriving.count() > 0 && answer_waits;
         self.requests.count() == 0 || stuck
     }
 }
@@ -330,6 +339,7 @@ pub(crate) async fn serve_connection<S: HttpService>(
         arriving: Connections::new(),
         written: AtomicU64::new(0),
         waiting: AtomicBool::new(false),
+        owed: AtomicUsize::new(0),
         shown: AtomicBool::new(false),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -450,19 +460,58 @@ where
             response.headers_mut().insert(CONNECTION, close);
         }
         let in_flight = this.in_flight.take();
+        let shared = Arc::clone(this.shared);
         Poll::Ready(Ok(response.map(|body| ResponseBody {
             body,
             _in_flight: in_flight,
+            turn: Turn::hypers(shared),
         })))
     }
 }
 
 pin_project! {
-    /// A response's body, holding its request's place in flight until hyper drops it.
+    /// A response's body, holding its request's place in flight until hyper drops it, and
+    /// noting whose turn it is.
     struct ResponseBody<B> {
         #[pin]
         body: B,
         _in_flight: Option<ConnectionGuard>,
+        turn: Turn,
+    }
+}
+
+/// Whose turn a response body's is: hyper's (counted in [`Shared::owed`]) from the start and
+/// after each frame, the body's while it is pending, nobody's once it has ended.
+struct Turn {
+    shared: Arc<Shared>,
+    hypers: bool,
+}
+
+impl Turn {
+    fn hypers(shared: Arc<Shared>) -> Turn {
+        shared.owed.fetch_add(1, Ordering::Relaxed);
+        Turn {
+            shared,
+            hypers: true,
+        }
+    }
+
+    /// Counts a change of turn only: a body that yields frame after frame costs nothing.
+    fn set(&mut self, hypers: bool) {
+        if self.hypers != hypers {
+            self.hypers = hypers;
+            if hypers {
+                self.shared.owed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.shared.owed.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.set(false);
     }
 }
 
@@ -474,7 +523,10 @@ impl<B: Body> Body for ResponseBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().body.poll_frame(cx)
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        this.turn.set(matches!(polled, Poll::Ready(Some(Ok(_)))));
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -602,7 +654,8 @@ mod tests {
 
     /// The tests' service: `/slow` tells the test it has begun, then waits for the test's go;
     /// `/echo` tells the test it has begun, then answers the request's body, or `400` and the
-    /// error that ended the body; `/big` answers [`BIG`] bytes in one piece; anything else
+    /// error that ended the body; `/stream` answers at once, with the request's body as the
+    /// response's body as it arrives; `/big` answers [`BIG`] bytes in one piece; anything else
     /// answers `hello`.
     #[derive(Clone)]
     struct Test {
@@ -610,10 +663,12 @@ mod tests {
         go: Arc<Notify>,
     }
 
+    type TestBody = http_body_util::Either<String, RequestBody>;
+
     impl tower_service::Service<Request<RequestBody>> for Test {
-        type Response = Response<String>;
+        type Response = Response<TestBody>;
         type Error = Infallible;
-        type Future = Pin<Box<dyn Future<Output = Result<Response<String>, Infallible>> + Send>>;
+        type Future = Pin<Box<dyn Future<Output = Result<Response<TestBody>, Infallible>> + Send>>;
 
         fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
             Poll::Ready(Ok(()))
@@ -623,6 +678,10 @@ mod tests {
             let this = self.clone();
             Box::pin(async move {
                 let path = request.uri().path().to_owned();
+                if path == "/stream" {
+                    let body = http_body_util::Either::Right(request.into_body());
+                    return Ok(Response::new(body));
+                }
                 if path == "/slow" || path == "/echo" {
                     let _ = this.begun.send(());
                 }
@@ -634,7 +693,8 @@ mod tests {
                     "/echo" => match request.into_body().collect().await {
                         Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
                         Err(e) => {
-                            let mut response = Response::new(e.to_string());
+                            let text = http_body_util::Either::Left(e.to_string());
+                            let mut response = Response::new(text);
                             *response.status_mut() = http::StatusCode::BAD_REQUEST;
                             return Ok(response);
                         }
@@ -642,7 +702,7 @@ mod tests {
                     "/big" => "x".repeat(BIG),
                     _ => "hello\n".to_owned(),
                 };
-                Ok(Response::new(text))
+                Ok(Response::new(http_body_util::Either::Left(text)))
             })
         }
     }
@@ -1045,5 +1105,35 @@ mod tests {
         assert!(slow, "read in {took:?}: too fast to show anything");
         let (result, _) = served.ended(since).await;
         result.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_h2_client_that_grants_no_window_to_the_answer_of_a_body_it_is_still_sending_holds_a_drain_no_longer_than_the_header_read_time()
+     {
+        let limit = Duration::from_secs(1);
+        let (tcp, served) = connect(limit).await;
+        // No room for any stream's data: the server may send the answer's head, never its body.
+        let (client, connection) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .unwrap();
+        // The connection is driven to the end: the client reads and answers every frame.
+        let connection = tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let post = Request::post("http://x/stream").body(()).unwrap();
+        let (response, mut body) = client.send_request(post, false).unwrap();
+        body.send_data(Bytes::from_static(b"half of it"), false)
+            .unwrap();
+        let response = tokio::time::timeout(DEADLINE, response).await.unwrap();
+        assert_eq!(response.unwrap().status(), http::StatusCode::OK);
+        let since = served.drain();
+        let (result, took) = served.ended(since).await;
+        assert!(took <= limit + SLACK, "ended {took:?} after the drain");
+        let error = result.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(error.to_string().contains("stopped reading"), "{error}");
+        drop((client, body));
+        let _ = connection.await;
     }
 }
