@@ -80,7 +80,7 @@ pub const MAX_SOCKET_PATH: usize = 107;
 /// the control socket when there is one, go to the new process in one message.
 pub const MAX_HANDOFF_FDS: usize = 253;
 /// [`bind`].
-pub const BIND: &str = "tcp://host:port (e.g. tcp://127.0.0.1:6789 or tcp://[::1]:6789) or unix:///absolute/path (a path of at most 107 bytes)";
+pub const BIND: &str = "tcp://host:port (e.g. tcp://127.0.0.1:6789 or tcp://[::1]:6789), unix:///absolute/path (a path of at most 107 bytes), or for datagrams udp://host:port or unixgram:///absolute/path";
 /// [`socket_path`].
 pub const SOCKET_PATH: &str =
     "a file path of at most 107 bytes (the longest a UNIX socket address holds)";
@@ -338,28 +338,43 @@ pub fn literal_example(key: &Key) -> String {
     }
 }
 
-/// A listening address as written: `tcp://host:port`, `tcp://[v6]:port` or `unix:///path`.
+/// A listening address as written: `tcp://host:port`, `tcp://[v6]:port`, `unix:///path`, and
+/// for datagrams `udp://host:port`, `udp://[v6]:port` or `unixgram:///path`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {
     /// A host (an IP address, IPv6 without brackets, or a name) and a port.
     Tcp(String, u16),
     /// An absolute path.
     Unix(String),
+    /// A UDP host and port, as [`Address::Tcp`].
+    Udp(String, u16),
+    /// An absolute path of a UNIX datagram socket.
+    UnixDatagram(String),
 }
 
-/// `tcp://host:port`, `tcp://[v6]:port` or `unix:///absolute/path`.
+/// `tcp://host:port`, `tcp://[v6]:port`, `unix:///absolute/path`, `udp://host:port`,
+/// `udp://[v6]:port` or `unixgram:///absolute/path`.
 pub fn bind(s: &str) -> Result<Address, String> {
     let err = || BIND.to_owned();
-    if let Some(path) = s.strip_prefix("unix://") {
-        if !path.starts_with('/') || path.len() < 2 {
-            return Err(err());
+    for (scheme, make) in [
+        ("unix://", Address::Unix as fn(String) -> Address),
+        ("unixgram://", Address::UnixDatagram),
+    ] {
+        if let Some(path) = s.strip_prefix(scheme) {
+            if !path.starts_with('/') || path.len() < 2 {
+                return Err(err());
+            }
+            if path.len() > MAX_SOCKET_PATH {
+                return Err(too_long(path));
+            }
+            return Ok(make(path.to_owned()));
         }
-        if path.len() > MAX_SOCKET_PATH {
-            return Err(too_long(path));
-        }
-        return Ok(Address::Unix(path.to_owned()));
     }
-    let rest = s.strip_prefix("tcp://").ok_or_else(err)?;
+    let (rest, make) = match (s.strip_prefix("tcp://"), s.strip_prefix("udp://")) {
+        (Some(rest), _) => (rest, Address::Tcp as fn(String, u16) -> Address),
+        (_, Some(rest)) => (rest, Address::Udp as fn(String, u16) -> Address),
+        _ => return Err(err()),
+    };
     let (host, port) = rest.rsplit_once(':').ok_or_else(err)?;
     let port = port.parse::<u16>().map_err(|_| err())?;
     let host = match host.strip_prefix('[') {
@@ -371,7 +386,7 @@ pub fn bind(s: &str) -> Result<Address, String> {
         None if host.is_empty() || host.contains([':', '/', '[', ']']) => return Err(err()),
         None => host,
     };
-    Ok(Address::Tcp(host.to_owned(), port))
+    Ok(make(host.to_owned(), port))
 }
 
 /// What is wrong with a UNIX socket path longer than [`MAX_SOCKET_PATH`].
@@ -604,7 +619,9 @@ pub const SAMPLES: &[(&str, &str, bool)] = &[
         r#"["tcp://127.0.0.1:80", "tcp://127.0.0.1:80"]"#,
         false,
     ),
-    ("bind", r#"["tcp://127.0.0.1:80", "udp://x:1"]"#, false),
+    ("bind", r#"["tcp://127.0.0.1:80", "udp://x:1"]"#, true),
+    ("bind", r#"["tcp://127.0.0.1:80", "sctp://x:1"]"#, false),
+    ("bind", r#""unixgram:///run/a.sock""#, true),
     // The longest path a UNIX socket address holds, and one byte more.
     (
         "bind",
@@ -702,9 +719,17 @@ mod tests {
             "tcp://[::1]:80",
             "tcp://localhost:0",
             "unix:///tmp/x.sock",
+            "udp://0.0.0.0:53",
+            "udp://[::]:53",
+            "unixgram:///tmp/x.sock",
         ] {
             assert!(bind(s).is_ok(), "{s}");
         }
+        assert_eq!(bind("udp://[::1]:53"), Ok(Address::Udp("::1".into(), 53)));
+        assert_eq!(
+            bind("unixgram:///run/log"),
+            Ok(Address::UnixDatagram("/run/log".into()))
+        );
         for s in [
             "",
             "tcp://a]b:80",
@@ -714,6 +739,9 @@ mod tests {
             "tcp://x:99999",
             "unix://relative",
             "unix:///",
+            "udp://127.0.0.1",
+            "unixgram://relative",
+            "sctp://127.0.0.1:80",
         ] {
             assert_eq!(bind(s), Err(BIND.to_owned()), "{s}");
         }

@@ -73,6 +73,12 @@ fn check_arguments(args: &Args, item: &ItemFn) -> syn::Result<()> {
             "the server handler is a free function and cannot take `self`: write `stream: uninterruptible::Stream`",
         );
     }
+    if let (Some((_, span)), true) = (&args.init, crate::expand::argument_named(item, "Datagram")) {
+        return error(
+            *span,
+            "`init` is not available to a datagram handler: build what it needs in your own `main` and serve with `uninterruptible::Server::run_datagrams`, or remove `init`",
+        );
+    }
     match (inputs.len(), &args.init) {
         // No argument: an HTTP service's builder, run once per process.
         (0, None) | (1, None) | (2, Some(_)) => Ok(()),

@@ -68,13 +68,19 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
         ReturnType::Type(_, ty) => ty.span(),
         ReturnType::Default => name.span(),
     };
-    // The shape, told by the argument's type: `Incoming` takes the whole listener; anything
-    // else must be `Stream` (a task per connection), which rustc checks at the user's type.
-    let (runner, argument) = if names_incoming(item_fn) {
+    // The shape, told by the argument's type: `Incoming` takes the whole listener, `Datagram`
+    // each datagram; anything else must be `Stream` (a task per connection), which rustc checks
+    // at the user's type.
+    let (runner, argument) = if argument_named(item_fn, "Incoming") {
         let incoming = quote_spanned!(arg_ty.span()=>
             <#arg_ty as #krate::__private::IsIncoming>::from_incoming(__uninterruptible_arg)
         );
         (quote!(#krate::__private::run_incoming), incoming)
+    } else if argument_named(item_fn, "Datagram") {
+        let datagram = quote_spanned!(arg_ty.span()=>
+            <#arg_ty as #krate::__private::IsDatagram>::from_datagram(__uninterruptible_arg)
+        );
+        (quote!(#krate::__private::run_datagrams), datagram)
     } else {
         let stream = quote_spanned!(arg_ty.span()=>
             <#arg_ty as #krate::__private::IsStream>::from_stream(__uninterruptible_arg)
@@ -109,7 +115,7 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
             let init = respan(init.to_token_stream(), *init_span);
             let check = respan(quote!(#krate::__private::init), *init_span);
             let init = quote_spanned!(*init_span=> #check(#init));
-            let runner = if names_incoming(item_fn) {
+            let runner = if argument_named(item_fn, "Incoming") {
                 quote!(#krate::__private::run_incoming_with)
             } else {
                 quote!(#krate::__private::run_with)
@@ -137,9 +143,9 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
     }
 }
 
-/// Whether the handler's argument type is written `Incoming` (`uninterruptible::Incoming`, or
-/// imported): the whole-listener shape.
-fn names_incoming(item_fn: &ItemFn) -> bool {
+/// Whether the handler's first argument type is written `name` (`uninterruptible::Incoming`, or
+/// imported `Incoming`): the whole-listener shape, or `Datagram`: the datagram shape.
+pub(crate) fn argument_named(item_fn: &ItemFn, name: &str) -> bool {
     let Some(FnArg::Typed(pat)) = item_fn.sig.inputs.first() else {
         return false;
     };
@@ -148,7 +154,7 @@ fn names_incoming(item_fn: &ItemFn) -> bool {
             .path
             .segments
             .last()
-            .is_some_and(|segment| segment.ident == "Incoming"),
+            .is_some_and(|segment| segment.ident == name),
         _ => false,
     }
 }

@@ -5,7 +5,9 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-/// A listening address: `tcp://host:port`, `tcp://[v6]:port` or `unix:///absolute/path`.
+/// A listening address: `tcp://host:port`, `tcp://[v6]:port` or `unix:///absolute/path` for
+/// connections; `udp://host:port`, `udp://[v6]:port` or `unixgram:///absolute/path` for datagrams
+/// (served by a datagram handler, see [`Datagram`](crate::Datagram)).
 ///
 /// Parsed with the grammar `BIND` and the attribute's `bind` use (a UNIX path is at most 107
 /// bytes, the longest a socket address holds), and displayed the way it is written, so that
@@ -19,6 +21,8 @@ use std::str::FromStr;
 /// let unix: BindAddress = "unix:///run/echo.sock".parse().unwrap();
 /// assert_eq!(unix, BindAddress::Unix("/run/echo.sock".into()));
 /// assert!("tcp://127.0.0.1".parse::<BindAddress>().is_err());
+/// let udp: BindAddress = "udp://0.0.0.0:53".parse().unwrap();
+/// assert!(udp.is_datagram());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -32,12 +36,21 @@ pub enum BindAddress {
     },
     /// A UNIX socket at an absolute path.
     Unix(PathBuf),
+    /// A UDP socket. `host` is as for [`BindAddress::Tcp`].
+    Udp {
+        /// IP address or host name.
+        host: String,
+        /// Port; 0 asks the kernel for a free one.
+        port: u16,
+    },
+    /// A UNIX datagram socket at an absolute path.
+    UnixDatagram(PathBuf),
 }
 
 /// Why a string is not a [`BindAddress`]: its `Display` says what is accepted.
 ///
 /// ```
-/// let error = "udp://0.0.0.0:53".parse::<uninterruptible::BindAddress>().unwrap_err();
+/// let error = "sctp://0.0.0.0:53".parse::<uninterruptible::BindAddress>().unwrap_err();
 /// assert!(error.to_string().starts_with("expected tcp://host:port"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +76,11 @@ impl fmt::Display for BindAddress {
             }
             BindAddress::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
             BindAddress::Unix(path) => write!(f, "unix://{}", path.display()),
+            BindAddress::Udp { host, port } if host.contains(':') => {
+                write!(f, "udp://[{host}]:{port}")
+            }
+            BindAddress::Udp { host, port } => write!(f, "udp://{host}:{port}"),
+            BindAddress::UnixDatagram(path) => write!(f, "unixgram://{}", path.display()),
         }
     }
 }
@@ -84,6 +102,33 @@ impl BindAddress {
         match address {
             uninterruptible_grammar::Address::Tcp(host, port) => BindAddress::Tcp { host, port },
             uninterruptible_grammar::Address::Unix(path) => BindAddress::Unix(PathBuf::from(path)),
+            uninterruptible_grammar::Address::Udp(host, port) => BindAddress::Udp { host, port },
+            uninterruptible_grammar::Address::UnixDatagram(path) => {
+                BindAddress::UnixDatagram(PathBuf::from(path))
+            }
+        }
+    }
+
+    /// Whether this address takes datagrams (`udp://`, `unixgram://`) rather than connections.
+    pub fn is_datagram(&self) -> bool {
+        matches!(self, BindAddress::Udp { .. } | BindAddress::UnixDatagram(_))
+    }
+
+    /// The host and port of a `tcp://` or `udp://` address.
+    pub(crate) fn host_port(&self) -> Option<(&str, u16)> {
+        match self {
+            BindAddress::Tcp { host, port } | BindAddress::Udp { host, port } => {
+                Some((host, *port))
+            }
+            _ => None,
+        }
+    }
+
+    /// The path of a `unix://` or `unixgram://` address.
+    pub(crate) fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            BindAddress::Unix(path) | BindAddress::UnixDatagram(path) => Some(path),
+            _ => None,
         }
     }
 
@@ -91,7 +136,16 @@ impl BindAddress {
     pub(crate) fn with_port(self, port: u16) -> Self {
         match self {
             BindAddress::Tcp { host, .. } => BindAddress::Tcp { host, port },
+            BindAddress::Udp { host, .. } => BindAddress::Udp { host, port },
             unix => unix,
+        }
+    }
+
+    /// The address of a UDP socket, e.g. its `local_addr()`.
+    pub(crate) fn udp(addr: SocketAddr) -> Self {
+        BindAddress::Udp {
+            host: addr.ip().to_string(),
+            port: addr.port(),
         }
     }
 
@@ -103,18 +157,18 @@ impl BindAddress {
     /// one), `[::]` takes IPv6 only and leaves IPv4 to it, as nginx and HAProxy do. Alone, `[::]`
     /// keeps the system's setting. Port 0 asks for a port of each socket's own: no clash.
     pub(crate) async fn needs_ipv6_only(&self, all: &[BindAddress]) -> bool {
-        let BindAddress::Tcp { host, port } = self else {
+        let Some((host, port)) = self.host_port() else {
             return false;
         };
-        if *port == 0 || host.parse::<Ipv6Addr>() != Ok(Ipv6Addr::UNSPECIFIED) {
+        if port == 0 || host.parse::<Ipv6Addr>() != Ok(Ipv6Addr::UNSPECIFIED) {
             return false;
         }
         for other in all {
-            let BindAddress::Tcp {
-                host: other,
-                port: other_port,
-            } = other
-            else {
+            // TCP and UDP ports are apart.
+            if other.is_datagram() != self.is_datagram() {
+                continue;
+            }
+            let Some((other, other_port)) = other.host_port() else {
                 continue;
             };
             if other_port != port {
@@ -125,7 +179,7 @@ impl BindAddress {
                 Ok(IpAddr::V6(ip)) => ip.to_ipv4_mapped().is_some(),
                 Ok(ip) => ip.is_ipv4(),
                 // Binding resolves the name the same way.
-                Err(_) => tokio::net::lookup_host((other.as_str(), *port))
+                Err(_) => tokio::net::lookup_host((other, port))
                     .await
                     .is_ok_and(|mut found| found.any(|a| a.is_ipv4())),
             };
@@ -136,19 +190,20 @@ impl BindAddress {
         false
     }
 
-    /// Whether a socket bound at `actual` serves this address: the same IP (or, for a host name,
-    /// one it resolves to) and the same port, where port 0 matches any.
-    pub(crate) async fn matches_tcp(&self, actual: SocketAddr) -> bool {
-        let BindAddress::Tcp { host, port } = self else {
+    /// Whether a TCP or UDP socket (as this address is) bound at `actual` serves this address:
+    /// the same IP (or, for a host name, one it resolves to) and the same port, where port 0
+    /// matches any.
+    pub(crate) async fn matches_ip(&self, actual: SocketAddr) -> bool {
+        let Some((host, port)) = self.host_port() else {
             return false;
         };
-        if *port != 0 && *port != actual.port() {
+        if port != 0 && port != actual.port() {
             return false;
         }
         if let Ok(ip) = host.parse::<IpAddr>() {
             return ip == actual.ip();
         }
-        match tokio::net::lookup_host((host.as_str(), actual.port())).await {
+        match tokio::net::lookup_host((host, actual.port())).await {
             Ok(mut addrs) => addrs.any(|a| a.ip() == actual.ip()),
             Err(_) => false,
         }

@@ -349,11 +349,17 @@ impl Config {
         let (log_path, log_path_origin) = l.path("log_path")?;
         let log_filter = log_filter(&l)?;
         let tls = tls(&l, &mut warnings)?;
+        if let (Some(_), Some(datagram)) = (&tls, bind.iter().find(|a| a.is_datagram())) {
+            return Err(Error::InvalidConfig(format!(
+                "{0} is set and {datagram} takes datagrams, which TLS does not protect: serve it from a server without TLS, or unset {0}",
+                key("tls_certificate").env,
+            )));
+        }
         let allowed_networks = l.value("allowed_networks", grammar::networks)?;
-        let only_unix = bind.iter().all(|a| matches!(a, BindAddress::Unix(_)));
+        let only_unix = bind.iter().all(|a| a.path().is_some());
         if allowed_networks.is_some() && only_unix {
             return Err(Error::InvalidConfig(format!(
-                "{} cannot be used with a UNIX socket ({}): UNIX peers have no network address; unset it or bind to tcp://",
+                "{} cannot be used with a UNIX socket ({}): UNIX peers have no network address; unset it or bind to tcp:// or udp://",
                 key("allowed_networks").env,
                 list(&bind)
             )));
@@ -477,7 +483,7 @@ fn control_socket(l: &Lookup<'_>, bind: &[BindAddress]) -> Result<Option<PathBuf
         return Ok(None);
     };
     let path = PathBuf::from(setting.parse(grammar::socket_path)?);
-    if bind.contains(&BindAddress::Unix(path.clone())) {
+    if bind.iter().any(|a| a.path() == Some(&path)) {
         return Err(Error::invalid(
             setting.source,
             &setting.value,

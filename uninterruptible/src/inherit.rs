@@ -162,7 +162,8 @@ fn from_server_starter(value: Option<String>) -> Result<Option<Inherited>, Error
 }
 
 /// Takes `fd` (not negative) as a listening socket, if it is a TCP or UNIX stream socket that
-/// listens; else says what it is instead.
+/// listens, or a UDP or UNIX datagram socket that is not connected; else says what it is
+/// instead.
 fn listening(fd: RawFd) -> Result<OwnedFd, String> {
     // SAFETY: only borrowed, to ask the kernel what it is; `fd` is not -1, and one that is not
     // open only makes the calls fail.
@@ -172,18 +173,26 @@ fn listening(fd: RawFd) -> Result<OwnedFd, String> {
         Errno::ENOTSOCK => "is not a socket".to_owned(),
         e => format!("cannot be asked what it is ({e})"),
     };
-    if !getsockopt(&borrowed, sockopt::AcceptConn).map_err(what)? {
-        return Err("is a socket that is not listening".into());
-    }
-    if getsockopt(&borrowed, sockopt::SockType).map_err(what)? != SockType::Stream {
-        return Err("is not a stream socket".into());
+    match getsockopt(&borrowed, sockopt::SockType).map_err(what)? {
+        SockType::Stream => {
+            if !getsockopt(&borrowed, sockopt::AcceptConn).map_err(what)? {
+                return Err("is a socket that is not listening".into());
+            }
+        }
+        // systemd's `ListenDatagram=`: bound, and open to every peer.
+        SockType::Datagram => {
+            if nix::sys::socket::getpeername::<SockaddrStorage>(fd).is_ok() {
+                return Err("is a datagram socket connected to one peer".into());
+            }
+        }
+        _ => return Err("is not a stream or datagram socket".into()),
     }
     let family = getsockname::<SockaddrStorage>(fd).map_err(what)?.family();
     if !matches!(
         family,
         Some(AddressFamily::Inet | AddressFamily::Inet6 | AddressFamily::Unix)
     ) {
-        return Err("is not a TCP or UNIX socket".into());
+        return Err("is not an IP or UNIX socket".into());
     }
     // SAFETY: the process that started us handed this descriptor to us, by the protocol of the
     // variable; it is open, and nothing else in this process owns it (each is taken once).

@@ -51,6 +51,7 @@ mod acl;
 mod address;
 mod config;
 mod control;
+mod datagram;
 mod drain;
 mod error;
 mod family;
@@ -83,6 +84,7 @@ mod tls;
 
 pub use address::{AddressParseError, BindAddress};
 pub use config::{Config, ConfigBuilder, Defaults, StartCommand, TlsFiles, TlsVersion};
+pub use datagram::Datagram;
 pub use drain::Draining;
 pub use error::{Error, Source};
 pub use handle::{Handle, RestartOutcome};
@@ -128,7 +130,7 @@ pub mod __private {
     pub use crate::config::Defaults;
     use crate::incoming::Incoming;
     pub use crate::run::{
-        config_or_exit, run, run_http, run_incoming, run_incoming_with, run_with,
+        config_or_exit, run, run_datagrams, run_http, run_incoming, run_incoming_with, run_with,
     };
     use crate::stream::Stream;
 
@@ -155,6 +157,22 @@ pub mod __private {
         #[inline(always)]
         fn from_stream(stream: Stream) -> Self {
             stream
+        }
+    }
+
+    /// The datagram handler's argument: only [`Datagram`](crate::Datagram).
+    #[diagnostic::on_unimplemented(
+        message = "the datagram handler's argument must be `uninterruptible::Datagram`, not `{Self}`",
+        label = "write `datagram: uninterruptible::Datagram` here"
+    )]
+    pub trait IsDatagram: Sized {
+        fn from_datagram(datagram: crate::Datagram) -> Self;
+    }
+
+    impl IsDatagram for crate::Datagram {
+        #[inline(always)]
+        fn from_datagram(datagram: crate::Datagram) -> Self {
+            datagram
         }
     }
 

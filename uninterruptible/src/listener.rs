@@ -1,23 +1,28 @@
 //! Listening sockets: bound fresh, or adopted from a file descriptor handed over by the old process.
+//! Datagram sockets (`udp://`, `unixgram://`) are listeners here too: bound, handed over and
+//! adopted the same way, and read rather than accepted from ([`crate::datagram`]).
 
 use crate::address::BindAddress;
 use crate::error::Error;
 use crate::stream::{Io, PeerAddr};
 use nix::sys::socket::{
-    AddressFamily, SockaddrLike, SockaddrStorage, getsockname, getsockopt, setsockopt, sockopt,
+    AddressFamily, SockType, SockaddrLike, SockaddrStorage, getsockname, getsockopt, setsockopt,
+    sockopt,
 };
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use tokio::net::{TcpListener, TcpSocket, UnixListener};
+use tokio::net::{TcpListener, TcpSocket, UdpSocket, UnixDatagram, UnixListener};
 
-/// A listening TCP or UNIX socket.
+/// A listening TCP or UNIX socket, or a UDP or UNIX datagram socket.
 #[derive(Debug)]
 pub(crate) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
+    Udp(UdpSocket),
+    UnixDatagram(UnixDatagram),
 }
 
 impl Listener {
@@ -46,6 +51,18 @@ impl Listener {
                 clear_stale_socket(path).map_err(fail)?;
                 UnixListener::bind(path).map(Listener::Unix).map_err(fail)?
             }
+            BindAddress::Udp { host, port } => {
+                return bind_udp(host, *port, ipv6_only)
+                    .await
+                    .map(Listener::Udp)
+                    .map_err(fail);
+            }
+            BindAddress::UnixDatagram(path) => {
+                clear_stale_socket(path).map_err(fail)?;
+                return UnixDatagram::bind(path)
+                    .map(Listener::UnixDatagram)
+                    .map_err(fail);
+            }
         };
         // tokio listens with a queue of 128 for TCP: a burst of clients beyond it has its SYNs
         // dropped and waits a second for the retransmit. Listening again only sets the length.
@@ -62,6 +79,7 @@ impl Listener {
         let fd = match self {
             Listener::Tcp(l) => l.as_raw_fd(),
             Listener::Unix(l) => l.as_raw_fd(),
+            Listener::Udp(_) | Listener::UnixDatagram(_) => return Ok(()),
         };
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         // SAFETY: `fd` is a socket this listener owns and keeps open for the call. (nix's
@@ -73,12 +91,29 @@ impl Listener {
         }
     }
 
-    /// Takes over a listening socket received from another process.
+    /// Takes over a listening socket (or a datagram socket) received from another process.
     pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<Listener> {
+        let family = getsockname::<SockaddrStorage>(fd.as_raw_fd())?.family();
+        if getsockopt(&fd, sockopt::SockType)? == SockType::Datagram {
+            return match family {
+                Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+                    let std = std::net::UdpSocket::from(fd);
+                    std.set_nonblocking(true)?;
+                    UdpSocket::from_std(std).map(Listener::Udp)
+                }
+                Some(AddressFamily::Unix) => {
+                    let std = std::os::unix::net::UnixDatagram::from(fd);
+                    std.set_nonblocking(true)?;
+                    UnixDatagram::from_std(std).map(Listener::UnixDatagram)
+                }
+                other => Err(io::Error::other(format!(
+                    "the received datagram socket has an unsupported family {other:?}"
+                ))),
+            };
+        }
         if !getsockopt(&fd, sockopt::AcceptConn)? {
             return Err(io::Error::other("the received socket is not listening"));
         }
-        let family = getsockname::<SockaddrStorage>(fd.as_raw_fd())?.family();
         match family {
             Some(AddressFamily::Inet | AddressFamily::Inet6) => {
                 let std = std::net::TcpListener::from(fd);
@@ -107,7 +142,20 @@ impl Listener {
                     .ok_or_else(|| io::Error::other("the UNIX socket has no path"))?;
                 Ok(BindAddress::Unix(path.to_owned()))
             }
+            Listener::Udp(s) => s.local_addr().map(BindAddress::udp),
+            Listener::UnixDatagram(s) => {
+                let addr = s.local_addr()?;
+                let path = addr
+                    .as_pathname()
+                    .ok_or_else(|| io::Error::other("the UNIX datagram socket has no path"))?;
+                Ok(BindAddress::UnixDatagram(path.to_owned()))
+            }
         }
+    }
+
+    /// Whether this socket takes datagrams: it is read, not accepted from.
+    pub(crate) fn is_datagram(&self) -> bool {
+        matches!(self, Listener::Udp(_) | Listener::UnixDatagram(_))
     }
 
     /// Whether this is a dual-stack IPv6 wildcard socket on `port`: it takes IPv4 connections
@@ -127,10 +175,15 @@ impl Listener {
     pub(crate) async fn serves(&self, wanted: &BindAddress) -> bool {
         match (self, wanted) {
             (Listener::Tcp(l), BindAddress::Tcp { .. }) => match l.local_addr() {
-                Ok(actual) => wanted.matches_tcp(actual).await,
+                Ok(actual) => wanted.matches_ip(actual).await,
                 Err(_) => false,
             },
-            (Listener::Unix(_), BindAddress::Unix(_)) => {
+            (Listener::Udp(s), BindAddress::Udp { .. }) => match s.local_addr() {
+                Ok(actual) => wanted.matches_ip(actual).await,
+                Err(_) => false,
+            },
+            (Listener::Unix(_), BindAddress::Unix(_))
+            | (Listener::UnixDatagram(_), BindAddress::UnixDatagram(_)) => {
                 self.local_addr().is_ok_and(|actual| &actual == wanted)
             }
             _ => false,
@@ -142,6 +195,8 @@ impl Listener {
         match self {
             Listener::Tcp(l) => l.as_fd().try_clone_to_owned(),
             Listener::Unix(l) => l.as_fd().try_clone_to_owned(),
+            Listener::Udp(s) => s.as_fd().try_clone_to_owned(),
+            Listener::UnixDatagram(s) => s.as_fd().try_clone_to_owned(),
         }
     }
 
@@ -156,8 +211,30 @@ impl Listener {
                 let path = peer.as_pathname().map(Path::to_path_buf);
                 Ok((Io::Unix(stream), PeerAddr::Unix(path)))
             }
+            // Read by the datagram loop, never accepted from.
+            Listener::Udp(_) | Listener::UnixDatagram(_) => std::future::pending().await,
         }
     }
+}
+
+/// A UDP socket on `host:port`; IPv6 only with `ipv6_only` (as [`bind_ipv6_only`]).
+async fn bind_udp(host: &str, port: u16, ipv6_only: bool) -> io::Result<UdpSocket> {
+    if !ipv6_only {
+        return UdpSocket::bind((host, port)).await;
+    }
+    let ip: Ipv6Addr = host
+        .parse()
+        .map_err(|_| io::Error::other("not an IPv6 address"))?;
+    let fd = nix::sys::socket::socket(
+        AddressFamily::Inet6,
+        SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC | nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    let address = nix::sys::socket::SockaddrIn6::from(std::net::SocketAddrV6::new(ip, port, 0, 0));
+    nix::sys::socket::bind(fd.as_raw_fd(), &address)?;
+    UdpSocket::from_std(std::net::UdpSocket::from(fd))
 }
 
 /// A TCP socket on the IPv6 address `host` that takes no IPv4 connections, so that IPv4
@@ -187,8 +264,15 @@ pub(crate) fn clear_stale_socket(path: &Path) -> io::Result<()> {
             "the path exists and is not a socket (left as it is)",
         ));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(
+    let answered = match std::os::unix::net::UnixStream::connect(path) {
+        // A datagram socket's file: a stream cannot connect to it (EPROTOTYPE), a datagram can.
+        Err(e) if e.raw_os_error() == Some(nix::libc::EPROTOTYPE) => {
+            std::os::unix::net::UnixDatagram::unbound().and_then(|s| s.connect(path))
+        }
+        other => other.map(drop),
+    };
+    match answered {
+        Ok(()) => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             "a server is already answering on this socket; stop it or choose another path",
         )),
@@ -218,12 +302,10 @@ pub(crate) struct SocketFile {
 
 impl SocketFile {
     pub(crate) fn of(address: &BindAddress) -> Option<SocketFile> {
-        let BindAddress::Unix(path) = address else {
-            return None;
-        };
+        let path = address.path()?;
         let meta = std::fs::symlink_metadata(path).ok()?;
         Some(SocketFile {
-            path: path.clone(),
+            path: path.to_owned(),
             identity: (meta.dev(), meta.ino()),
         })
     }

@@ -4,6 +4,7 @@
 //! ([`supervise`](crate::supervise)). No module imports this one.
 
 use crate::config::Config;
+use crate::datagram::{self, Datagram, DatagramHandler};
 use crate::error::Error;
 use crate::handle::{Handle, Requests};
 use crate::handler::NoHandler;
@@ -127,8 +128,21 @@ where
 pub struct Server {
     config: Config,
     handle: Handle,
-    requests: Requests,
+    program: Program,
 }
+
+/// What the program gives besides its configuration and its main handler.
+#[derive(Debug)]
+pub(crate) struct Program {
+    requests: Requests,
+    datagrams: Option<DatagramHandler>,
+    /// Whether the main handler serves connections (not so for [`Server::run_datagrams`]).
+    streams: bool,
+}
+
+/// The connection handler of a server of datagrams only: it has no stream socket (checked at
+/// start-up), so this is never called.
+const NO_CONNECTIONS: NoHandler = |_stream| std::future::ready(());
 
 /// How many requests of handles wait to be read at most: more wait in [`Handle::restart`].
 const QUEUE: usize = 16;
@@ -140,13 +154,89 @@ impl Server {
         Server {
             config,
             handle: Handle { requests },
-            requests: Requests { receiver },
+            program: Program {
+                requests: Requests { receiver },
+                datagrams: None,
+                streams: true,
+            },
         }
     }
 
     /// A handle that restarts or stops this server once it runs.
     pub fn handle(&self) -> Handle {
         self.handle.clone()
+    }
+
+    /// Serves the datagram sockets (`udp://`, `unixgram://` in `bind`) with `handler`, beside the
+    /// connections the handler given to `run` (or `serve`, ...) serves: e.g. DNS over UDP and
+    /// TCP on one port. Each [`Datagram`] is handled on a task of its own.
+    ///
+    /// A restart hands the datagram sockets over with the others; the old process stops reading
+    /// them once the new one is ready, and finishes the handlers still running (the replies it
+    /// owes) as it drains. A datagram socket without a datagram handler, or a stream socket in
+    /// a server of [`Server::run_datagrams`], is a configuration error (exit 2).
+    ///
+    /// ```no_run
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// fn main() -> std::process::ExitCode {
+    ///     let defaults = uninterruptible::Defaults::new().bind("tcp://127.0.0.1:7000,udp://127.0.0.1:7000");
+    ///     let config = uninterruptible::Config::from_env(defaults).expect("a valid configuration");
+    ///     uninterruptible::Server::new(config)
+    ///         .datagrams(|datagram: uninterruptible::Datagram| async move {
+    ///             datagram.reply(b"hello over udp\n").await
+    ///         })
+    ///         .run(|mut stream: uninterruptible::Stream| async move {
+    ///             stream.write_all(b"hello over tcp\n").await
+    ///         })
+    /// }
+    /// ```
+    pub fn datagrams<D, F, O>(mut self, handler: D) -> Server
+    where
+        D: Fn(Datagram) -> F + Send + Sync + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        self.program.datagrams = Some(datagram::boxed(handler));
+        self
+    }
+
+    /// Serves only datagram sockets (`udp://`, `unixgram://`), each [`Datagram`] with `handler`
+    /// on a task of its own, as [`Server::run`] serves connections (a runtime of its own,
+    /// restarts, drains, supervised mode). See [`Server::datagrams`].
+    ///
+    /// ```no_run
+    /// fn main() -> std::process::ExitCode {
+    ///     let defaults = uninterruptible::Defaults::new().bind("udp://127.0.0.1:7000");
+    ///     let config = uninterruptible::Config::from_env(defaults).expect("a valid configuration");
+    ///     uninterruptible::Server::new(config).run_datagrams(|datagram: uninterruptible::Datagram| async move {
+    ///         datagram.reply(datagram.data()).await
+    ///     })
+    /// }
+    /// ```
+    pub fn run_datagrams<D, F, O>(mut self, handler: D) -> ExitCode
+    where
+        D: Fn(Datagram) -> F + Send + Sync + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        self.program.streams = false;
+        let server = self.datagrams(handler);
+        let none = init::ready(Handler::PerConnection(NO_CONNECTIONS));
+        run_blocking(server.config, none, server.program)
+    }
+
+    /// [`Server::run_datagrams`] on the runtime this is awaited on (see [`Server::serve`]).
+    pub async fn serve_datagrams<D, F, O>(mut self, handler: D) -> ExitCode
+    where
+        D: Fn(Datagram) -> F + Send + Sync + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        self.program.streams = false;
+        let server = self.datagrams(handler);
+        let none = init::ready(Handler::PerConnection(NO_CONNECTIONS));
+        run_async(server.config, none, server.program).await
     }
 
     /// Serves `handler`, one task per connection, on a multi-thread runtime of its own, until
@@ -162,7 +252,7 @@ impl Server {
         run_blocking(
             self.config,
             init::ready(Handler::PerConnection(handler)),
-            self.requests,
+            self.program,
         )
     }
 
@@ -206,7 +296,7 @@ impl Server {
         F: Future<Output = O> + Send + 'static,
         O: HandlerOutput,
     {
-        run_blocking(self.config, init::with_state(init, handler), self.requests)
+        run_blocking(self.config, init::with_state(init, handler), self.program)
     }
 
     /// [`Server::serve`] with start-up work first: see [`Server::run_with`].
@@ -220,7 +310,7 @@ impl Server {
         F: Future<Output = O> + Send + 'static,
         O: HandlerOutput,
     {
-        run_async(self.config, init::with_state(init, handler), self.requests).await
+        run_async(self.config, init::with_state(init, handler), self.program).await
     }
 
     /// [`Server::run_incoming`] with start-up work first: `init` runs as for
@@ -257,7 +347,7 @@ impl Server {
         O: HandlerOutput,
     {
         let init = init::with_state_incoming(init, handler);
-        run_blocking::<NoHandler, _, ()>(self.config, init, self.requests)
+        run_blocking::<NoHandler, _, ()>(self.config, init, self.program)
     }
 
     /// [`Server::serve_incoming`] with start-up work first: see [`Server::run_incoming_with`].
@@ -272,7 +362,7 @@ impl Server {
         O: HandlerOutput,
     {
         let init = init::with_state_incoming(init, handler);
-        run_async::<NoHandler, _, ()>(self.config, init, self.requests).await
+        run_async::<NoHandler, _, ()>(self.config, init, self.program).await
     }
 
     /// Serves an HTTP service (feature `http`): `app` builds it once per process (it is the
@@ -306,7 +396,7 @@ impl Server {
     {
         let init = crate::http::init(app, self.config.header_read_timeout());
         self.config.alpn = crate::http::ALPN;
-        run_blocking(self.config, init, self.requests)
+        run_blocking(self.config, init, self.program)
     }
 
     /// [`Server::run_http`] on the runtime this is awaited on (see [`Server::serve`]).
@@ -320,7 +410,7 @@ impl Server {
     {
         let init = crate::http::init(app, self.config.header_read_timeout());
         self.config.alpn = crate::http::ALPN;
-        run_async(self.config, init, self.requests).await
+        run_async(self.config, init, self.program).await
     }
 
     /// [`Server::run`] for a handler that takes the whole listener (see [`Incoming`]).
@@ -331,7 +421,7 @@ impl Server {
         O: HandlerOutput,
     {
         let handler = init::ready(Handler::listener(handler));
-        run_blocking::<NoHandler, _, ()>(self.config, handler, self.requests)
+        run_blocking::<NoHandler, _, ()>(self.config, handler, self.program)
     }
 
     /// Serves `handler` on the runtime this is awaited on, until the process stops or retires;
@@ -347,7 +437,7 @@ impl Server {
         run_async(
             self.config,
             init::ready(Handler::PerConnection(handler)),
-            self.requests,
+            self.program,
         )
         .await
     }
@@ -360,29 +450,25 @@ impl Server {
         O: HandlerOutput,
     {
         let handler = init::ready(Handler::listener(handler));
-        run_async::<NoHandler, _, ()>(self.config, handler, self.requests).await
+        run_async::<NoHandler, _, ()>(self.config, handler, self.program).await
     }
 }
 
 /// Serves on a runtime of its own, blocking the calling thread.
-pub(crate) fn run_blocking<H, F, O>(
-    config: Config,
-    handler: Init<H>,
-    requests: Requests,
-) -> ExitCode
+pub(crate) fn run_blocking<H, F, O>(config: Config, handler: Init<H>, program: Program) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
     if tokio::runtime::Handle::try_current().is_err() {
-        return on_own_runtime(config, handler, requests);
+        return on_own_runtime(config, handler, program);
     }
     // Called from a runtime (`#[tokio::main]`): a runtime cannot be started, nor blocked on,
     // from one of its threads, so the server's runs on a thread of its own.
     let thread = std::thread::Builder::new()
         .name("uninterruptible".into())
-        .spawn(move || on_own_runtime(config, handler, requests));
+        .spawn(move || on_own_runtime(config, handler, program));
     match thread.map(std::thread::JoinHandle::join) {
         Ok(Ok(code)) => code,
         Ok(Err(panic)) => std::panic::resume_unwind(panic),
@@ -390,13 +476,13 @@ where
     }
 }
 
-fn on_own_runtime<H, F, O>(config: Config, handler: Init<H>, requests: Requests) -> ExitCode
+fn on_own_runtime<H, F, O>(config: Config, handler: Init<H>, program: Program) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    let begun = match begin(config, requests) {
+    let begun = match begin(config, program) {
         Ok(begun) => begun,
         Err(code) => return code,
     };
@@ -423,14 +509,14 @@ where
 pub(crate) async fn run_async<H, F, O>(
     config: Config,
     handler: Init<H>,
-    requests: Requests,
+    program: Program,
 ) -> ExitCode
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    match begin(config, requests) {
+    match begin(config, program) {
         Ok(begun) => play(begun, handler).await,
         Err(code) => code,
     }
@@ -438,7 +524,7 @@ where
 
 /// Everything before the runtime: signals first (from here on a `USR1` or `TERM` waits to be
 /// read instead of ending the process), who started this process, logging.
-fn begin(config: Config, requests: Requests) -> Result<Begun, ExitCode> {
+fn begin(config: Config, program: Program) -> Result<Begun, ExitCode> {
     crate::timing::begin("exec and load");
     signals::block().map_err(|e| report(None, &e))?;
     let inherited = inherit::take(config.max_listeners()).map_err(|e| report(None, &e))?;
@@ -465,7 +551,9 @@ fn begin(config: Config, requests: Requests) -> Result<Begun, ExitCode> {
         dialed,
         part,
         keep_socket_files: origin.keep_socket_files,
-        requests,
+        requests: program.requests,
+        datagrams: program.datagrams,
+        serves_streams: program.streams,
     })
 }
 
@@ -511,6 +599,18 @@ where
     O: HandlerOutput,
 {
     Server::new(config).run_incoming_with(init, handler)
+}
+
+/// What `#[uninterruptible::server]` on a handler taking `Datagram` expands to:
+/// [`Server::run_datagrams`].
+#[doc(hidden)]
+pub fn run_datagrams<D, F, O>(config: Config, handler: D) -> ExitCode
+where
+    D: Fn(Datagram) -> F + Send + Sync + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    Server::new(config).run_datagrams(handler)
 }
 
 /// What `#[uninterruptible::server]` on a handler without arguments expands to:

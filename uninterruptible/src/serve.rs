@@ -1,6 +1,7 @@
 //! The accept loop and the per-connection task.
 
 use crate::acl::Acl;
+use crate::datagram::Reader;
 use crate::handler::HandlerOutput;
 use crate::listener::Listener;
 use crate::shutdown::{ConnectionGuard, Shutdown};
@@ -39,6 +40,8 @@ pub(crate) struct Server<H> {
     /// `ALLOWED_NETWORKS`.
     pub(crate) acl: Option<Acl>,
     pub(crate) tls: Option<Tls>,
+    /// What reads the datagram sockets, when there are any.
+    pub(crate) datagrams: Option<Reader>,
 }
 
 impl<H, F, O> Server<H>
@@ -47,13 +50,19 @@ where
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    /// Starts accepting, one task per listener.
+    /// Starts accepting, one task per listener; a datagram socket's task reads it. Setup
+    /// checked that datagram sockets come with a datagram handler.
     pub(crate) fn start(self, listeners: Vec<Listener>) -> Accepting {
         let server = Arc::new(self);
         Accepting {
             tasks: listeners
                 .into_iter()
-                .map(|listener| tokio::spawn(Arc::clone(&server).accept_loop(listener)))
+                .map(
+                    |listener| match (&server.datagrams, listener.is_datagram()) {
+                        (Some(reader), true) => reader.start(listener),
+                        _ => tokio::spawn(Arc::clone(&server).accept_loop(listener)),
+                    },
+                )
                 .collect(),
         }
     }

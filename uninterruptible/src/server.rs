@@ -5,6 +5,7 @@
 use crate::acl::Acl;
 use crate::config::{self, Config};
 use crate::control::{self, Control, Endpoint};
+use crate::datagram::{self, DatagramHandler, Reader};
 use crate::error::Error;
 use crate::family::{self, Family, Me};
 use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter, Waiters};
@@ -56,13 +57,18 @@ where
         part,
         keep_socket_files,
         requests,
+        datagrams,
+        serves_streams,
     } = begun;
     let mut started = match setup::start(&config, inherited, dialed, part, keep_socket_files).await
     {
         Ok(started) => started,
         Err(e) => return fail(&config, e, &[]),
     };
-    let present = Present::new(&config, &mut started, generation);
+    if let Err(e) = setup::check_shapes(&started.listeners, datagrams.is_some(), serves_streams) {
+        return refuse_sockets(&config, started, e);
+    }
+    let present = Present::new(&config, &mut started, generation, datagrams);
     let built = match init::run(init, config.ready_timeout, &mut started.signals).await {
         Ok(built) => {
             crate::timing::mark("init");
@@ -86,6 +92,20 @@ where
     end(&config, &mut serving, ending).await
 }
 
+/// The sockets taken do not fit the handlers: a restart's old process hears why, and what this
+/// process made is removed.
+fn refuse_sockets(config: &Config, started: Started, e: Error) -> ExitCode {
+    let by_restart = started.takeover.is_some();
+    let files = SocketFiles::new(&started.addresses, started.keeps_socket_files, by_restart);
+    if let Some(control) = started.control.as_ref().filter(|control| control.bound) {
+        let _ = std::fs::remove_file(&control.path);
+    }
+    if let Some(takeover) = started.takeover {
+        takeover.failed(&e.report());
+    }
+    fail(config, e, files.owned())
+}
+
 /// What a process shows of itself from before its initialiser runs: `status` on its control
 /// socket lists it as `starting` (with its age, so a long start-up is seen to progress), and a
 /// `restart` asked there or from the program waits, to start once the process serves.
@@ -93,10 +113,17 @@ struct Present {
     shutdown: Arc<Shutdown>,
     family: Arc<Family>,
     control: Endpoint,
+    /// The program's datagram handler, if it has one: it needs no initialiser.
+    datagrams: Option<DatagramHandler>,
 }
 
 impl Present {
-    fn new(config: &Config, started: &mut Started, generation: u64) -> Present {
+    fn new(
+        config: &Config,
+        started: &mut Started,
+        generation: u64,
+        datagrams: Option<DatagramHandler>,
+    ) -> Present {
         let shutdown = Arc::new(Shutdown::new());
         let me = Me::starting(generation, Arc::clone(&shutdown));
         // Received from an old process that reads them until it lets go.
@@ -113,6 +140,7 @@ impl Present {
             shutdown,
             family,
             control,
+            datagrams,
         }
     }
 }
@@ -245,12 +273,13 @@ where
         shutdown,
         family,
         control,
+        datagrams,
     } = present;
     let socket_files = SocketFiles::new(&addresses, keeps_socket_files, takeover.is_some());
     let owned = socket_files.owned();
     let handoff_fds = setup::duplicate(&listeners).map_err(|e| fail(config, e, owned))?;
 
-    let (server, listener_task) = acceptor(config, handler, tls, &shutdown);
+    let (server, listener_task) = acceptor(config, handler, datagrams, tls, &shutdown);
     // The pidfile before accepting: once a connection is accepted nothing may fail, or that
     // connection would be lost with the process. Under a supervisor it names the supervisor.
     if let (Some(path), Part::Alone) = (&config.pidfile, part) {
@@ -311,6 +340,7 @@ fn supervisor_link(part: Part, awaiting_verdict: bool) -> Option<oneshot::Receiv
 fn acceptor<H, F, O>(
     config: &Config,
     handler: Handler<H>,
+    datagrams: Option<DatagramHandler>,
     tls: Option<crate::tls::Tls>,
     shutdown: &Arc<Shutdown>,
 ) -> (Server<H>, Option<JoinHandle<io::Result<()>>>)
@@ -327,12 +357,24 @@ where
             (Target::Listener(streams), Some(task))
         }
     };
+    let acl = config.allowed_networks.clone().map(Acl::new);
+    let datagrams = datagrams.map(|handler| Reader {
+        handler,
+        shutdown: Arc::clone(shutdown),
+        in_flight: Arc::new(Semaphore::new(
+            config
+                .max_connections
+                .unwrap_or(datagram::DEFAULT_IN_FLIGHT),
+        )),
+        acl: acl.clone(),
+    });
     let server = Server {
         target,
         shutdown: Arc::clone(shutdown),
         limit: config.max_connections.map(|n| Arc::new(Semaphore::new(n))),
-        acl: config.allowed_networks.clone().map(Acl::new),
+        acl,
         tls,
+        datagrams,
     };
     (server, listener_task)
 }

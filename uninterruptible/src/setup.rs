@@ -33,6 +33,10 @@ pub(crate) struct Begun {
     pub(crate) keep_socket_files: bool,
     /// What the program's [`Handle`](crate::Handle)s ask.
     pub(crate) requests: Requests,
+    /// The program's datagram handler, for `udp://` and `unixgram://` sockets.
+    pub(crate) datagrams: Option<crate::datagram::DatagramHandler>,
+    /// Whether the program's main handler serves connections.
+    pub(crate) serves_streams: bool,
 }
 
 /// Everything set up before the first connection is accepted.
@@ -325,6 +329,38 @@ async fn adopt_inherited(config: &Config, inherited: Inherited) -> Result<Vec<Li
         )));
     }
     Ok(listeners)
+}
+
+/// Whether the sockets taken fit the program's handlers: a datagram socket needs a datagram
+/// handler, and a stream socket a handler of connections.
+pub(crate) fn check_shapes(
+    listeners: &[Listener],
+    datagram_handler: bool,
+    stream_handler: bool,
+) -> Result<(), Error> {
+    let address = |l: &Listener| {
+        l.local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string())
+    };
+    if let Some(l) = listeners
+        .iter()
+        .find(|l| l.is_datagram() && !datagram_handler)
+    {
+        return Err(Error::InvalidConfig(format!(
+            "{} takes datagrams, and this server has no datagram handler: bind it to tcp:// or unix://, or give the server one (a handler taking `uninterruptible::Datagram`, `datagrams = \"...\"` in the attribute, or Server::datagrams)",
+            address(l)
+        )));
+    }
+    if let Some(l) = listeners
+        .iter()
+        .find(|l| !l.is_datagram() && !stream_handler)
+    {
+        return Err(Error::InvalidConfig(format!(
+            "{} takes connections, and this server only handles datagrams: bind it to udp:// or unixgram://",
+            address(l)
+        )));
+    }
+    Ok(())
 }
 
 /// A failure at startup after something was made: nothing is left behind.

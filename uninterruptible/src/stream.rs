@@ -23,12 +23,14 @@ pub enum PeerAddr {
     Tcp(SocketAddr),
     /// A UNIX socket peer; its path, when it bound one (clients rarely do).
     Unix(Option<PathBuf>),
+    /// The sender of a UDP datagram ([`Datagram`](crate::Datagram)).
+    Udp(SocketAddr),
 }
 
 impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PeerAddr::Tcp(addr) => addr.fmt(f),
+            PeerAddr::Tcp(addr) | PeerAddr::Udp(addr) => addr.fmt(f),
             PeerAddr::Unix(Some(path)) => write!(f, "unix:{}", path.display()),
             PeerAddr::Unix(None) => f.write_str("unix:(unnamed)"),
         }

@@ -89,9 +89,9 @@ pub(crate) struct Received {
     pub(crate) links: Vec<Lines>,
 }
 
-/// Sorts the sockets received from the old process: connected ones are status links to older
-/// processes, the listening UNIX socket at `control_path` is the control socket, and the rest
-/// are listeners. A control socket this process does not serve is closed.
+/// Sorts the sockets received from the old process: connected stream sockets are status links
+/// to older processes, the listening UNIX socket at `control_path` is the control socket, and
+/// the rest (listening stream sockets, datagram sockets) are listeners. A control socket this process does not serve is closed.
 pub(crate) fn sort_received(
     fds: Vec<OwnedFd>,
     control_path: Option<&Path>,
@@ -102,7 +102,10 @@ pub(crate) fn sort_received(
         links: Vec::new(),
     };
     for fd in fds {
-        if !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(true) {
+        // Datagram sockets never listen: they are listeners of their own kind.
+        let datagram = getsockopt(&fd, sockopt::SockType)
+            .is_ok_and(|kind| kind == nix::sys::socket::SockType::Datagram);
+        if !datagram && !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(true) {
             let link = std::os::unix::net::UnixStream::from(fd);
             match link
                 .set_nonblocking(true)
