@@ -347,7 +347,7 @@ pub(crate) fn check_shapes(
         .find(|l| l.is_datagram() && !datagram_handler)
     {
         return Err(Error::InvalidConfig(format!(
-            "{} takes datagrams, and this server has no datagram handler: bind it to tcp:// or unix://, or give the server one (a handler taking `uninterruptible::Datagram`, `datagrams = \"...\"` in the attribute, or Server::datagrams)",
+            "{} takes datagrams, and this server has no datagram handler: bind it to tcp:// or unix://, or give the server one (a handler taking `uninterruptible::Datagram`, or Server::datagrams beside a handler of connections)",
             address(l)
         )));
     }
