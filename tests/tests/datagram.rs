@@ -286,7 +286,7 @@ fn a_socket_activated_udp_socket_is_adopted_and_handed_over() {
     assert_eq!(ask("activated"), "activated");
     server
         .log
-        .wait_for(&format!("took over 1 listening sockets: LISTEN_FDS=1"));
+        .wait_for("took over 1 listening sockets: LISTEN_FDS=1");
     let first = wait_for("the pidfile", DEADLINE, || read_pidfile(&pidfile));
     uninterruptible_tests::send(first, SIGUSR1);
     let second = wait_for("a new pid", DEADLINE, || {
