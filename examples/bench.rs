@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uninterruptible_tests::certs::{Ca, Client};
 use uninterruptible_tests::load::{self, Options, Target};
+use uninterruptible_tests::udp;
 use uninterruptible_tests::{
     Address, DEADLINE, SIGHUP, SIGUSR1, Server, Signal, TempDir, fd_count, free_port, read_pidfile,
     wait_for,
@@ -56,7 +57,7 @@ fn settings() -> Settings {
             }
             unknown => {
                 eprintln!(
-                    "bench: unknown argument {unknown}; expected --smoke, --build, --only steady,storm,memory,scale,handoff,tls,state,http"
+                    "bench: unknown argument {unknown}; expected --smoke, --build, --only steady,storm,memory,scale,handoff,tls,state,http,udp"
                 );
                 std::process::exit(2);
             }
@@ -323,6 +324,9 @@ fn main() {
     }
     if settings.runs("http") {
         http(&settings, &binaries);
+    }
+    if settings.runs("udp") {
+        udp(&settings, &binaries);
     }
     if settings.build {
         build_cost(&mut targets);
@@ -892,6 +896,124 @@ fn http(settings: &Settings, binaries: &Binaries) {
                 summary(&cpu(system)).0 / floor
             );
         }
+    }
+}
+
+/// A UDP echo server started for the UDP section: the library's example, or the plain floor.
+struct UdpRunning {
+    server: Server,
+    addr: SocketAddr,
+    pidfile: PathBuf,
+    _dir: TempDir,
+}
+
+fn start_udp(binaries: &Binaries, plain: bool) -> UdpRunning {
+    let dir = TempDir::new("bench-udp");
+    let pidfile = dir.join("server.pid");
+    let pid_env = pidfile.to_str().unwrap().to_owned();
+    let env = [
+        ("BIND", "udp://127.0.0.1:0"),
+        ("PID_FILE", pid_env.as_str()),
+    ];
+    let binary = if plain { "plain_udp_echo" } else { "udp_echo" };
+    let server = Server::start_in_session(&binaries.path(binary), &env);
+    let line = server.log.wait_for("listening on udp://");
+    let addr = line
+        .split("listening on udp://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    UdpRunning {
+        server,
+        addr,
+        pidfile,
+        _dir: dir,
+    }
+}
+
+/// UDP: server CPU per datagram of the UDP echo example against a plain tokio UDP echo (8
+/// clients, one datagram in flight each, alternating); then the example under the same load
+/// and a burst client, restarted back to back: datagrams answered and lost.
+fn udp(settings: &Settings, binaries: &Binaries) {
+    let compared = [System::Uninterruptible, System::PlainTokio];
+    let runs = rounds(settings, &compared, |system| {
+        let running = start_udp(binaries, system == System::PlainTokio);
+        let pid = running.server.pid();
+        let before = cpu_ticks(pid);
+        let started = Instant::now();
+        let addr = running.addr;
+        let ((), counts) = load::while_running(
+            move |stop| udp::run(addr, 8, 0, stop),
+            || std::thread::sleep(Duration::from_secs_f64(settings.seconds)),
+        );
+        let cpu = (cpu_ticks(pid) - before) as f64 / ticks_per_second();
+        assert!(
+            counts.lost.is_empty(),
+            "{}: lost {:?}",
+            system.name(),
+            counts.lost
+        );
+        let answered = counts.answered.max(1) as f64;
+        (
+            answered / started.elapsed().as_secs_f64(),
+            cpu * 1e6 / answered,
+        )
+    });
+    println!("\n### UDP: the UDP echo example against a plain tokio UDP echo (8 clients)\n");
+    println!(
+        "| system | datagrams/s, median (min–max) | server CPU per datagram, µs | CPU vs. plain tokio |"
+    );
+    println!("|---|---|---|---|");
+    let cpu = |system| runs[&system].iter().map(|r| r.1).collect::<Vec<_>>();
+    let floor = summary(&cpu(System::PlainTokio)).0;
+    for system in compared {
+        let rates: Vec<f64> = runs[&system].iter().map(|r| r.0).collect();
+        let name = if system == System::PlainTokio {
+            "plain tokio (one task, inline reply)"
+        } else {
+            "uninterruptible (udp_echo example)"
+        };
+        println!(
+            "| {name} | {} | {} | {:.3} |",
+            cell(&rates, ""),
+            cell2(&cpu(system)),
+            summary(&cpu(system)).0 / floor
+        );
+    }
+
+    println!(
+        "\n### UDP storm: the UDP echo example restarted back to back under 8 clients and bursts of 64\n"
+    );
+    println!(
+        "| round | restarts | datagrams answered | bursts | lost | kernel queue drops | handoff p50 | handoff max |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for round in 1..=settings.storm_rounds {
+        let running = start_udp(binaries, false);
+        let addr = running.addr;
+        let drops = udp::kernel_drops();
+        let until = Instant::now() + Duration::from_secs_f64(settings.storm_seconds);
+        let pidfile = running.pidfile.clone();
+        let (restarts, counts) = load::while_running(
+            move |stop| udp::run(addr, 8, 64, stop),
+            || load::restart_loop(&pidfile, SIGUSR1, Duration::ZERO, None, Some(until)),
+        );
+        let drops = udp::kernel_drops() - drops;
+        println!(
+            "| {round} | {} | {} | {} | {} | {drops} | {} | {} |",
+            restarts.handoffs.len(),
+            counts.answered,
+            counts.bursts,
+            counts.lost.len(),
+            ms(restarts.quantile(0.5)),
+            ms(restarts.quantile(1.0)),
+        );
+        assert!(
+            counts.lost.is_empty(),
+            "lost {:?}",
+            &counts.lost[..counts.lost.len().min(5)]
+        );
     }
 }
 

@@ -6,6 +6,7 @@ pub mod certs;
 pub mod fake_old;
 pub mod http;
 pub mod load;
+pub mod udp;
 
 use nix::sys::signal::kill;
 use nix::unistd::Pid;

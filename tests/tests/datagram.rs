@@ -3,21 +3,15 @@
 //! bursts sent while processes switch included; and the configurations that cannot work exit 2
 //! saying why.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::net::UdpSocket;
 use uninterruptible_tests::load::{restart_loop, while_running};
+use uninterruptible_tests::udp::{self, REPLY_WAIT, kernel_drops};
 use uninterruptible_tests::{DEADLINE, SIGTERM, SIGUSR1, Server, TempDir, read_pidfile, wait_for};
 
 const UDP_ECHO: &str = env!("CARGO_BIN_EXE_udp_echo");
 const ECHO: &str = env!("CARGO_BIN_EXE_echo");
-/// How long a client waits for a reply before it counts the datagram lost: far beyond any
-/// switch, so that only a datagram nobody answered is counted.
-const REPLY_WAIT: Duration = Duration::from_secs(10);
 /// Datagrams sent at once by the burst client, then answered: fewer than a default receive
 /// queue (`net.core.rmem_default`) holds even if no process read for a while.
 const BURST: usize = 64;
@@ -45,101 +39,6 @@ fn start(dir: &TempDir, delay_ms: &str) -> (Server, PathBuf, SocketAddr) {
     (server, pidfile, address)
 }
 
-/// What the clients saw.
-#[derive(Debug, Default)]
-struct Counts {
-    answered: u64,
-    lost: Vec<String>,
-    wrong: Vec<String>,
-    bursts: u64,
-}
-
-impl Counts {
-    fn merge(&mut self, other: Counts) {
-        self.answered += other.answered;
-        self.lost.extend(other.lost);
-        self.wrong.extend(other.wrong);
-        self.bursts += other.bursts;
-    }
-}
-
-/// Sends `client-n seq`, one at a time, and checks each reply, until told to stop.
-async fn client(n: usize, server: SocketAddr, stop: Arc<AtomicBool>) -> Counts {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    socket.connect(server).await.unwrap();
-    let mut counts = Counts::default();
-    let mut buf = [0; 128];
-    for seq in 0u64.. {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let sent = format!("client-{n} {seq}");
-        socket.send(sent.as_bytes()).await.unwrap();
-        match tokio::time::timeout(REPLY_WAIT, socket.recv(&mut buf)).await {
-            Ok(Ok(len)) if &buf[..len] == sent.as_bytes() => counts.answered += 1,
-            Ok(Ok(len)) => counts.wrong.push(format!(
-                "{sent:?} got {:?}",
-                String::from_utf8_lossy(&buf[..len])
-            )),
-            Ok(Err(e)) => counts.lost.push(format!("{sent:?}: {e}")),
-            Err(_) => counts.lost.push(format!("{sent:?}: no reply")),
-        }
-    }
-    counts
-}
-
-/// Sends [`BURST`] datagrams at once, then waits for every reply, until told to stop.
-async fn burster(server: SocketAddr, stop: Arc<AtomicBool>) -> Counts {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    socket.connect(server).await.unwrap();
-    let mut counts = Counts::default();
-    let mut buf = [0; 128];
-    for round in 0u64.. {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let mut owed: HashSet<String> = (0..BURST).map(|i| format!("burst {round} {i}")).collect();
-        for sent in &owed {
-            socket.send(sent.as_bytes()).await.unwrap();
-        }
-        while !owed.is_empty() {
-            match tokio::time::timeout(REPLY_WAIT, socket.recv(&mut buf)).await {
-                Ok(Ok(len)) => {
-                    let reply = String::from_utf8_lossy(&buf[..len]).into_owned();
-                    if owed.remove(&reply) {
-                        counts.answered += 1;
-                    } else {
-                        counts.wrong.push(format!("unexpected {reply:?}"));
-                    }
-                }
-                _ => {
-                    counts
-                        .lost
-                        .extend(owed.drain().map(|sent| format!("{sent:?}: no reply")));
-                }
-            }
-        }
-        counts.bursts += 1;
-    }
-    counts
-}
-
-/// Datagrams the kernel dropped for a full receive queue, machine-wide (`RcvbufErrors` of
-/// `/proc/net/snmp`): told apart from any we lost.
-fn kernel_drops() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "RcvbufErrors")
-        .and_then(|(_, value)| value.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Each datagram is answered 5 ms late: every retiring process owes replies as it stops
 /// reading, and must send them before it exits.
 #[test]
@@ -148,17 +47,7 @@ fn two_hundred_restarts_under_udp_load_leave_no_datagram_unanswered() {
     let (server, pidfile, address) = start(&dir, "5");
     let drops_before = kernel_drops();
     let (restarts, counts) = while_running(
-        move |stop| async move {
-            let mut tasks: Vec<_> = (0..8)
-                .map(|n| tokio::spawn(client(n, address, Arc::clone(&stop))))
-                .collect();
-            tasks.push(tokio::spawn(burster(address, stop)));
-            let mut counts = Counts::default();
-            for task in tasks {
-                counts.merge(task.await.unwrap());
-            }
-            counts
-        },
+        move |stop| udp::run(address, 8, BURST, stop),
         || restart_loop(&pidfile, SIGUSR1, Duration::ZERO, Some(200), None),
     );
     let drops = kernel_drops() - drops_before;

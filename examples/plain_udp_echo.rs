@@ -1,0 +1,21 @@
+//! The floor for the UDP benchmark: the UDP echo, in a hand-written tokio server with no
+//! restarts, no signals and no configuration, written as a well-made tokio UDP server is: one
+//! task reads the socket and answers each datagram itself, with no task per datagram. Listens on
+//! 127.0.0.1:$PORT (0 by default).
+
+use tokio::net::UdpSocket;
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let port = std::env::var("PORT").unwrap_or_else(|_| "0".into());
+    let socket = UdpSocket::bind(format!("127.0.0.1:{port}")).await?;
+    println!("listening on udp://{} (plain tokio)", socket.local_addr()?);
+    let mut buf = vec![0; 65536];
+    tokio::spawn(async move {
+        loop {
+            let (n, peer) = socket.recv_from(&mut buf).await?;
+            socket.send_to(&buf[..n], peer).await?;
+        }
+    })
+    .await?
+}
