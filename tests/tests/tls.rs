@@ -836,3 +836,98 @@ fn openssl_s_client_talks_to_the_server() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// One `openssl s_client` exchange over `version` (`-tls1_2` or `-tls1_3`), saving the session
+/// to `out` and, with `resume`, offering the one saved there; what it printed.
+fn s_client_session(
+    addr: SocketAddr,
+    ca: &Path,
+    version: &str,
+    session: &Path,
+    resume: bool,
+) -> String {
+    let mut command = Command::new("openssl");
+    command
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+            version,
+        ])
+        .arg("-CAfile")
+        .arg(ca)
+        // Reads until the server closes, not until its own input ends.
+        .arg("-ign_eof")
+        .arg("-sess_out")
+        .arg(session);
+    if resume {
+        command.arg("-sess_in").arg(session);
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The echo answers one line and closes: s_client has read the session tickets by then.
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"resume me\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        stdout.contains("resume me"),
+        "no echo: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// What s_client says of the handshake: `New, TLSv1.3, ...` or `Reused, TLSv1.3, ...`.
+fn handshake_kind(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find(|line| line.starts_with("New, ") || line.starts_with("Reused, "))
+        .unwrap_or_else(|| panic!("no handshake line in {stdout}"))
+        .split(',')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn a_tls_session_from_before_a_restart_resumes_after_it_over_tls_1_2_and_1_3() {
+    let fixture = Fixture::new("resume");
+    let pidfile = fixture.dir.join("echo.pid");
+    let (_server, addr) = fixture.start(ECHO, &[("PID_FILE", pidfile.to_str().unwrap())]);
+    let ca = fixture.dir.join("ca.pem");
+    for (version, name) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
+        let session = fixture.dir.join(&format!("session{version}.pem"));
+        let first = s_client_session(addr, &ca, version, &session, false);
+        assert_eq!(handshake_kind(&first), format!("New, {name}"));
+        // The same process resumes it.
+        let again = s_client_session(addr, &ca, version, &session, true);
+        assert_eq!(handshake_kind(&again), format!("Reused, {name}"));
+
+        let old = wait_for("the pidfile", DEADLINE, || read_pidfile(&pidfile));
+        send(old, SIGUSR1);
+        wait_for("a new pid", DEADLINE, || {
+            read_pidfile(&pidfile).filter(|&p| p != old)
+        });
+        wait_for("the old process to exit", DEADLINE, || {
+            (!alive(old)).then_some(())
+        });
+        // A new process, with the old one's ticket keys: the session still resumes.
+        let after = s_client_session(addr, &ca, version, &session, true);
+        assert_eq!(
+            handshake_kind(&after),
+            format!("Reused, {name}"),
+            "{version} after a restart"
+        );
+    }
+}

@@ -16,6 +16,8 @@ use uninterruptible_grammar::{self as grammar, KEYS, Key};
 pub(crate) const FILE_DESCRIPTOR_SERVER_PATH: &str = "FILE_DESCRIPTOR_SERVER_PATH";
 /// Set by the old process for the new one: the new process's generation, for logs.
 pub(crate) const GENERATION: &str = "UNINTERRUPTIBLE_GENERATION";
+/// Set by an old process that answers `state` on the handoff connection: its pid.
+pub(crate) const HANDOFF_STATE: &str = "UNINTERRUPTIBLE_HANDOFF_STATE";
 /// Set by the old process for the new one when the UNIX socket files are a service manager's.
 pub(crate) const KEEP_SOCKET_FILES: &str = "UNINTERRUPTIBLE_KEEP_SOCKET_FILES";
 /// Set by a supervisor for the serving processes it starts: its pid.

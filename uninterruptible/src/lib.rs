@@ -79,6 +79,7 @@ mod shutdown;
 mod signals;
 mod stream;
 mod supervise;
+mod tickets;
 mod timing;
 mod tls;
 

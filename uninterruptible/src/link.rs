@@ -132,7 +132,12 @@ impl Lines {
     }
 
     pub(crate) async fn send(&mut self, line: &str) -> io::Result<()> {
-        self.stream.write_all(line.as_bytes()).await
+        self.send_bytes(line.as_bytes()).await
+    }
+
+    /// Lines and the bytes of sections they announce.
+    pub(crate) async fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
     }
 }
 

@@ -6,7 +6,9 @@
 //! The sockets inherited from systemd or Server::Starter are read the same way, in
 //! [`inherit`](crate::inherit).
 
-use crate::config::{FILE_DESCRIPTOR_SERVER_PATH, GENERATION, KEEP_SOCKET_FILES, SUPERVISOR};
+use crate::config::{
+    FILE_DESCRIPTOR_SERVER_PATH, GENERATION, HANDOFF_STATE, KEEP_SOCKET_FILES, SUPERVISOR,
+};
 use std::path::PathBuf;
 
 /// What the process that started this one said about it.
@@ -21,6 +23,8 @@ pub(crate) struct Origin {
     pub(crate) supervisor: Option<u32>,
     /// The UNIX socket files are a service manager's or a supervisor's: never remove them.
     pub(crate) keep_socket_files: bool,
+    /// The pid of an old process that answers `state` on the handoff connection.
+    pub(crate) state_from: Option<u32>,
 }
 
 impl Origin {
@@ -39,6 +43,7 @@ impl Origin {
             generation: number(GENERATION),
             supervisor: number(SUPERVISOR).and_then(|pid: u64| u32::try_from(pid).ok()),
             keep_socket_files: var(KEEP_SOCKET_FILES).is_some(),
+            state_from: number(HANDOFF_STATE).and_then(|pid: u64| u32::try_from(pid).ok()),
         }
     }
 }
@@ -69,6 +74,7 @@ mod tests {
             std::env::set_var(GENERATION, "7");
             std::env::set_var(SUPERVISOR, "4242");
             std::env::set_var(KEEP_SOCKET_FILES, "1");
+            std::env::set_var(HANDOFF_STATE, "4141");
         }
         let origin = Origin::take();
         assert_eq!(
@@ -78,6 +84,7 @@ mod tests {
                 generation: Some(7),
                 supervisor: Some(4242),
                 keep_socket_files: true,
+                state_from: Some(4141),
             }
         );
         for name in [
@@ -85,6 +92,7 @@ mod tests {
             GENERATION,
             SUPERVISOR,
             KEEP_SOCKET_FILES,
+            HANDOFF_STATE,
         ] {
             assert_eq!(std::env::var_os(name), None, "{name} is still set");
         }

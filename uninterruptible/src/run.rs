@@ -530,7 +530,10 @@ fn begin(config: Config, program: Program) -> Result<Begun, ExitCode> {
     let inherited = inherit::take(config.max_listeners()).map_err(|e| report(None, &e))?;
     let origin = Origin::take();
     // The old process (if any) sends the sockets while this one starts its runtime.
-    let dialed = origin.handoff.as_deref().map(Takeover::dial);
+    let dialed = origin
+        .handoff
+        .as_deref()
+        .map(|path| Takeover::dial(path, origin.state_from));
     let part = match origin.supervisor {
         Some(pid) => Part::Supervised(pid),
         None if config.supervise => Part::Supervisor,

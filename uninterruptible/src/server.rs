@@ -279,6 +279,7 @@ where
     let owned = socket_files.owned();
     let handoff_fds = setup::duplicate(&listeners).map_err(|e| fail(config, e, owned))?;
 
+    let tickets = tls.as_ref().map(|tls| Arc::clone(&tls.tickets));
     let (server, listener_task) = acceptor(config, handler, datagrams, tls, &shutdown);
     // The pidfile before accepting: once a connection is accepted nothing may fail, or that
     // connection would be lost with the process. Under a supervisor it names the supervisor.
@@ -297,7 +298,14 @@ where
     }
     let notifier = announce(config, &address, generation, by_restart);
 
-    let plan = restart_plan(config, generation, keeps_socket_files, manager, address);
+    let plan = restart_plan(
+        config,
+        generation,
+        keeps_socket_files,
+        manager,
+        address,
+        tickets,
+    );
     if part == Part::Alone && manager != Some(Manager::ServerStarter) {
         handoff::preflight(&plan);
     }
@@ -418,6 +426,7 @@ fn restart_plan(
     keep_socket_files: bool,
     manager: Option<Manager>,
     address: String,
+    tickets: Option<Arc<crate::tickets::TicketKeys>>,
 ) -> handoff::Plan {
     handoff::Plan {
         command: config.start_command.clone(),
@@ -427,6 +436,7 @@ fn restart_plan(
         // Inherited sockets replace the attribute's bind: the next process is told so.
         bind: (manager.is_some() && !config.origins.bind_from_env).then_some(address),
         supervisor: None,
+        tickets,
     }
 }
 

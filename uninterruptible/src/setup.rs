@@ -78,7 +78,18 @@ pub(crate) async fn start(
         .transpose()?;
     crate::timing::mark("TLS");
     let serves_control = control_path(config, part, inherited.as_ref());
-    let taken = take_sockets(config, inherited, dialed, serves_control, part).await?;
+    let mut taken = take_sockets(config, inherited, dialed, serves_control, part).await?;
+    // Sessions resume across the restart: the old process's ticket keys replace ours.
+    if let (Some(tls), Some(keys)) = (
+        &tls,
+        taken.takeover.as_mut().and_then(Takeover::take_tickets),
+    ) {
+        if let Err(why) = tls.tickets.adopt(&keys) {
+            tracing::warn!(
+                "cannot use the TLS session-ticket keys handed over ({why}): sessions from before this restart will not resume"
+            );
+        }
+    }
     let addresses = taken
         .listeners
         .iter()

@@ -141,6 +141,8 @@ fn plan(
         // Sockets from a service manager are the configuration, not the attribute's literal.
         bind: (managed && !config.origins.bind_from_env).then(|| addresses.to_owned()),
         supervisor: Some(reaper),
+        // A supervisor serves no TLS: each serving process starts with keys of its own.
+        tickets: None,
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::config::{TlsFiles, TlsVersion};
 use crate::error::{Error, Source};
 use crate::stream::PeerAddr;
+use crate::tickets::TicketKeys;
 use nix::sys::resource::{Resource, getrlimit};
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -26,6 +27,8 @@ pub(crate) struct Tls {
     pub(crate) handshake_timeout: Duration,
     /// The unfinished handshakes, shared by every listener of the process.
     pub(crate) handshakes: Arc<Handshakes>,
+    /// The session-ticket keys, handed to the next process at a restart.
+    pub(crate) tickets: Arc<TicketKeys>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -219,10 +222,17 @@ pub(crate) fn load(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Tls, Error> {
         bad(origins.key, &files.key, reason)
     })?;
     config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    // Stateless tickets with keys of our own, for TLS 1.3 and 1.2 alike: a restart hands them
+    // over, so sessions resume across it (rustls's default keeps sessions in this process only).
+    let tickets = TicketKeys::generate().map(Arc::new).ok_or_else(|| {
+        Error::InvalidConfig("TLS setup failed: no randomness for session-ticket keys".into())
+    })?;
+    config.ticketer = Arc::clone(&tickets) as Arc<dyn rustls::server::ProducesTickets>;
     Ok(Tls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         handshake_timeout: files.handshake_timeout,
         handshakes: Arc::new(Handshakes::new(handshake_budget())),
+        tickets,
     })
 }
 

@@ -4,6 +4,9 @@
 //!
 //! ```text
 //! old -> new   "uninterruptible handoff 1\n" + the listening socket (SCM_RIGHTS)
+//! new -> old   "state\n"      (only when the old process offered it, see below) asks for what
+//!                             the old process carries over
+//! old -> new   "state tickets=<n>\n" + n bytes: the TLS session-ticket keys
 //! new -> old   "ready\n"      the new process is accepting
 //!          or  "failed <why>\n" it cannot start (its initialiser failed), and exits
 //! old -> new   "ok\n"         the old one stops accepting: the new one is the server
@@ -24,6 +27,11 @@
 //!    `READY_TIMEOUT`) the restart fails: a new process that may have accepted connections is
 //!    asked to drain them (`abort`); one that never had the socket, or does not answer, is
 //!    killed. The caller then gives the pidfile back to the old process, which serves on.
+//!
+//! An old process that can carry state over says so in the new process's environment
+//! (`UNINTERRUPTIBLE_HANDOFF_STATE`, its pid); the new process asks only when that pid is its
+//! handoff peer's, so that neither an older version that does not know `state` nor a stale
+//! variable inherited through one is ever asked. Unknown `name=<n>` sections are skipped.
 //!
 //! New process ([`Takeover`], at startup): connects first thing, removes the handoff socket and
 //! its directory (so nothing is left if the old process is killed now), starts its runtime
@@ -57,6 +65,12 @@ const FAILED: &str = "failed ";
 const OK: &str = "ok\n";
 const ABORT: &str = "abort\n";
 const ABORTING: &str = "aborting\n";
+/// New to old, after the sockets: asks for the state the old process carries over.
+const STATE: &str = "state\n";
+/// Old to new: the answer's line, `state` and a `name=<bytes>` per section that follows.
+const STATE_ANSWER: &str = "state";
+/// The most bytes of state a new process takes (the sections together).
+const MAX_STATE: usize = 32 << 20;
 /// How long an abandoned new process has to acknowledge `abort` before it is killed.
 const ABORT_GRACE: Duration = Duration::from_secs(5);
 /// How long a new process that hung up on the handoff connection before `ready` has to exit.
@@ -76,6 +90,30 @@ pub(crate) struct Plan {
     pub(crate) bind: Option<String>,
     /// Set in a supervisor: the new process serves under it, and is reaped by it.
     pub(crate) supervisor: Option<Reaper>,
+    /// The TLS session-ticket keys, handed to the new process when it asks for state.
+    pub(crate) tickets: Option<std::sync::Arc<crate::tickets::TicketKeys>>,
+}
+
+impl Plan {
+    /// The answer to `state`: its line and the sections' bytes, in the line's order.
+    fn state(&self) -> Vec<u8> {
+        let tickets = self
+            .tickets
+            .as_ref()
+            .map(|t| t.encode())
+            .unwrap_or_default();
+        let mut answer = format!("{STATE_ANSWER} tickets={}\n", tickets.len()).into_bytes();
+        answer.extend_from_slice(&tickets);
+        answer
+    }
+}
+
+/// What the old process carried over besides the sockets.
+#[derive(Debug, Default)]
+pub(crate) struct Carried {
+    /// The TLS session-ticket keys, as [`TicketKeys::encode`](crate::tickets::TicketKeys::encode)
+    /// made them.
+    pub(crate) tickets: Option<Vec<u8>>,
 }
 
 /// A restart that succeeded: the new process is the server.

@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::link::{Lines, check_peer};
-use std::io::{self, Write};
+use nix::sys::socket::{getsockopt, sockopt};
+use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use super::dir::remove_handoff_path;
 pub(crate) struct Takeover {
     conn: StdUnixStream,
     path: PathBuf,
+    carried: Carried,
 }
 
 /// A new process's handoff connection, made first thing so the old process sends the sockets
@@ -25,14 +27,17 @@ pub(crate) struct Takeover {
 pub(crate) struct Dialed {
     conn: StdUnixStream,
     path: PathBuf,
+    /// The old process answers `state`.
+    ask_state: bool,
 }
 
 impl Takeover {
     /// Connects to the handoff socket (`FILE_DESCRIPTOR_SERVER_PATH`), checks that the process
     /// serving it runs as our uid (`SO_PEERCRED`: another user's process must not hand this one
     /// sockets to serve), and removes the socket and its directory, which are not needed once
-    /// connected (so nothing is left if the old process is killed now).
-    pub(crate) fn dial(path: &Path) -> io::Result<Dialed> {
+    /// connected (so nothing is left if the old process is killed now). `state_from`: the pid
+    /// of the process that offered to answer `state`; it is asked if it is the peer.
+    pub(crate) fn dial(path: &Path, state_from: Option<u32>) -> io::Result<Dialed> {
         let conn = StdUnixStream::connect(path)?;
         remove_handoff_path(path);
         check_peer(&conn, false).map_err(|why| {
@@ -41,27 +46,98 @@ impl Takeover {
                 format!("refused the handoff socket {}: {why}", path.display()),
             )
         })?;
+        let peer = getsockopt(&conn, sockopt::PeerCredentials).map(|c| c.pid());
+        let ask_state = state_from.is_some_and(|pid| peer.is_ok_and(|peer| peer as u32 == pid));
         Ok(Dialed {
             conn,
             path: path.to_owned(),
+            ask_state,
         })
     }
 }
 
 impl Dialed {
-    /// Receives the listening sockets (and the rest the old process hands over).
+    /// Receives the listening sockets (and the rest the old process hands over), then the
+    /// state it carries over when it offered to.
     pub(crate) fn receive(self, limit: Duration) -> io::Result<(Takeover, Vec<OwnedFd>)> {
-        let Dialed { conn, path } = self;
+        let Dialed {
+            mut conn,
+            path,
+            ask_state,
+        } = self;
         conn.set_read_timeout(Some(limit))?;
         conn.set_write_timeout(Some(limit))?;
         let fds = message::receive_sockets(&conn)?;
-        Ok((Takeover { conn, path }, fds))
+        let carried = if ask_state {
+            receive_state(&mut conn)?
+        } else {
+            Carried::default()
+        };
+        Ok((
+            Takeover {
+                conn,
+                path,
+                carried,
+            },
+            fds,
+        ))
     }
+}
+
+/// Asks the old process for its state and reads the answer: `state name=<n> ...` and the
+/// sections, each taken if known and skipped if not, at most [`MAX_STATE`] bytes in all.
+fn receive_state(conn: &mut StdUnixStream) -> io::Result<Carried> {
+    conn.write_all(STATE.as_bytes())?;
+    // Byte by byte, so nothing after the line is read into a buffer here.
+    let mut line = Vec::new();
+    let mut byte = [0];
+    while line.last() != Some(&b'\n') {
+        if line.len() > 4096 {
+            return Err(io::Error::other("the state line is longer than 4096 bytes"));
+        }
+        conn.read_exact(&mut byte)?;
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&line);
+    let mut fields = line.trim_end().split(' ');
+    if fields.next() != Some(STATE_ANSWER) {
+        return Err(io::Error::other(format!("unexpected {line:?} for state")));
+    }
+    let mut carried = Carried::default();
+    let mut total = 0usize;
+    for field in fields {
+        let parsed = field
+            .split_once('=')
+            .and_then(|(name, n)| Some((name, n.parse::<usize>().ok()?)));
+        let Some((name, len)) = parsed else {
+            return Err(io::Error::other(format!(
+                "unexpected {field:?} in the state line"
+            )));
+        };
+        total = total.saturating_add(len);
+        if total > MAX_STATE {
+            return Err(io::Error::other(format!(
+                "more than {MAX_STATE} bytes of state"
+            )));
+        }
+        let mut section = vec![0; len];
+        conn.read_exact(&mut section)?;
+        match name {
+            "tickets" if len > 0 => carried.tickets = Some(section),
+            _ => {}
+        }
+    }
+    Ok(carried)
 }
 
 impl Takeover {
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The TLS session-ticket keys the old process handed over, once.
+    pub(crate) fn take_tickets(&mut self) -> Option<Vec<u8>> {
+        self.carried.tickets.take()
     }
 
     /// Tells the old process this one cannot start, and why (on one line); best effort, as the

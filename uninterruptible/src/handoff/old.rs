@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::config::{
-    FILE_DESCRIPTOR_SERVER_PATH, GENERATION, KEEP_SOCKET_FILES, SUPERVISOR, StartCommand,
+    FILE_DESCRIPTOR_SERVER_PATH, GENERATION, HANDOFF_STATE, KEEP_SOCKET_FILES, SUPERVISOR,
+    StartCommand,
 };
 use crate::family::Family;
 use crate::link::{Lines, peer_is_ours};
@@ -95,6 +96,8 @@ fn handoff_socket() -> Result<(HandoffDir, UnixListener), Reason> {
 fn outcome(awaited: Awaited, pid: u32, plan: &Plan) -> Result<(), Reason> {
     Err(match awaited {
         Awaited::Ready => return Ok(()),
+        // Answered where it is heard.
+        Awaited::StateAsked => Reason::Protocol(pid, STATE.to_owned()),
         Awaited::Exited(Ok(status)) => Reason::Exited(pid, status),
         Awaited::Exited(Err(e)) | Awaited::Failed(e) => Reason::Handoff(pid, e),
         Awaited::Closed => Reason::Closed(pid),
@@ -140,11 +143,17 @@ pub(super) async fn start_and_hand_over(
         }
     };
     tracing::info!("handed the listening sockets to new process {pid}");
-    let awaited = match await_ready(&mut conn, child.wait(), deadline).await {
-        hung_up @ (Awaited::Closed | Awaited::Failed(_)) => exit_within_grace(&mut child)
-            .await
-            .map_or(hung_up, Awaited::Exited),
-        awaited => awaited,
+    let awaited = loop {
+        break match await_ready(&mut conn, child.wait(), deadline).await {
+            Awaited::StateAsked => match conn.send_bytes(&plan.state()).await {
+                Ok(()) => continue,
+                Err(e) => Awaited::Failed(e),
+            },
+            hung_up @ (Awaited::Closed | Awaited::Failed(_)) => exit_within_grace(&mut child)
+                .await
+                .map_or(hung_up, Awaited::Exited),
+            awaited => awaited,
+        };
     };
     match outcome(awaited, pid, plan) {
         Ok(()) => Ok(commit(plan, family, conn, pid).await),
@@ -212,6 +221,8 @@ async fn commit(plan: &Plan, family: &Family, mut conn: Lines, pid: u32) -> Hand
 #[derive(Debug)]
 pub(crate) enum Awaited {
     Ready,
+    /// `state`: the new process asks for what this one carries over.
+    StateAsked,
     Exited(io::Result<ExitStatus>),
     Closed,
     Unexpected(String),
@@ -231,6 +242,7 @@ pub(crate) async fn await_ready(
 ) -> Awaited {
     let heard = |line: io::Result<Option<String>>| match line {
         Ok(Some(line)) if line == READY => Awaited::Ready,
+        Ok(Some(line)) if line == STATE => Awaited::StateAsked,
         Ok(Some(line)) => match line.strip_prefix(FAILED) {
             Some(why) => Awaited::StartFailed(why.trim_end().to_owned()),
             None => Awaited::Unexpected(line),
@@ -351,6 +363,7 @@ pub(super) fn spawn(plan: &Plan, socket: &Path) -> io::Result<Child> {
     command
         .env(FILE_DESCRIPTOR_SERVER_PATH, socket)
         .env(GENERATION, plan.generation.to_string())
+        .env(HANDOFF_STATE, std::process::id().to_string())
         .env(crate::timing::SPAWNED_AT, crate::timing::now().to_string());
     if plan.keep_socket_files {
         command.env(KEEP_SOCKET_FILES, "1");
