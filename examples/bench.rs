@@ -57,7 +57,7 @@ fn settings() -> Settings {
             }
             unknown => {
                 eprintln!(
-                    "bench: unknown argument {unknown}; expected --smoke, --build, --only steady,storm,memory,scale,handoff,tls,state,http,udp"
+                    "bench: unknown argument {unknown}; expected --smoke, --build, --only steady,storm,memory,scale,handoff,tls,resume,state,http,udp"
                 );
                 std::process::exit(2);
             }
@@ -318,6 +318,9 @@ fn main() {
     }
     if settings.runs("tls") {
         tls(&settings, &binaries);
+    }
+    if settings.runs("resume") {
+        resume(&settings, &binaries);
     }
     if settings.runs("state") {
         state(&settings, &binaries);
@@ -807,6 +810,114 @@ fn tls(settings: &Settings, binaries: &Binaries) {
             cell(rates, ""),
             summary(rates).0 / floor
         );
+    }
+}
+
+/// Nanoseconds of CPU the process `pid` has used, all threads (`/proc/<pid>/task/*/schedstat`):
+/// finer than clock ticks, for short bursts of work.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Connects each of `clients` (a rustls configuration each, with its own session cache) to
+/// `addr` at once, echoes a line, and counts the handshakes that resumed a session.
+fn reconnect_all(clients: &[Arc<rustls::ClientConfig>], addr: SocketAddr) -> usize {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tasks: Vec<_> = clients
+            .iter()
+            .map(|config| {
+                let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                    let mut tls = connector.connect(name, tcp).await.unwrap();
+                    tls.write_all(b"hello\n").await.unwrap();
+                    let mut reply = Vec::new();
+                    tls.read_to_end(&mut reply).await.unwrap();
+                    assert_eq!(reply, b"hello\n");
+                    tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+                })
+            })
+            .collect();
+        let mut resumed = 0;
+        for task in tasks {
+            resumed += usize::from(task.await.unwrap());
+        }
+        resumed
+    })
+}
+
+/// Restarts `running` with `USR1` and waits until the old process has exited; the new pid.
+fn restart_and_wait(running: &Running) -> u32 {
+    let old = read_pidfile(&running.pidfile).unwrap();
+    uninterruptible_tests::send(old, SIGUSR1);
+    let new = wait_for("a new pid", DEADLINE, || {
+        read_pidfile(&running.pidfile).filter(|&pid| pid != old)
+    });
+    wait_for("the old process to exit", DEADLINE, || {
+        (!uninterruptible_tests::alive(old)).then_some(())
+    });
+    new
+}
+
+/// TLS clients reconnecting right after a restart: 256 clients, each with a session from
+/// before it, reconnect at once to the new process. With the ticket keys handed over, their
+/// sessions resume; "without" gives them sessions from another process (keys this one never
+/// had), which is what every restart did before the keys were handed over: full handshakes.
+fn resume(settings: &Settings, binaries: &Binaries) {
+    let clients = if settings.rounds == 1 { 16 } else { 256 };
+    let certs = TempDir::new("bench-resume-certs");
+    let ca = Ca::new("bench CA");
+    let pair = ca.issue(certs.path(), "server", &["localhost"]);
+    let client = Client::trusting(&ca);
+    let files = Some((pair.key.as_path(), pair.certificate.as_path()));
+    let running = start(binaries, System::Uninterruptible, files);
+    let other = start(binaries, System::Uninterruptible, files);
+    println!(
+        "\n### TLS reconnect after a restart: {clients} clients with a session each reconnect at once (TLS 1.3, ring)\n"
+    );
+    println!(
+        "| ticket keys | resumed handshakes, per round | new process CPU per handshake, µs, median (min–max) |"
+    );
+    println!("|---|---|---|");
+    let mut rows: BTreeMap<bool, (Vec<usize>, Vec<f64>)> = BTreeMap::new();
+    for round in 0..settings.rounds {
+        for handed in [round % 2 == 0, round % 2 != 0] {
+            let configs: Vec<_> = (0..clients).map(|_| client.config()).collect();
+            // Each client gets a session: from this server, or from the other one.
+            let issuer = if handed { running.addr } else { other.addr };
+            reconnect_all(&configs, issuer);
+            let pid = restart_and_wait(&running);
+            let before = cpu_ns(pid);
+            let resumed = reconnect_all(&configs, running.addr);
+            let cpu = (cpu_ns(pid) - before) as f64 / 1e3 / clients as f64;
+            let row = rows.entry(handed).or_default();
+            row.0.push(resumed);
+            row.1.push(cpu);
+        }
+    }
+    for handed in [false, true] {
+        let (resumed, cpu) = &rows[&handed];
+        let name = if handed {
+            "handed over (this change)"
+        } else {
+            "not handed over (before it)"
+        };
+        let resumed: Vec<String> = resumed.iter().map(|r| format!("{r}/{clients}")).collect();
+        println!("| {name} | {} | {} |", resumed.join(", "), cell2(cpu));
     }
 }
 

@@ -606,7 +606,8 @@ pub const SAMPLES: &[(&str, &str, bool)] = &[
     ("bind", r#""unix:///run/app.sock""#, true),
     ("bind", r#""tcp://a]b:80""#, false),
     ("bind", r#""tcp://127.0.0.1""#, false),
-    ("bind", r#""udp://0.0.0.0:53""#, false),
+    ("bind", r#""udp://0.0.0.0:53""#, true),
+    ("bind", r#""udp://0.0.0.0""#, false),
     ("bind", r#""unix://relative""#, false),
     (
         "bind",

@@ -1,2 +1,2 @@
-#[uninterruptible::server(bind = "udp://0.0.0.0:53", log_level = "loud")]
+#[uninterruptible::server(bind = "sctp://0.0.0.0:53", log_level = "loud")]
 fn echo() {}
