@@ -110,7 +110,7 @@ pub static KEYS: &[Key] = &[
         also: &["PORT"],
         literal: Literal::List,
         default: "none",
-        meaning: "one address or several (`[\"tcp://0.0.0.0:8080\", \"unix:///run/app.sock\"]`, comma-separated in `BIND`), all served by the handler. `BIND` wins; else the literal, with `PORT` replacing the port of its tcp addresses; else `tcp://0.0.0.0:$PORT`; else a config error",
+        meaning: "one address or several (`[\"tcp://0.0.0.0:8080\", \"unix:///run/app.sock\"]`, comma-separated in `BIND`), all served by the handler (`udp://` and `unixgram://` ones by a datagram handler). `BIND` wins; else the literal, with `PORT` replacing the port of its tcp and udp addresses; else `tcp://0.0.0.0:$PORT`; else a config error",
         accepted: BIND,
         check: |s| binds(s).map(drop),
     },

@@ -16,6 +16,8 @@ use uninterruptible_grammar::{KEYS, Key, Literal, literal_example};
 const CRATE: &str = "crate";
 /// The key that names the initialiser: an `async fn() -> Result<S, E>` run before ready.
 const INIT: &str = "init";
+/// The key that names the function saving the state for the next process.
+const SAVE: &str = "save";
 
 /// One literal value with the span of the tokens that wrote it.
 pub(crate) struct Value {
@@ -32,6 +34,8 @@ pub(crate) struct Args {
     pub(crate) krate: Option<(syn::Path, Span)>,
     /// `init = "setup"`: the initialiser's path, spanned at the literal.
     pub(crate) init: Option<(syn::Path, Span)>,
+    /// `save = "save"`: the path of the function saving `init`'s state for the next process.
+    pub(crate) save: Option<(syn::Path, Span)>,
 }
 
 impl Default for Args {
@@ -40,6 +44,7 @@ impl Default for Args {
             values: KEYS.iter().map(|_| None).collect(),
             krate: None,
             init: None,
+            save: None,
         }
     }
 }
@@ -101,8 +106,20 @@ impl Parse for Args {
                 }
                 continue;
             }
+            if name == SAVE {
+                match function_path(&pair.value, SAVE_SHAPE) {
+                    Ok(_) if args.save.is_some() => push(twice()),
+                    Ok(path) => args.save = Some(path),
+                    Err(e) => push(e),
+                }
+                continue;
+            }
             let Some(index) = KEYS.iter().position(|k| k.name == name) else {
-                let valid: Vec<&str> = KEYS.iter().map(|k| k.name).chain([CRATE, INIT]).collect();
+                let valid: Vec<&str> = KEYS
+                    .iter()
+                    .map(|k| k.name)
+                    .chain([CRATE, INIT, SAVE])
+                    .collect();
                 push(syn::Error::new(
                     pair.key.span(),
                     format!("unknown key `{name}`; valid keys are: {}", valid.join(", ")),
@@ -212,14 +229,20 @@ fn crate_path(expr: &Expr) -> syn::Result<(syn::Path, Span)> {
         })
 }
 
+/// What `save` must name, as its error says.
+const SAVE_SHAPE: &str = "`save` names a `fn(&State) -> uninterruptible::Handover` that saves what `init` built for the next process: write `save = \"save\"`";
+
 /// `init = "setup"`: the path of the initialiser, an `async fn() -> Result<S, E>`.
 fn init_path(expr: &Expr) -> syn::Result<(syn::Path, Span)> {
-    let wrong = |span| {
-        syn::Error::new(
-            span,
-            "`init` names the initialiser, an `async fn() -> Result<State, E>`: write `init = \"setup\"`",
-        )
-    };
+    function_path(
+        expr,
+        "`init` names the initialiser, an `async fn() -> Result<State, E>`: write `init = \"setup\"`",
+    )
+}
+
+/// A string literal holding a path to a function; else `wrong` at the value.
+fn function_path(expr: &Expr, wrong: &str) -> syn::Result<(syn::Path, Span)> {
+    let wrong = |span| syn::Error::new(span, wrong);
     let Expr::Lit(ExprLit {
         lit: Lit::Str(s), ..
     }) = expr

@@ -73,6 +73,20 @@ fn check_arguments(args: &Args, item: &ItemFn) -> syn::Result<()> {
             "the server handler is a free function and cannot take `self`: write `stream: uninterruptible::Stream`",
         );
     }
+    if let Some((_, span)) = &args.save {
+        if args.init.is_none() {
+            return error(
+                *span,
+                "`save` hands what `init` built to the next process: add `init = \"setup\"`, an `async fn(previous: Option<uninterruptible::Handover>) -> Result<State, E>`",
+            );
+        }
+        if crate::expand::argument_named(item, "Incoming") {
+            return error(
+                *span,
+                "`save` is available to a handler of connections (`stream: uninterruptible::Stream, state: std::sync::Arc<State>`), not to one taking `Incoming`",
+            );
+        }
+    }
     if let (Some((_, span)), true) = (&args.init, crate::expand::argument_named(item, "Datagram")) {
         return error(
             *span,

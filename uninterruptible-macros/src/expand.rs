@@ -113,18 +113,32 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
                 <#state_ty as #krate::__private::IsState<_>>::from_state(__uninterruptible_state)
             );
             let init = respan(init.to_token_stream(), *init_span);
-            let check = respan(quote!(#krate::__private::init), *init_span);
+            let checker = if args.save.is_some() {
+                quote!(#krate::__private::handover_init)
+            } else {
+                quote!(#krate::__private::init)
+            };
+            let check = respan(checker, *init_span);
             let init = quote_spanned!(*init_span=> #check(#init));
-            let runner = if argument_named(item_fn, "Incoming") {
+            let runner = if args.save.is_some() {
+                quote!(#krate::__private::run_with_handover)
+            } else if argument_named(item_fn, "Incoming") {
                 quote!(#krate::__private::run_incoming_with)
             } else {
                 quote!(#krate::__private::run_with)
             };
+            // `save`, checked at its literal, between `init` and the handler.
+            let save = args.save.as_ref().map(|(save, save_span)| {
+                let save = respan(save.to_token_stream(), *save_span);
+                let check = respan(quote!(#krate::__private::save), *save_span);
+                quote_spanned!(*save_span=> #check(#save),)
+            });
             let run_path = respan(runner, ret_span);
             quote_spanned!(ret_span=>
                 #run_path(
                     __uninterruptible_config,
                     #init,
+                    #save
                     |__uninterruptible_arg, __uninterruptible_state| #name(#argument, #state),
                 )
             )

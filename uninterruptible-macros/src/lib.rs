@@ -45,7 +45,7 @@ use proc_macro::TokenStream;
 /// <!-- keys: generated from the key table (uninterruptible-grammar); tests/tests/docs.rs checks it -->
 /// | attribute key | environment | default | accepted | meaning |
 /// |---|---|---|---|---|
-/// | `bind` | `BIND`, `PORT` | none | tcp://host:port (e.g. tcp://127.0.0.1:6789 or tcp://\[::1\]:6789) or unix:///absolute/path (a path of at most 107 bytes) | one address or several (`["tcp://0.0.0.0:8080", "unix:///run/app.sock"]`, comma-separated in `BIND`), all served by the handler. `BIND` wins; else the literal, with `PORT` replacing the port of its tcp addresses; else `tcp://0.0.0.0:$PORT`; else a config error |
+/// | `bind` | `BIND`, `PORT` | none | tcp://host:port (e.g. tcp://127.0.0.1:6789 or tcp://\[::1\]:6789), unix:///absolute/path (a path of at most 107 bytes), or for datagrams udp://host:port or unixgram:///absolute/path | one address or several (`["tcp://0.0.0.0:8080", "unix:///run/app.sock"]`, comma-separated in `BIND`), all served by the handler (`udp://` and `unixgram://` ones by a datagram handler). `BIND` wins; else the literal, with `PORT` replacing the port of its tcp and udp addresses; else `tcp://0.0.0.0:$PORT`; else a config error |
 /// | `start_command` | `START_COMMAND` | the binary's own path and arguments, as captured at startup | a program and its arguments, which the restart runs with exec | command for the new copy, run as `/bin/sh -c 'exec <command>'`: a program and its arguments |
 /// | `pidfile` | `PID_FILE` | none | a file path | written atomically (temp file + rename) once the process is serving |
 /// | `log_path` | `LOG_PATH` | stdout | a file path | append logs to this file instead |

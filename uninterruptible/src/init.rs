@@ -10,6 +10,7 @@
 //! database fails the restart instead of serving errors.
 
 use crate::handler::{Handler, HandlerOutput, NoHandler};
+use crate::handover::{Carry, Handover};
 use crate::incoming::Incoming;
 use crate::signals::{Request, Signals};
 use crate::stream::Stream;
@@ -49,6 +50,34 @@ where
 {
     Box::pin(async move {
         let state = Arc::new(init().await.map_err(|e| e.to_string())?);
+        Ok(Handler::PerConnection(move |stream| {
+            handler(stream, Arc::clone(&state))
+        }))
+    })
+}
+
+/// `init` given what the old process saved (once `carry` has received it), then a
+/// per-connection handler as [`with_state`]; `save` saves the state for the next process.
+pub(crate) fn with_handover<I, IF, S, E, V, H, F, O>(
+    init: I,
+    save: V,
+    handler: H,
+    carry: Arc<Carry>,
+) -> Init<impl Fn(Stream) -> F + Clone + Send + Sync + 'static>
+where
+    I: FnOnce(Option<Handover>) -> IF + Send + 'static,
+    IF: Future<Output = Result<S, E>> + Send + 'static,
+    S: Send + Sync + 'static,
+    E: Display,
+    V: Fn(&S) -> Handover + Send + Sync + 'static,
+    H: Fn(Stream, Arc<S>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    Box::pin(async move {
+        let previous = carry.take_received();
+        let state = Arc::new(init(previous).await.map_err(|e| e.to_string())?);
+        carry.saves(&state, save);
         Ok(Handler::PerConnection(move |stream| {
             handler(stream, Arc::clone(&state))
         }))

@@ -58,6 +58,7 @@ mod family;
 mod handle;
 mod handler;
 mod handoff;
+mod handover;
 #[cfg(feature = "http")]
 mod http;
 mod incoming;
@@ -90,6 +91,7 @@ pub use drain::Draining;
 pub use error::{Error, Source};
 pub use handle::{Handle, RestartOutcome};
 pub use handler::HandlerOutput;
+pub use handover::{Handover, MAX_HANDOVER_BYTES};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use http::{HttpService, RequestBody};
@@ -132,6 +134,7 @@ pub mod __private {
     use crate::incoming::Incoming;
     pub use crate::run::{
         config_or_exit, run, run_datagrams, run_http, run_incoming, run_incoming_with, run_with,
+        run_with_handover,
     };
     use crate::stream::Stream;
 
@@ -196,6 +199,43 @@ pub mod __private {
     #[inline(always)]
     pub fn init<I: IsInit<S, E>, S, E>(init: I) -> I {
         init
+    }
+
+    /// What `init = "..."` names beside `save = "..."`: an
+    /// `async fn(Option<Handover>) -> Result<S, E>`.
+    #[diagnostic::on_unimplemented(
+        message = "with `save`, `init` names an `async fn(previous: Option<uninterruptible::Handover>) -> Result<State, E>` (E: Display): it receives what the old process saved; `{Self}` is not one",
+        label = "an `async fn(Option<uninterruptible::Handover>) -> Result<State, E>`"
+    )]
+    pub trait IsHandoverInit<S, E> {}
+
+    impl<I, IF, S, E> IsHandoverInit<S, E> for I
+    where
+        I: FnOnce(Option<crate::Handover>) -> IF,
+        IF: std::future::Future<Output = Result<S, E>>,
+        E: std::fmt::Display,
+    {
+    }
+
+    /// `init`, checked as an initialiser that receives handed-over state.
+    #[inline(always)]
+    pub fn handover_init<I: IsHandoverInit<S, E>, S, E>(init: I) -> I {
+        init
+    }
+
+    /// What `save = "..."` names: a `fn(&State) -> Handover`.
+    #[diagnostic::on_unimplemented(
+        message = "`save` names a `fn(&State) -> uninterruptible::Handover` that saves what `init` built for the next process; `{Self}` is not one",
+        label = "a `fn(&State) -> uninterruptible::Handover`"
+    )]
+    pub trait IsSave<S> {}
+
+    impl<V, S> IsSave<S> for V where V: Fn(&S) -> crate::Handover {}
+
+    /// `save`, checked where the attribute names it.
+    #[inline(always)]
+    pub fn save<V: IsSave<S>, S>(save: V) -> V {
+        save
     }
 
     /// The state argument of a handler with `init`: the `Arc<S>` of what `init` built.

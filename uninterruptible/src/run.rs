@@ -10,6 +10,7 @@ use crate::handle::{Handle, Requests};
 use crate::handler::NoHandler;
 use crate::handler::{Handler, HandlerOutput};
 use crate::handoff::Takeover;
+use crate::handover::{Carry, Handover};
 use crate::incoming::Incoming;
 use crate::inherit;
 use crate::init::{self, Init};
@@ -138,6 +139,8 @@ pub(crate) struct Program {
     datagrams: Option<DatagramHandler>,
     /// Whether the main handler serves connections (not so for [`Server::run_datagrams`]).
     streams: bool,
+    /// State handed from process to process ([`Server::run_with_handover`]).
+    carry: Option<Arc<Carry>>,
 }
 
 /// The connection handler of a server of datagrams only: it has no stream socket (checked at
@@ -158,6 +161,7 @@ impl Server {
                 requests: Requests { receiver },
                 datagrams: None,
                 streams: true,
+                carry: None,
             },
         }
     }
@@ -297,6 +301,98 @@ impl Server {
         O: HandlerOutput,
     {
         run_blocking(self.config, init::with_state(init, handler), self.program)
+    }
+
+    /// [`Server::run_with`] whose state outlives the process: at a restart the old process's
+    /// `save` makes a [`Handover`] from what its `init` built, and the new process's `init`
+    /// receives it (`None` at a first start, or when there was nothing to hand over). It goes
+    /// over the private handoff connection, never a file, at most [`MAX_HANDOVER_BYTES`]
+    /// (past it the new process starts without it, and the old process's log says so).
+    ///
+    /// `save` runs in the old process when the new one asks (after it has the sockets, before
+    /// its `init`), on the old process's runtime: keep it quick. What the old process serves
+    /// after that, while the new one starts, is not in what it handed over. Under a supervisor
+    /// (`SUPERVISE`) each serving process starts afresh. See [`Handover`] for versioning a
+    /// format across versions of the program.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use tokio::io::AsyncWriteExt;
+    /// use uninterruptible::Handover;
+    ///
+    /// async fn setup(previous: Option<Handover>) -> Result<AtomicU64, String> {
+    ///     let count = match previous {
+    ///         Some(h) if h.version() == 1 => {
+    ///             u64::from_be_bytes(h.bytes().try_into().map_err(|_| "not 8 bytes")?)
+    ///         }
+    ///         _ => 0,
+    ///     };
+    ///     Ok(AtomicU64::new(count))
+    /// }
+    ///
+    /// fn save(count: &AtomicU64) -> Handover {
+    ///     Handover::new(1, count.load(Ordering::SeqCst).to_be_bytes().to_vec())
+    /// }
+    ///
+    /// fn main() -> std::process::ExitCode {
+    ///     let defaults = uninterruptible::Defaults::new().bind("tcp://127.0.0.1:7000");
+    ///     let config = uninterruptible::Config::from_env(defaults).expect("a valid configuration");
+    ///     uninterruptible::Server::new(config).run_with_handover(
+    ///         setup,
+    ///         save,
+    ///         |mut stream, count: Arc<AtomicU64>| async move {
+    ///             let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+    ///             stream.write_all(format!("{n}\n").as_bytes()).await
+    ///         },
+    ///     )
+    /// }
+    /// ```
+    ///
+    /// [`MAX_HANDOVER_BYTES`]: crate::MAX_HANDOVER_BYTES
+    pub fn run_with_handover<I, IF, S, E, V, H, F, O>(
+        mut self,
+        init: I,
+        save: V,
+        handler: H,
+    ) -> ExitCode
+    where
+        I: FnOnce(Option<Handover>) -> IF + Send + 'static,
+        IF: Future<Output = Result<S, E>> + Send + 'static,
+        S: Send + Sync + 'static,
+        E: std::fmt::Display,
+        V: Fn(&S) -> Handover + Send + Sync + 'static,
+        H: Fn(Stream, Arc<S>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        let carry = Carry::new();
+        self.program.carry = Some(Arc::clone(&carry));
+        let init = init::with_handover(init, save, handler, carry);
+        run_blocking(self.config, init, self.program)
+    }
+
+    /// [`Server::run_with_handover`] on the runtime this is awaited on (see [`Server::serve`]).
+    pub async fn serve_with_handover<I, IF, S, E, V, H, F, O>(
+        mut self,
+        init: I,
+        save: V,
+        handler: H,
+    ) -> ExitCode
+    where
+        I: FnOnce(Option<Handover>) -> IF + Send + 'static,
+        IF: Future<Output = Result<S, E>> + Send + 'static,
+        S: Send + Sync + 'static,
+        E: std::fmt::Display,
+        V: Fn(&S) -> Handover + Send + Sync + 'static,
+        H: Fn(Stream, Arc<S>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        let carry = Carry::new();
+        self.program.carry = Some(Arc::clone(&carry));
+        let init = init::with_handover(init, save, handler, carry);
+        run_async(self.config, init, self.program).await
     }
 
     /// [`Server::serve`] with start-up work first: see [`Server::run_with`].
@@ -557,6 +653,7 @@ fn begin(config: Config, program: Program) -> Result<Begun, ExitCode> {
         requests: program.requests,
         datagrams: program.datagrams,
         serves_streams: program.streams,
+        carry: program.carry,
     })
 }
 
@@ -602,6 +699,28 @@ where
     O: HandlerOutput,
 {
     Server::new(config).run_incoming_with(init, handler)
+}
+
+/// What `#[uninterruptible::server(init = "...", save = "...")]` expands to:
+/// [`Server::run_with_handover`].
+#[doc(hidden)]
+pub fn run_with_handover<I, IF, S, E, V, H, F, O>(
+    config: Config,
+    init: I,
+    save: V,
+    handler: H,
+) -> ExitCode
+where
+    I: FnOnce(Option<Handover>) -> IF + Send + 'static,
+    IF: Future<Output = Result<S, E>> + Send + 'static,
+    S: Send + Sync + 'static,
+    E: std::fmt::Display,
+    V: Fn(&S) -> Handover + Send + Sync + 'static,
+    H: Fn(Stream, Arc<S>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    Server::new(config).run_with_handover(init, save, handler)
 }
 
 /// What `#[uninterruptible::server]` on a handler taking `Datagram` expands to:

@@ -11,6 +11,7 @@ use crate::family::{self, Family, Me};
 use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter, Waiters};
 use crate::handler::{Handler, HandlerOutput};
 use crate::handoff::{self, Failure, Handed, Pending, Verdict};
+use crate::handover::Carry;
 use crate::incoming::Incoming;
 use crate::inherit::Manager;
 use crate::init::{self, Init, NotStarted};
@@ -59,6 +60,7 @@ where
         requests,
         datagrams,
         serves_streams,
+        carry,
     } = begun;
     let mut started = match setup::start(&config, inherited, dialed, part, keep_socket_files).await
     {
@@ -68,7 +70,17 @@ where
     if let Err(e) = setup::check_shapes(&started.listeners, datagrams.is_some(), serves_streams) {
         return refuse_sockets(&config, started, e);
     }
-    let present = Present::new(&config, &mut started, generation, datagrams);
+    // What the old process saved, for `init`.
+    if let (Some(carry), Some(app)) = (
+        &carry,
+        started
+            .takeover
+            .as_mut()
+            .and_then(handoff::Takeover::take_app),
+    ) {
+        carry.receive(&app);
+    }
+    let present = Present::new(&config, &mut started, generation, datagrams, carry);
     let built = match init::run(init, config.ready_timeout, &mut started.signals).await {
         Ok(built) => {
             crate::timing::mark("init");
@@ -115,6 +127,8 @@ struct Present {
     control: Endpoint,
     /// The program's datagram handler, if it has one: it needs no initialiser.
     datagrams: Option<DatagramHandler>,
+    /// State to hand to the next process, once `init` has built it.
+    carry: Option<Arc<Carry>>,
 }
 
 impl Present {
@@ -123,6 +137,7 @@ impl Present {
         started: &mut Started,
         generation: u64,
         datagrams: Option<DatagramHandler>,
+        carry: Option<Arc<Carry>>,
     ) -> Present {
         let shutdown = Arc::new(Shutdown::new());
         let me = Me::starting(generation, Arc::clone(&shutdown));
@@ -141,6 +156,7 @@ impl Present {
             family,
             control,
             datagrams,
+            carry,
         }
     }
 }
@@ -274,6 +290,7 @@ where
         family,
         control,
         datagrams,
+        carry,
     } = present;
     let socket_files = SocketFiles::new(&addresses, keeps_socket_files, takeover.is_some());
     let owned = socket_files.owned();
@@ -304,7 +321,7 @@ where
         keeps_socket_files,
         manager,
         address,
-        tickets,
+        (tickets, carry),
     );
     if part == Part::Alone && manager != Some(Manager::ServerStarter) {
         handoff::preflight(&plan);
@@ -426,7 +443,7 @@ fn restart_plan(
     keep_socket_files: bool,
     manager: Option<Manager>,
     address: String,
-    tickets: Option<Arc<crate::tickets::TicketKeys>>,
+    (tickets, carry): (Option<Arc<crate::tickets::TicketKeys>>, Option<Arc<Carry>>),
 ) -> handoff::Plan {
     handoff::Plan {
         command: config.start_command.clone(),
@@ -437,6 +454,7 @@ fn restart_plan(
         bind: (manager.is_some() && !config.origins.bind_from_env).then_some(address),
         supervisor: None,
         tickets,
+        carry,
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Begun {
     pub(crate) datagrams: Option<crate::datagram::DatagramHandler>,
     /// Whether the program's main handler serves connections.
     pub(crate) serves_streams: bool,
+    /// State handed from process to process, when the program saves some.
+    pub(crate) carry: Option<std::sync::Arc<crate::handover::Carry>>,
 }
 
 /// Everything set up before the first connection is accepted.

@@ -143,6 +143,7 @@ fn plan(
         supervisor: Some(reaper),
         // A supervisor serves no TLS: each serving process starts with keys of its own.
         tickets: None,
+        carry: None,
     }
 }
 

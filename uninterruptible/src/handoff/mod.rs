@@ -6,7 +6,8 @@
 //! old -> new   "uninterruptible handoff 1\n" + the listening socket (SCM_RIGHTS)
 //! new -> old   "state\n"      (only when the old process offered it, see below) asks for what
 //!                             the old process carries over
-//! old -> new   "state tickets=<n>\n" + n bytes: the TLS session-ticket keys
+//! old -> new   "state tickets=<n> app=<m>\n" + n bytes of TLS session-ticket keys, then m
+//!                             bytes of the application's state (`save`)
 //! new -> old   "ready\n"      the new process is accepting
 //!          or  "failed <why>\n" it cannot start (its initialiser failed), and exits
 //! old -> new   "ok\n"         the old one stops accepting: the new one is the server
@@ -92,6 +93,8 @@ pub(crate) struct Plan {
     pub(crate) supervisor: Option<Reaper>,
     /// The TLS session-ticket keys, handed to the new process when it asks for state.
     pub(crate) tickets: Option<std::sync::Arc<crate::tickets::TicketKeys>>,
+    /// The application's state, saved when the new process asks for state.
+    pub(crate) carry: Option<std::sync::Arc<crate::handover::Carry>>,
 }
 
 impl Plan {
@@ -102,8 +105,15 @@ impl Plan {
             .as_ref()
             .map(|t| t.encode())
             .unwrap_or_default();
-        let mut answer = format!("{STATE_ANSWER} tickets={}\n", tickets.len()).into_bytes();
+        let app = self.carry.as_ref().map(|c| c.encode()).unwrap_or_default();
+        let line = format!(
+            "{STATE_ANSWER} tickets={} app={}\n",
+            tickets.len(),
+            app.len()
+        );
+        let mut answer = line.into_bytes();
         answer.extend_from_slice(&tickets);
+        answer.extend_from_slice(&app);
         answer
     }
 }
@@ -114,6 +124,8 @@ pub(crate) struct Carried {
     /// The TLS session-ticket keys, as [`TicketKeys::encode`](crate::tickets::TicketKeys::encode)
     /// made them.
     pub(crate) tickets: Option<Vec<u8>>,
+    /// The application's state, as [`Carry::encode`](crate::handover::Carry) made it.
+    pub(crate) app: Option<Vec<u8>>,
 }
 
 /// A restart that succeeded: the new process is the server.

@@ -124,6 +124,7 @@ fn receive_state(conn: &mut StdUnixStream) -> io::Result<Carried> {
         conn.read_exact(&mut section)?;
         match name {
             "tickets" if len > 0 => carried.tickets = Some(section),
+            "app" if len > 0 => carried.app = Some(section),
             _ => {}
         }
     }
@@ -133,6 +134,11 @@ fn receive_state(conn: &mut StdUnixStream) -> io::Result<Carried> {
 impl Takeover {
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The application's state the old process handed over, once.
+    pub(crate) fn take_app(&mut self) -> Option<Vec<u8>> {
+        self.carried.app.take()
     }
 
     /// The TLS session-ticket keys the old process handed over, once.
