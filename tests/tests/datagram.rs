@@ -187,3 +187,49 @@ fn a_socket_activated_udp_socket_is_adopted_and_handed_over() {
         (!uninterruptible_tests::alive(second)).then_some(())
     });
 }
+
+/// `Server::datagrams` beside a handler of connections: TCP and UDP on one port, both handed
+/// over at a restart.
+#[test]
+fn stream_and_datagram_listeners_on_one_port_are_served_and_handed_over_together() {
+    let dir = TempDir::new("mixed");
+    let pidfile = dir.join("server.pid");
+    let port = uninterruptible_tests::free_port();
+    let bind = format!("tcp://127.0.0.1:{port},udp://127.0.0.1:{port}");
+    let server = Server::start(
+        env!("CARGO_BIN_EXE_mixed"),
+        &[("BIND", &bind), ("PID_FILE", pidfile.to_str().unwrap())],
+    );
+    server.log.wait_for(&format!(
+        "listening on tcp://127.0.0.1:{port}, udp://127.0.0.1:{port}"
+    ));
+    let first = wait_for("the pidfile", DEADLINE, || read_pidfile(&pidfile));
+    let tcp = uninterruptible_tests::Address::Tcp(([127, 0, 0, 1], port).into());
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(("127.0.0.1", port)).unwrap();
+    udp.set_read_timeout(Some(REPLY_WAIT)).unwrap();
+    let ask_udp = |text: &str| {
+        udp.send(text.as_bytes()).unwrap();
+        let mut buf = [0; 64];
+        let len = udp.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    };
+    assert_eq!(
+        uninterruptible_tests::echo(&tcp, "a\n").unwrap(),
+        "tcp: a\n"
+    );
+    assert_eq!(ask_udp("b"), "udp: b");
+    uninterruptible_tests::send(first, SIGUSR1);
+    let second = wait_for("a new pid", DEADLINE, || {
+        read_pidfile(&pidfile).filter(|&pid| pid != first)
+    });
+    server
+        .log
+        .wait_for("took over 2 listening sockets from the old process");
+    assert_eq!(
+        uninterruptible_tests::echo(&tcp, "c\n").unwrap(),
+        "tcp: c\n"
+    );
+    assert_eq!(ask_udp("d"), "udp: d");
+    uninterruptible_tests::send(second, SIGTERM);
+}

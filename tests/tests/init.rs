@@ -239,3 +239,31 @@ fn a_first_start_is_listed_as_starting_and_restarts_asked_meanwhile_follow_it() 
         "pool of 4 connections to memory://\n"
     );
 }
+
+#[test]
+fn a_restart_asked_while_a_first_start_fails_is_told_why() {
+    let dir = TempDir::new("init-first-fails-asked");
+    let ctl = dir.join("app.ctl");
+    let down = dir.join("db-down");
+    std::fs::write(&down, "db is down").unwrap();
+    let port = uninterruptible_tests::free_port();
+    let bind = format!("tcp://127.0.0.1:{port}");
+    let mut server = Server::start(
+        STATEFUL,
+        &[
+            ("BIND", &bind),
+            ("CONTROL_SOCKET", ctl.to_str().unwrap()),
+            ("POOL_FAIL_FILE", down.to_str().unwrap()),
+            ("POOL_CONNECT_MS", "3000"),
+        ],
+    );
+    wait_for("the control socket to answer", DEADLINE, || {
+        uninterruptible_tests::try_control(&ctl, "status\n").ok()
+    });
+    let answer = control(&ctl, "restart\n");
+    assert_eq!(
+        answer,
+        "failed this process did not start: the initialiser failed: cannot connect to memory://: db is down\n"
+    );
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(1));
+}

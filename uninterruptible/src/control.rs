@@ -153,6 +153,13 @@ impl Endpoint {
         self.served.as_ref()
     }
 
+    /// Answers every `restart` asked and not yet taken up: this process will not restart.
+    pub(crate) fn refuse_waiting(&mut self, outcome: &RestartOutcome) {
+        while let Ok(request) = self.requests.try_recv() {
+            let _ = request.send(outcome.clone());
+        }
+    }
+
     /// The next `restart` asked. Cancel-safe.
     pub(crate) async fn next(&mut self) -> RestartRequest {
         match self.requests.recv().await {

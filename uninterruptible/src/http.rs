@@ -77,6 +77,14 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
+    /// Whether the header-read time since the drain began has passed.
+    fn overdue(&self) -> bool {
+        self.shared
+            .draining
+            .since()
+            .is_some_and(|since| since.elapsed() >= self.shared.limit)
+    }
+
     fn timed_out(&self) -> BoxError {
         let message = format!(
             "the request body was still arriving {:?} after the process began to drain (HEADER_READ_TIMEOUT)",
@@ -98,6 +106,11 @@ impl Body for RequestBody {
         if let Poll::Ready(frame) = Pin::new(&mut this.incoming).poll_frame(cx) {
             if !matches!(frame, Some(Ok(_))) || this.incoming.is_end_stream() {
                 this.arriving = None;
+            } else if this.overdue() {
+                // Still arriving past the bound, however it trickles in: a client that sends a
+                // byte each time it is granted a byte of window never keeps the body waiting.
+                this.arriving = None;
+                return Poll::Ready(Some(Err(this.timed_out())));
             }
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
@@ -218,6 +231,12 @@ struct Shared {
     arriving: Connections,
     /// Bytes the client has taken, so far.
     written: AtomicU64,
+    /// Bytes of response bodies hyper has taken to send, so far: on h2, what the client's
+    /// flow-control window let through. Unlike `written`, PING and SETTINGS acknowledgements do
+    /// not count, so a client cannot look alive by pinging.
+    sent: AtomicU64,
+    /// The client spoke h2 (its first bytes were the whole h2 preface).
+    h2: AtomicBool,
     /// The last write to the client had to wait for it to take what was sent before.
     waiting: AtomicBool,
     /// Response bodies whose turn is hyper's: it has not asked them for a frame yet, or has not
@@ -240,8 +259,8 @@ impl Shared {
     }
 
     /// Completes once, from the header-read time after the drain began, nothing but the client
-    /// has kept the connection ([`Shared::held_by_client`]) and the client has taken nothing,
-    /// for half that time.
+    /// has kept the connection ([`Shared::held_by_client`]) and the client has taken nothing
+    /// ([`Shared::progress`]), for half that time.
     ///
     /// By then hyper has ended every HTTP/1.1 head still arriving, and every body still arriving
     /// has failed ([`RequestBody`]); h2 has no such bound on a stream not yet opened (its headers
@@ -261,26 +280,34 @@ impl Shared {
                     () = tokio::time::sleep(quiet) => continue,
                 }
             }
-            let written = self.written.load(Ordering::Relaxed);
+            let progress = self.progress();
             tokio::time::sleep(quiet).await;
-            if self.held_by_client() && self.written.load(Ordering::Relaxed) == written {
+            if self.held_by_client() && self.progress() == progress {
                 return;
             }
         }
     }
 
-    /// Whether nothing but the client keeps the connection: no request is in flight, or one
-    /// whose body it is still sending while it takes nothing of what it is sent. hyper then
-    /// polls neither the answer nor, when the answer is made of it, the body, so the body's own
-    /// bound is never reached: a streaming echo to a client that stopped both ways, on HTTP/1.1
-    /// by not reading (the write waits), on h2 also by granting no flow-control window (RFC 9113,
-    /// section 5.2) while it reads the rest (hyper holds the response body's turn). nginx's
-    /// `send_timeout` bounds the same wait.
+    /// What the client has taken so far: on h2 the response bodies' bytes the client's window
+    /// let through, on HTTP/1.1 every byte written to it (there is nothing else to write).
+    fn progress(&self) -> u64 {
+        if self.h2.load(Ordering::Relaxed) {
+            self.sent.load(Ordering::Relaxed)
+        } else {
+            self.written.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Whether nothing but the client keeps the connection: no request is in flight, or an
+    /// answer waits on the client to take it. On HTTP/1.1 that is a write waiting for it to read;
+    /// on h2 a response body whose turn is hyper's, which waits for the client to grant
+    /// flow-control window (RFC 9113, section 5.2) however much else it reads. A request whose
+    /// answer waits on the service (a slow handler, a body not ready yet) is not held by the
+    /// client, and is never cut. nginx's `send_timeout` bounds the same wait.
     fn held_by_client(&self) -> bool {
         let answer_waits =
             self.waiting.load(Ordering::Relaxed) || self.owed.load(Ordering::Relaxed) > 0;
-        let stuck = self.arriving.count() > 0 && answer_waits;
-        self.requests.count() == 0 || stuck
+        self.requests.count() == 0 || answer_waits
     }
 }
 
@@ -338,6 +365,8 @@ pub(crate) async fn serve_connection<S: HttpService>(
         requests: Connections::new(),
         arriving: Connections::new(),
         written: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        h2: AtomicBool::new(false),
         waiting: AtomicBool::new(false),
         owed: AtomicUsize::new(0),
         shown: AtomicBool::new(false),
@@ -525,6 +554,14 @@ impl<B: Body> Body for ResponseBody<B> {
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
         let polled = this.body.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let shared = &this.turn.shared;
+                shared
+                    .sent
+                    .fetch_add(bytes::Buf::remaining(data) as u64, Ordering::Relaxed);
+            }
+        }
         this.turn.set(matches!(polled, Poll::Ready(Some(Ok(_)))));
         polled
     }
@@ -573,8 +610,12 @@ impl AsyncRead for Counted {
         let before = buf.filled().len();
         let read = Pin::new(&mut this.stream).poll_read(cx, buf);
         if let (Some(at), Poll::Ready(Ok(()))) = (this.preface, &read) {
-            this.preface = preface_after(at, &buf.filled()[before..]);
+            let read = &buf.filled()[before..];
+            this.preface = preface_after(at, read);
             if this.preface.is_none() {
+                let whole = !read.is_empty() && at + read.len() >= H2_PREFACE.len();
+                let h2 = whole && read[..H2_PREFACE.len() - at] == H2_PREFACE[at..];
+                this.shared.h2.store(h2, Ordering::Relaxed);
                 this.shared.shown.store(true, Ordering::Relaxed);
             }
         }
@@ -1135,5 +1176,103 @@ mod tests {
         assert!(error.to_string().contains("stopped reading"), "{error}");
         drop((client, body));
         let _ = connection.await;
+    }
+
+    /// An h2 client that grants no flow-control window: with `pings`, it also pings the server
+    /// every 100 ms (each PING's acknowledgement is a write to it), as if to look alive.
+    async fn windowless_get(pings: bool) {
+        let limit = Duration::from_secs(1);
+        let (tcp, served) = connect(limit).await;
+        let (client, mut connection) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .unwrap();
+        let mut ping_pong = connection.ping_pong().unwrap();
+        let connection = tokio::spawn(connection);
+        let pinging = tokio::spawn(async move {
+            if !pings {
+                return;
+            }
+            while ping_pong.ping(h2::Ping::opaque()).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let mut client = client.ready().await.unwrap();
+        // A whole request: nothing of it is still arriving, only its answer waits.
+        let (response, _) = client.send_request(h2_get("/"), true).unwrap();
+        let response = tokio::time::timeout(DEADLINE, response).await.unwrap();
+        // Kept, unread: dropping it would cancel the stream.
+        let response = response.unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        let since = served.drain();
+        let (result, took) = served.ended(since).await;
+        assert!(took <= limit + SLACK, "ended {took:?} after the drain");
+        let error = result.unwrap_err();
+        assert!(error.to_string().contains("stopped reading"), "{error}");
+        pinging.abort();
+        drop((client, response));
+        let _ = connection.await;
+    }
+
+    #[tokio::test]
+    async fn an_h2_client_that_grants_no_window_to_a_whole_request_s_answer_holds_a_drain_no_longer_than_the_header_read_time()
+     {
+        windowless_get(false).await;
+    }
+
+    #[tokio::test]
+    async fn an_h2_client_that_pings_does_not_look_alive_to_the_drain() {
+        windowless_get(true).await;
+    }
+
+    /// An h2 frame's 9-byte header and its payload.
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut frame = len.to_be_bytes()[1..].to_vec();
+        frame.extend_from_slice(&[kind, flags]);
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[tokio::test]
+    async fn a_body_that_trickles_in_window_by_window_is_cut_at_the_header_read_time() {
+        let limit = Duration::from_secs(1);
+        let (tcp, served) = connect(limit).await;
+        let (mut reader, mut writer) = tcp.into_split();
+        // Read and drop everything the server sends, as a client that reads would.
+        let reading = tokio::spawn(async move {
+            let mut buf = vec![0; 64 << 10];
+            while matches!(reader.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+        let mut start = H2_PREFACE.to_vec();
+        // SETTINGS: INITIAL_WINDOW_SIZE (4) = 0: the server may send no stream data unasked.
+        start.extend(frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]));
+        // HEADERS, END_HEADERS, stream 1: POST http://x/stream, in HPACK: `:method: POST`
+        // (static 3), `:scheme: http` (static 6), `:path` (name 4) and `:authority` (name 1)
+        // as literals.
+        let mut block = vec![0x83, 0x86, 0x04, 7];
+        block.extend_from_slice(b"/stream");
+        block.extend_from_slice(&[0x01, 1, b'x']);
+        start.extend(frame(1, 0x4, 1, &block));
+        writer.write_all(&start).await.unwrap();
+        let since = served.drain();
+        // A byte of body, then a byte of window for its echo, every 50 ms: whenever hyper asks
+        // the body for more, a byte is there.
+        let trickling = tokio::spawn(async move {
+            loop {
+                let mut step = frame(0, 0, 1, b"x");
+                step.extend(frame(8, 0, 1, &1u32.to_be_bytes()));
+                if writer.write_all(&step).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let (_, took) = served.ended(since).await;
+        assert!(took <= limit + SLACK, "ended {took:?} after the drain");
+        trickling.abort();
+        reading.abort();
     }
 }

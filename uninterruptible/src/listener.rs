@@ -301,9 +301,13 @@ pub(crate) struct SocketFile {
 }
 
 impl SocketFile {
+    /// The socket file at `address`'s path now; `None` when there is none, or the path names
+    /// something else (a file put in its place is never taken for it, nor removed).
     pub(crate) fn of(address: &BindAddress) -> Option<SocketFile> {
         let path = address.path()?;
-        let meta = std::fs::symlink_metadata(path).ok()?;
+        let meta = std::fs::symlink_metadata(path)
+            .ok()
+            .filter(|meta| meta.file_type().is_socket())?;
         Some(SocketFile {
             path: path.to_owned(),
             identity: (meta.dev(), meta.ino()),
@@ -311,8 +315,9 @@ impl SocketFile {
     }
 
     pub(crate) fn remove_if_ours(&self) {
-        let ours = std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity);
+        let ours = std::fs::symlink_metadata(&self.path).is_ok_and(|meta| {
+            meta.file_type().is_socket() && (meta.dev(), meta.ino()) == self.identity
+        });
         if ours {
             if let Err(e) = std::fs::remove_file(&self.path) {
                 tracing::warn!("cannot remove socket file {}: {e}", self.path.display());
@@ -389,7 +394,9 @@ mod tests {
         file.remove_if_ours();
         assert!(!path.exists());
 
+        // A file in a socket's place is not taken for it.
         std::fs::write(&path, b"not a socket").unwrap();
+        assert!(SocketFile::of(&address).is_none());
         let err = Listener::bind(&address, 16, false)
             .await
             .unwrap_err()

@@ -209,6 +209,16 @@ async fn not_started_exit(
 ) -> ExitCode {
     let by_restart = started.takeover.is_some();
     let files = SocketFiles::new(&started.addresses, started.keeps_socket_files, by_restart);
+    // A restart asked while it started is told why there will be none.
+    let why = match &not_started {
+        NotStarted::Failed(why) => {
+            format!("this process did not start: the initialiser failed: {why}")
+        }
+        NotStarted::Stopped(name) => {
+            format!("this process did not start: {name} received while starting")
+        }
+    };
+    present.control.refuse_waiting(&RestartOutcome::failed(why));
     present.control.close(true, false).await;
     match not_started {
         NotStarted::Failed(why) => {

@@ -186,11 +186,16 @@ async fn set_up(begun: Begun) -> Result<Supervisor, ExitCode> {
         dialed,
         keep_socket_files,
         requests,
+        datagrams,
+        serves_streams,
         ..
     } = begun;
     let (reaper, exits, mut started) = take(&config, inherited, dialed, keep_socket_files).await?;
     let by_restart = started.takeover.is_some();
     let socket_files = SocketFiles::new(&started.addresses, started.keeps_socket_files, by_restart);
+    // Checked here too: a serving process would refuse these sockets at every respawn.
+    setup::check_shapes(&started.listeners, datagrams.is_some(), serves_streams)
+        .map_err(|e| setup::fail(&config, e, socket_files.owned()))?;
     // The listeners become plain descriptors: this process never accepts on them.
     let sockets = setup::duplicate(&std::mem::take(&mut started.listeners))
         .map_err(|e| setup::fail(&config, e, socket_files.owned()))?;
