@@ -881,18 +881,51 @@ fn resume(settings: &Settings, binaries: &Binaries) {
     let clients = if settings.rounds == 1 { 16 } else { 256 };
     let certs = TempDir::new("bench-resume-certs");
     let ca = Ca::new("bench CA");
-    let pair = ca.issue(certs.path(), "server", &["localhost"]);
     let client = Client::trusting(&ca);
-    let files = Some((pair.key.as_path(), pair.certificate.as_path()));
-    let running = start(binaries, System::Uninterruptible, files);
-    let other = start(binaries, System::Uninterruptible, files);
     println!(
         "\n### TLS reconnect after a restart: {clients} clients with a session each reconnect at once (TLS 1.3, ring)\n"
     );
     println!(
-        "| ticket keys | resumed handshakes, per round | new process CPU per handshake, µs, median (min–max) |"
+        "| server key | ticket keys | resumed handshakes, per round | new process CPU per handshake, µs, median (min–max) |"
     );
-    println!("|---|---|---|");
+    println!("|---|---|---|---|");
+    let ecdsa = ca.issue(certs.path(), "ecdsa", &["localhost"]);
+    resume_with(settings, binaries, &client, clients, "ECDSA P-256", &ecdsa);
+    // RSA, the most common server key, whose signature a resumed handshake saves.
+    let rsa_key = certs.join("rsa.key");
+    let made = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&rsa_key)
+        .output();
+    match made {
+        Ok(out) if out.status.success() => {
+            let pem = std::fs::read_to_string(&rsa_key).unwrap();
+            let rsa = ca.issue_for_pem(&pem, certs.path(), "rsa", &["localhost"]);
+            resume_with(settings, binaries, &client, clients, "RSA 2048", &rsa);
+        }
+        _ => println!("| RSA 2048 | (openssl cannot make an RSA key here) | | |"),
+    }
+}
+
+/// [`resume`] with one server key.
+fn resume_with(
+    settings: &Settings,
+    binaries: &Binaries,
+    client: &Client,
+    clients: usize,
+    key: &str,
+    pair: &uninterruptible_tests::certs::Pair,
+) {
+    let files = Some((pair.key.as_path(), pair.certificate.as_path()));
+    let running = start(binaries, System::Uninterruptible, files);
+    let other = start(binaries, System::Uninterruptible, files);
     let mut rows: BTreeMap<bool, (Vec<usize>, Vec<f64>)> = BTreeMap::new();
     for round in 0..settings.rounds {
         for handed in [round % 2 == 0, round % 2 != 0] {
@@ -917,7 +950,11 @@ fn resume(settings: &Settings, binaries: &Binaries) {
             "not handed over (before it)"
         };
         let resumed: Vec<String> = resumed.iter().map(|r| format!("{r}/{clients}")).collect();
-        println!("| {name} | {} | {} |", resumed.join(", "), cell2(cpu));
+        println!(
+            "| {key} | {name} | {} | {} |",
+            resumed.join(", "),
+            cell2(cpu)
+        );
     }
 }
 
