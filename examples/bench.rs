@@ -1055,15 +1055,24 @@ struct UdpRunning {
     _dir: TempDir,
 }
 
-fn start_udp(binaries: &Binaries, plain: bool) -> UdpRunning {
+/// `system`: the library's example (`Uninterruptible`), the plain floor (`PlainTokio`), or the
+/// plain floor with a task per datagram (`PlainTokioMain` stands for it here).
+fn start_udp(binaries: &Binaries, system: System) -> UdpRunning {
     let dir = TempDir::new("bench-udp");
     let pidfile = dir.join("server.pid");
     let pid_env = pidfile.to_str().unwrap().to_owned();
-    let env = [
+    let mut env = vec![
         ("BIND", "udp://127.0.0.1:0"),
         ("PID_FILE", pid_env.as_str()),
     ];
-    let binary = if plain { "plain_udp_echo" } else { "udp_echo" };
+    if system == System::PlainTokioMain {
+        env.push(("TASK_PER_DATAGRAM", "1"));
+    }
+    let binary = if system == System::Uninterruptible {
+        "udp_echo"
+    } else {
+        "plain_udp_echo"
+    };
     let server = Server::start_in_session(&binaries.path(binary), &env);
     let line = server.log.wait_for("listening on udp://");
     let addr = line
@@ -1084,9 +1093,13 @@ fn start_udp(binaries: &Binaries, plain: bool) -> UdpRunning {
 /// clients, one datagram in flight each, alternating); then the example under the same load
 /// and a burst client, restarted back to back: datagrams answered and lost.
 fn udp(settings: &Settings, binaries: &Binaries) {
-    let compared = [System::Uninterruptible, System::PlainTokio];
+    let compared = [
+        System::Uninterruptible,
+        System::PlainTokio,
+        System::PlainTokioMain,
+    ];
     let runs = rounds(settings, &compared, |system| {
-        let running = start_udp(binaries, system == System::PlainTokio);
+        let running = start_udp(binaries, system);
         let pid = running.server.pid();
         let before = cpu_ticks(pid);
         let started = Instant::now();
@@ -1117,10 +1130,10 @@ fn udp(settings: &Settings, binaries: &Binaries) {
     let floor = summary(&cpu(System::PlainTokio)).0;
     for system in compared {
         let rates: Vec<f64> = runs[&system].iter().map(|r| r.0).collect();
-        let name = if system == System::PlainTokio {
-            "plain tokio (one task, inline reply)"
-        } else {
-            "uninterruptible (udp_echo example)"
+        let name = match system {
+            System::PlainTokio => "plain tokio (one task, inline reply)",
+            System::PlainTokioMain => "plain tokio, a task per datagram",
+            _ => "uninterruptible (udp_echo example)",
         };
         println!(
             "| {name} | {} | {} | {:.3} |",
@@ -1138,7 +1151,7 @@ fn udp(settings: &Settings, binaries: &Binaries) {
     );
     println!("|---|---|---|---|---|---|---|---|");
     for round in 1..=settings.storm_rounds {
-        let running = start_udp(binaries, false);
+        let running = start_udp(binaries, System::Uninterruptible);
         let addr = running.addr;
         let drops = udp::kernel_drops();
         let until = Instant::now() + Duration::from_secs_f64(settings.storm_seconds);
