@@ -1074,13 +1074,7 @@ fn start_udp(binaries: &Binaries, system: System) -> UdpRunning {
         "plain_udp_echo"
     };
     let server = Server::start_in_session(&binaries.path(binary), &env);
-    let line = server.log.wait_for("listening on udp://");
-    let addr = line
-        .split("listening on udp://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr = udp::listening_on(&server);
     UdpRunning {
         server,
         addr,

@@ -10,6 +10,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::UdpSocket;
 
+/// The first UDP address a server's log says it listens on (`listening on udp://a:p ...`),
+/// once it does.
+pub fn listening_on(server: &crate::Server) -> SocketAddr {
+    let line = server.log.wait_for("listening on udp://");
+    line.split("listening on udp://")
+        .nth(1)
+        .and_then(|rest| rest.split([' ', ',']).next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
 /// How long a client waits for a reply before it counts the datagram lost: far beyond any
 /// switch, so that only a datagram nobody answered is counted.
 pub const REPLY_WAIT: Duration = Duration::from_secs(10);

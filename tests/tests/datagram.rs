@@ -28,13 +28,7 @@ fn start(dir: &TempDir, delay_ms: &str) -> (Server, PathBuf, SocketAddr) {
             ("ECHO_DELAY_MS", delay_ms),
         ],
     );
-    let line = server.log.wait_for("listening on udp://");
-    let address = line
-        .split("listening on udp://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let address = udp::listening_on(&server);
     wait_for("the pidfile", DEADLINE, || read_pidfile(&pidfile));
     (server, pidfile, address)
 }
