@@ -121,7 +121,7 @@ fn datagram_and_stream_addresses_without_a_handler_for_them_exit_2_saying_so() {
             ECHO,
             format!("tcp://127.0.0.1:{port},udp://127.0.0.1:{port}"),
             format!(
-                "uninterruptible: udp://127.0.0.1:{port} takes datagrams, and this server has no datagram handler: bind it to tcp:// or unix://, or give the server one (a handler taking `uninterruptible::Datagram`, or Server::datagrams beside a handler of connections)\n"
+                "uninterruptible: udp://127.0.0.1:{port} takes datagrams, and this server has no datagram handler: bind it to tcp:// or unix://, or give the server one (a handler taking `uninterruptible::Datagram`, or one beside a handler of connections: `datagrams = \"...\"` in the attribute, Server::datagrams in the library)\n"
             ),
         ),
     ];

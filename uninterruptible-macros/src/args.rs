@@ -18,6 +18,10 @@ const CRATE: &str = "crate";
 const INIT: &str = "init";
 /// The key that names the function saving the state for the next process.
 const SAVE: &str = "save";
+/// The key that names a datagram handler beside the main one.
+const DATAGRAMS: &str = "datagrams";
+/// What `datagrams` must name, as its error says.
+const DATAGRAMS_SHAPE: &str = "`datagrams` names an `async fn(datagram: uninterruptible::Datagram) -> std::io::Result<()>` that answers the `udp://` and `unixgram://` listeners beside this handler: write `datagrams = \"answer\"`";
 
 /// One literal value with the span of the tokens that wrote it.
 pub(crate) struct Value {
@@ -36,6 +40,8 @@ pub(crate) struct Args {
     pub(crate) init: Option<(syn::Path, Span)>,
     /// `save = "save"`: the path of the function saving `init`'s state for the next process.
     pub(crate) save: Option<(syn::Path, Span)>,
+    /// `datagrams = "answer"`: a datagram handler beside the main one.
+    pub(crate) datagrams: Option<(syn::Path, Span)>,
 }
 
 impl Default for Args {
@@ -45,6 +51,7 @@ impl Default for Args {
             krate: None,
             init: None,
             save: None,
+            datagrams: None,
         }
     }
 }
@@ -106,6 +113,14 @@ impl Parse for Args {
                 }
                 continue;
             }
+            if name == DATAGRAMS {
+                match function_path(&pair.value, DATAGRAMS_SHAPE) {
+                    Ok(_) if args.datagrams.is_some() => push(twice()),
+                    Ok(path) => args.datagrams = Some(path),
+                    Err(e) => push(e),
+                }
+                continue;
+            }
             if name == SAVE {
                 match function_path(&pair.value, SAVE_SHAPE) {
                     Ok(_) if args.save.is_some() => push(twice()),
@@ -118,7 +133,7 @@ impl Parse for Args {
                 let valid: Vec<&str> = KEYS
                     .iter()
                     .map(|k| k.name)
-                    .chain([CRATE, INIT, SAVE])
+                    .chain([CRATE, INIT, SAVE, DATAGRAMS])
                     .collect();
                 push(syn::Error::new(
                     pair.key.span(),

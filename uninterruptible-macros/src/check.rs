@@ -73,6 +73,15 @@ fn check_arguments(args: &Args, item: &ItemFn) -> syn::Result<()> {
             "the server handler is a free function and cannot take `self`: write `stream: uninterruptible::Stream`",
         );
     }
+    if let (Some((_, span)), true) = (
+        &args.datagrams,
+        crate::expand::argument_named(item, "Datagram"),
+    ) {
+        return error(
+            *span,
+            "this handler answers the datagrams itself: `datagrams` names a second handler, for a handler of connections; remove it",
+        );
+    }
     if let Some((_, span)) = &args.save {
         if args.init.is_none() {
             return error(

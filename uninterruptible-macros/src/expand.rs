@@ -145,6 +145,15 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
         }
     };
 
+    // A datagram handler beside the main one, checked at its literal.
+    let datagrams = args.datagrams.as_ref().map(|(path, span)| {
+        let path = respan(path.to_token_stream(), *span);
+        let with = respan(quote!(#krate::__private::with_datagrams), *span);
+        quote_spanned!(*span=>
+            let __uninterruptible_config = #with(__uninterruptible_config, #path);
+        )
+    });
+
     quote! {
         #item_fn
 
@@ -152,6 +161,7 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
             let __uninterruptible_config = #krate::__private::config_or_exit(
                 #krate::__private::Defaults::new() #(#defaults)*
             );
+            #datagrams
             #run
         }
     }

@@ -215,6 +215,9 @@ pub struct Config {
     /// The application protocols offered over TLS (ALPN, RFC 7301): an HTTP service's; none for
     /// a line protocol.
     pub(crate) alpn: &'static [&'static [u8]],
+    /// The attribute's `datagrams = "..."`: a datagram handler beside the main one, taken by
+    /// [`Server::new`](crate::Server::new).
+    pub(crate) datagrams: Option<crate::datagram::DatagramHandler>,
     pub(crate) origins: Origins,
     /// Settings that are valid but deserve a word in the log once it is open.
     pub(crate) warnings: Vec<String>,
@@ -398,6 +401,7 @@ impl Config {
             control_socket,
             header_read_timeout,
             alpn: &[],
+            datagrams: None,
             origins: Origins {
                 log_path: log_path_origin,
                 bind_from_env: l

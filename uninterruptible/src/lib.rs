@@ -134,7 +134,7 @@ pub mod __private {
     use crate::incoming::Incoming;
     pub use crate::run::{
         config_or_exit, run, run_datagrams, run_http, run_incoming, run_incoming_with, run_with,
-        run_with_handover,
+        run_with_handover, with_datagrams,
     };
     use crate::stream::Stream;
 

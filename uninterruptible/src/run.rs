@@ -152,14 +152,15 @@ const QUEUE: usize = 16;
 
 impl Server {
     /// A server with this configuration (see [`Config::from_env`] and [`Config::builder`]).
-    pub fn new(config: Config) -> Server {
+    pub fn new(mut config: Config) -> Server {
+        let datagrams = config.datagrams.take();
         let (requests, receiver) = mpsc::channel(QUEUE);
         Server {
             config,
             handle: Handle { requests },
             program: Program {
                 requests: Requests { receiver },
-                datagrams: None,
+                datagrams,
                 streams: true,
                 carry: None,
             },
@@ -721,6 +722,19 @@ where
     O: HandlerOutput,
 {
     Server::new(config).run_with_handover(init, save, handler)
+}
+
+/// What `#[uninterruptible::server(datagrams = "...")]` adds: a datagram handler beside the main
+/// one (see [`Server::datagrams`]).
+#[doc(hidden)]
+pub fn with_datagrams<D, F, O>(mut config: Config, handler: D) -> Config
+where
+    D: Fn(Datagram) -> F + Send + Sync + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    config.datagrams = Some(datagram::boxed(handler));
+    config
 }
 
 /// What `#[uninterruptible::server]` on a handler taking `Datagram` expands to:

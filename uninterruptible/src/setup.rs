@@ -360,7 +360,7 @@ pub(crate) fn check_shapes(
         .find(|l| l.is_datagram() && !datagram_handler)
     {
         return Err(Error::InvalidConfig(format!(
-            "{} takes datagrams, and this server has no datagram handler: bind it to tcp:// or unix://, or give the server one (a handler taking `uninterruptible::Datagram`, or Server::datagrams beside a handler of connections)",
+            "{} takes datagrams, and this server has no datagram handler: bind it to tcp:// or unix://, or give the server one (a handler taking `uninterruptible::Datagram`, or one beside a handler of connections: `datagrams = \"...\"` in the attribute, Server::datagrams in the library)",
             address(l)
         )));
     }
