@@ -34,6 +34,19 @@ use proc_macro::TokenStream;
 /// offending token. If you depend on the runtime crate under another name, say so with
 /// `crate = "that_name"`.
 ///
+/// # Handler shapes, and the keys that name code
+///
+/// The argument's type chooses the shape: `uninterruptible::Stream` (a task per connection),
+/// `uninterruptible::Incoming` (the whole listener), `uninterruptible::Datagram` (a task per
+/// datagram, for `udp://` and `unixgram://` listeners), or no argument at all (an HTTP or gRPC
+/// service, built once per process; feature `http`). Beside the configuration keys below:
+/// - `init = "setup"`: an `async fn() -> Result<State, E>` run before the process is ready; the
+///   handler takes its `std::sync::Arc<State>` as a second argument;
+/// - `save = "save"` (with `init`): a `fn(&State) -> uninterruptible::Handover` whose result the
+///   next process's `init` receives, then an `async fn(Option<Handover>) -> Result<State, E>`;
+/// - `datagrams = "answer"`: an `async fn(uninterruptible::Datagram)` beside a handler of
+///   connections, for the datagram listeners among them.
+///
 /// # Configuration
 ///
 /// Literals in the attribute are defaults; the environment overrides them, so operations change
