@@ -147,11 +147,25 @@ impl Carry {
             .set(Box::new(move || state.upgrade().map(|state| save(&state))));
     }
 
-    /// This process's state for the new one, as sent; nothing when there is none to save or it
-    /// is past [`MAX_HANDOVER_BYTES`].
+    /// This process's state for the new one, as sent; nothing when there is none to save, it
+    /// is past [`MAX_HANDOVER_BYTES`], or `save` panicked (the restart goes on without it).
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let Some(handover) = self.save.get().and_then(|save| save()) else {
+        let Some(save) = self.save.get() else {
             return Vec::new();
+        };
+        let saved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(save));
+        let handover = match saved {
+            Ok(Some(handover)) => handover,
+            Ok(None) => return Vec::new(),
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic without a message");
+                tracing::error!("save panicked ({why}): the new process starts without the state");
+                return Vec::new();
+            }
         };
         if handover.bytes.len() > MAX_HANDOVER_BYTES {
             tracing::error!(
@@ -192,6 +206,14 @@ mod tests {
         // Too short to hold a version: nothing received.
         new.receive(b"ab");
         assert_eq!(new.take_received(), None);
+    }
+
+    #[test]
+    fn a_save_that_panics_hands_nothing_over() {
+        let carry = Carry::new();
+        let state = Arc::new(());
+        carry.saves(&state, |()| panic!("cannot serialise"));
+        assert!(carry.encode().is_empty());
     }
 
     #[test]
