@@ -80,12 +80,21 @@ impl Datagram {
     ///
     /// The socket's error (a datagram too long for it: `EMSGSIZE`); for a UNIX sender that
     /// bound no path, an error of kind [`NotConnected`](io::ErrorKind::NotConnected): nothing
-    /// can reach it.
+    /// can reach it; for a UNIX sender whose receive queue is full (it does not read), an error
+    /// of kind [`WouldBlock`](io::ErrorKind::WouldBlock): the reply is dropped, as UDP drops a
+    /// datagram to a full queue. (Linux never says when such a queue has room again, so waiting
+    /// for it would let one client that does not read hold every place, and every drain.)
     pub async fn reply(&self, data: &[u8]) -> io::Result<()> {
         let sent = match (&*self.socket, &self.peer) {
             (Socket::Udp(socket), PeerAddr::Udp(peer)) => socket.send_to(data, peer).await?,
             (Socket::Unix(socket), PeerAddr::Unix(Some(path))) => {
-                socket.send_to(data, path).await?
+                socket.try_send_to(data, path).map_err(|e| match e.kind() {
+                    io::ErrorKind::WouldBlock => io::Error::new(
+                        e.kind(),
+                        format!("the receive queue of {} is full (it does not read): the reply is dropped", path.display()),
+                    ),
+                    _ => e,
+                })?
             }
             _ => {
                 return Err(io::Error::new(
@@ -308,6 +317,49 @@ mod tests {
                     .into()
             )
         );
+        task.abort();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_unix_sender_that_does_not_read_holds_no_place() {
+        let dir =
+            std::env::temp_dir().join(format!("uninterruptible-dgram-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let socket = UnixDatagram::bind(&path).unwrap();
+        let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reader = reader(
+            boxed({
+                let handled = Arc::clone(&handled);
+                move |datagram: Datagram| {
+                    let handled = Arc::clone(&handled);
+                    async move {
+                        let _ = datagram.reply(datagram.data()).await;
+                        handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            }),
+            8,
+        );
+        let task = reader.start(Listener::UnixDatagram(socket));
+        // Far more than its receive queue holds, and it never reads: the replies to it are
+        // dropped, and every handler ends.
+        let hog = UnixDatagram::bind(dir.join("hog.sock")).unwrap();
+        let mut sent = 0;
+        while sent < 2000 {
+            match tokio::time::timeout(Duration::from_secs(10), hog.send_to(b"x", &path)).await {
+                Ok(Ok(_)) => sent += 1,
+                _ => panic!("the server stopped reading after {sent} datagrams"),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while handled.load(std::sync::atomic::Ordering::SeqCst) < 2000 {
+            assert!(tokio::time::Instant::now() < deadline, "handlers are stuck");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(reader.shutdown.drained(Some(Duration::from_secs(5))).await);
         task.abort();
         std::fs::remove_dir_all(&dir).unwrap();
     }

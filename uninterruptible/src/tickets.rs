@@ -8,6 +8,12 @@
 //! current key encrypts; it is replaced every [`LIFETIME`], on its own schedule whatever the
 //! restarts (a key's age travels with it), and the one before it still decrypts, so a ticket
 //! stays usable for at least one lifetime.
+//!
+//! A resumed session skips client authentication (rustls checks only the cipher suite, the
+//! extended master secret and the server name). So the keys are bound to the client-certificate
+//! rules they were made under (the [`Context`]): a new process that requires other client
+//! certificates, or none where the old one required some, does not take them, and every
+//! session from before the restart does a full handshake under the new rules.
 
 use ring::aead::{CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -20,6 +26,28 @@ const NAME_LEN: usize = 16;
 const KEY_LEN: usize = 32;
 /// One key as handed over: name, key, creation time (seconds since the epoch, big-endian).
 const ENCODED_LEN: usize = NAME_LEN + KEY_LEN + 8;
+
+/// The client-certificate rules the keys' sessions were authenticated under: SHA-256 of the
+/// client CA file's bytes, or of nothing when no client certificate is asked for.
+pub(crate) type Context = [u8; 32];
+
+/// The [`Context`] of a process that verifies clients against the CA file holding `ca` (its
+/// bytes), or asks for no client certificate (`None`).
+pub(crate) fn context(ca: Option<&[u8]>) -> Context {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    match ca {
+        None => digest.update(b"no client certificates"),
+        Some(ca) => {
+            digest.update(b"client certificates signed by:");
+            digest.update(ca);
+        }
+    }
+    digest
+        .finish()
+        .as_ref()
+        .try_into()
+        .expect("a SHA-256 digest is 32 bytes")
+}
 
 /// One ticket key.
 struct Key {
@@ -60,6 +88,7 @@ struct Keys {
 pub(crate) struct TicketKeys {
     keys: Mutex<Keys>,
     rng: SystemRandom,
+    context: Context,
 }
 
 impl std::fmt::Debug for TicketKeys {
@@ -75,8 +104,8 @@ fn now() -> u64 {
 }
 
 impl TicketKeys {
-    /// A fresh key; `None` when the system has no randomness to give.
-    pub(crate) fn generate() -> Option<TicketKeys> {
+    /// A fresh key for sessions under `context`; `None` when the system has no randomness.
+    pub(crate) fn generate(context: Context) -> Option<TicketKeys> {
         let rng = SystemRandom::new();
         let current = Key::generate(&rng, now())?;
         Some(TicketKeys {
@@ -85,6 +114,7 @@ impl TicketKeys {
                 previous: None,
             }),
             rng,
+            context,
         })
     }
 
@@ -92,10 +122,11 @@ impl TicketKeys {
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The keys, to hand to a new process: the current one first.
+    /// The keys, to hand to a new process: their context, then the current key first.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let keys = self.keys();
-        let mut out = Vec::with_capacity(2 * ENCODED_LEN);
+        let mut out = Vec::with_capacity(self.context.len() + 2 * ENCODED_LEN);
+        out.extend_from_slice(&self.context);
         for key in std::iter::once(&keys.current).chain(&keys.previous) {
             out.extend_from_slice(&key.name);
             out.extend_from_slice(&key.secret);
@@ -105,8 +136,17 @@ impl TicketKeys {
     }
 
     /// Takes the keys an old process handed over in place of this process's own; `Err` (and
-    /// nothing changed) when they are not keys of this format.
+    /// nothing changed) when they are not keys of this format, or were made under other
+    /// client-certificate rules.
     pub(crate) fn adopt(&self, encoded: &[u8]) -> Result<(), String> {
+        let Some((context, encoded)) = encoded.split_first_chunk::<32>() else {
+            return Err(format!("{} bytes of ticket keys: too few", encoded.len()));
+        };
+        if *context != self.context {
+            return Err(
+                "the old process asked for other client certificates, so its sessions must not skip this one's".into(),
+            );
+        }
         if encoded.is_empty() || encoded.len() % ENCODED_LEN != 0 || encoded.len() > 2 * ENCODED_LEN
         {
             return Err(format!(
@@ -201,13 +241,29 @@ mod tests {
     use super::*;
     use rustls::server::ProducesTickets;
 
+    const NONE: fn() -> Context = || context(None);
+
+    #[test]
+    fn keys_made_under_other_client_certificate_rules_are_not_taken() {
+        let open = TicketKeys::generate(context(None)).unwrap();
+        let ticket = open.encrypt(b"no client certificate").unwrap();
+        let strict = TicketKeys::generate(context(Some(b"CA 1"))).unwrap();
+        let refused = strict.adopt(&open.encode()).unwrap_err();
+        assert!(refused.contains("other client certificates"), "{refused}");
+        assert_eq!(strict.decrypt(&ticket), None);
+        let other_ca = TicketKeys::generate(context(Some(b"CA 2"))).unwrap();
+        assert!(other_ca.adopt(&strict.encode()).is_err());
+        let same_ca = TicketKeys::generate(context(Some(b"CA 1"))).unwrap();
+        same_ca.adopt(&strict.encode()).unwrap();
+    }
+
     #[test]
     fn a_ticket_opens_with_the_keys_handed_over_and_with_no_others() {
-        let old = TicketKeys::generate().unwrap();
+        let old = TicketKeys::generate(NONE()).unwrap();
         let ticket = old.encrypt(b"session state").unwrap();
         assert_eq!(old.decrypt(&ticket).as_deref(), Some(&b"session state"[..]));
 
-        let new = TicketKeys::generate().unwrap();
+        let new = TicketKeys::generate(NONE()).unwrap();
         assert_eq!(new.decrypt(&ticket), None, "another process's keys");
         new.adopt(&old.encode()).unwrap();
         assert_eq!(new.decrypt(&ticket).as_deref(), Some(&b"session state"[..]));
@@ -225,17 +281,18 @@ mod tests {
 
     #[test]
     fn a_key_is_replaced_after_its_lifetime_and_still_opens_its_tickets() {
-        let keys = TicketKeys::generate().unwrap();
+        let keys = TicketKeys::generate(NONE()).unwrap();
         let ticket = keys.encrypt(b"before").unwrap();
         // The key was made a lifetime ago (as a key handed over with its age would be).
         let mut encoded = keys.encode();
         let long_ago = now() - LIFETIME.as_secs();
-        encoded[NAME_LEN + KEY_LEN..].copy_from_slice(&long_ago.to_be_bytes());
+        let created = 32 + NAME_LEN + KEY_LEN;
+        encoded[created..created + 8].copy_from_slice(&long_ago.to_be_bytes());
         keys.adopt(&encoded).unwrap();
         let after = keys.encrypt(b"after").unwrap();
         assert_ne!(after[..NAME_LEN], ticket[..NAME_LEN], "a new key");
         assert_eq!(keys.decrypt(&ticket).as_deref(), Some(&b"before"[..]));
         assert_eq!(keys.decrypt(&after).as_deref(), Some(&b"after"[..]));
-        assert_eq!(keys.encode().len(), 2 * ENCODED_LEN);
+        assert_eq!(keys.encode().len(), 32 + 2 * ENCODED_LEN);
     }
 }

@@ -224,9 +224,15 @@ pub(crate) fn load(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Tls, Error> {
     config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     // Stateless tickets with keys of our own, for TLS 1.3 and 1.2 alike: a restart hands them
     // over, so sessions resume across it (rustls's default keeps sessions in this process only).
-    let tickets = TicketKeys::generate().map(Arc::new).ok_or_else(|| {
-        Error::InvalidConfig("TLS setup failed: no randomness for session-ticket keys".into())
-    })?;
+    let client_ca = match &files.client_ca {
+        Some(ca) => Some(read(origins.client_ca, ca)?),
+        None => None,
+    };
+    let tickets = TicketKeys::generate(crate::tickets::context(client_ca.as_deref()))
+        .map(Arc::new)
+        .ok_or_else(|| {
+            Error::InvalidConfig("TLS setup failed: no randomness for session-ticket keys".into())
+        })?;
     config.ticketer = Arc::clone(&tickets) as Arc<dyn rustls::server::ProducesTickets>;
     Ok(Tls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
