@@ -267,3 +267,27 @@ fn a_restart_asked_while_a_first_start_fails_is_told_why() {
     );
     assert_eq!(server.wait_exit(DEADLINE).code(), Some(1));
 }
+
+#[test]
+fn a_second_term_during_a_restart_ends_the_new_process_too() {
+    let (_dir, _ctl, mut server, pidfile, _down) =
+        start("init-exit-now", &[("POOL_CONNECT_MS", "5000")]);
+    let old = read_pidfile(&pidfile).unwrap();
+    uninterruptible_tests::send(old, uninterruptible_tests::SIGUSR1);
+    let started = server.log.wait_for("started new process ");
+    let new = uninterruptible_tests::started_pid(&started);
+    // The new process has the sockets and runs its 5 s init: two TERMs end the old one now.
+    server.log.wait_for("handed the listening sockets to new process");
+    uninterruptible_tests::send(old, SIGTERM);
+    server
+        .log
+        .wait_for("TERM received: this process stops once the restart in progress ends");
+    uninterruptible_tests::send(old, SIGTERM);
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(1));
+    server
+        .log
+        .wait_for(&format!("killing new process {new}: stopping at once"));
+    wait_for("the new process to be gone", DEADLINE, || {
+        (!uninterruptible_tests::alive(new)).then_some(())
+    });
+}

@@ -304,6 +304,12 @@ impl Family {
         }
     }
 
+    /// The process the restart in progress has started, while that restart has not ended.
+    pub(crate) fn unsettled(&self) -> Option<u32> {
+        let starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        starting.filter(|s| s.ended.is_none()).map(|s| s.pid)
+    }
+
     /// One line per live process of the service, oldest generation first (a process whose
     /// generation is not known came with a link handed over, from an older process: first).
     pub(crate) async fn status(&self) -> Vec<String> {

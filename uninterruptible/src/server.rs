@@ -525,7 +525,12 @@ async fn serve(config: &Config, s: &mut Serving, deferred: Option<&'static str>)
             }
         };
         match step {
-            Step::End(ending) => return ending,
+            Step::End(ending) => {
+                if let (Ending::ExitNow, Some(task)) = (ending, restart.take()) {
+                    end_restart_now(s, task).await;
+                }
+                return ending;
+            }
             Step::Restart => {
                 restart = begin_restart(s);
                 if restart.is_none() {
@@ -537,6 +542,18 @@ async fn serve(config: &Config, s: &mut Serving, deferred: Option<&'static str>)
             _ => {}
         }
     }
+}
+
+/// Ends the restart in progress as the process exits at once (a second `TERM`): the process it
+/// started is killed, ready or not, so that nothing serves on after the operator said to stop
+/// now; the handoff directory goes with the restart's task.
+async fn end_restart_now(s: &Serving, task: JoinHandle<Result<Handed, Failure>>) {
+    if let Some(pid) = s.family.unsettled() {
+        tracing::warn!("killing new process {pid}: stopping at once");
+        crate::reaper::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    task.abort();
+    let _ = task.await;
 }
 
 /// `TERM` or `INT`.
