@@ -277,7 +277,9 @@ fn a_second_term_during_a_restart_ends_the_new_process_too() {
     let started = server.log.wait_for("started new process ");
     let new = uninterruptible_tests::started_pid(&started);
     // The new process has the sockets and runs its 5 s init: two TERMs end the old one now.
-    server.log.wait_for("handed the listening sockets to new process");
+    server
+        .log
+        .wait_for("handed the listening sockets to new process");
     uninterruptible_tests::send(old, SIGTERM);
     server
         .log

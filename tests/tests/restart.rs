@@ -396,6 +396,41 @@ fn a_handoff_peer_of_another_uid_is_refused() {
 }
 
 #[test]
+fn a_handoff_peer_the_new_process_did_not_start_is_refused() {
+    let dir = TempDir::new("peer-pid");
+    let flag = dir.join("wait");
+    std::fs::write(&flag, "").unwrap();
+    let command = start_script(
+        &dir,
+        &format!(
+            "while [ -e '{}' ]; do sleep 0.02; done; exec \"$ECHO\"",
+            flag.display()
+        ),
+    );
+    let (server, pidfile) = start(&dir, "tcp://127.0.0.1:0", &[("START_COMMAND", &command)]);
+    send(server.pid(), SIGUSR1);
+    let child = started_pid(&server.log.wait_for("started new process"));
+    let socket = wait_for("the child's handoff path", DEADLINE, || {
+        environ(child).get("FILE_DESCRIPTOR_SERVER_PATH").cloned()
+    });
+    // A process of the same user, not started by the new one, reaches the socket first.
+    let out = std::process::Command::new(PROBE)
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "closed");
+    server
+        .log
+        .wait_for(&format!("which new process {child} did not start"));
+    // The real new process still takes over.
+    std::fs::remove_file(&flag).unwrap();
+    wait_for("the new process in the pidfile", DEADLINE, || {
+        read_pidfile(&pidfile).filter(|&p| p == child)
+    });
+    assert_eq!(echo(&server.address(), "ours\n").unwrap(), "ours\n");
+}
+
+#[test]
 fn a_new_process_refuses_a_handoff_socket_of_another_uid() {
     if !nix::unistd::geteuid().is_root() {
         println!("skipped: running the new process as another user needs root");

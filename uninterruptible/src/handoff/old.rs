@@ -178,7 +178,7 @@ async fn connect(
             Ok(status) => Reason::Exited(pid, status),
             Err(e) => Reason::Handoff(pid, e),
         }),
-        conn = accept_own(server) => conn.map_err(|e| Reason::Handoff(pid, e)),
+        conn = accept_own(server, pid) => conn.map_err(|e| Reason::Handoff(pid, e)),
         () = tokio::time::sleep_until(deadline) => Err(Reason::Timeout(pid, plan.ready_timeout)),
     }
 }
@@ -387,13 +387,49 @@ pub(super) fn spawn(plan: &Plan, socket: &Path) -> io::Result<Child> {
 }
 
 /// The first connection from a process of our own uid; others are refused and logged.
-pub(super) async fn accept_own(server: &UnixListener) -> io::Result<UnixStream> {
+/// Only the new process (the one this restart started, or a process it started: a start
+/// command may run the server as its child) gets the sockets; another process of our uid that
+/// finds the handoff socket is refused and logged.
+pub(super) async fn accept_own(server: &UnixListener, child: u32) -> io::Result<UnixStream> {
     loop {
         let (conn, _) = server.accept().await?;
-        if peer_is_ours(&conn, "a handoff connection", false) {
-            return Ok(conn);
+        if !peer_is_ours(&conn, "a handoff connection", false) {
+            continue;
+        }
+        let peer = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials)
+            .map(|c| c.pid() as u32);
+        match peer {
+            Ok(pid) if descends_from(pid, child) => return Ok(conn),
+            Ok(pid) => tracing::warn!(
+                "refused a handoff connection from process {pid}, which new process {child} did not start"
+            ),
+            Err(e) => tracing::warn!("refused a handoff connection whose process is unknown: {e}"),
         }
     }
+}
+
+/// Whether process `pid` is `ancestor` or one of its descendants (`/proc/<pid>/stat`'s parent
+/// pids, followed up to 64 levels).
+fn descends_from(pid: u32, ancestor: u32) -> bool {
+    let mut pid = pid;
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // After the command name in parentheses: state, then the parent's pid.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse().ok());
+        match parent {
+            Some(parent) if parent > 1 => pid = parent,
+            _ => return false,
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -413,6 +449,16 @@ mod tests {
 
     fn later() -> Instant {
         Instant::now() + Duration::from_secs(30)
+    }
+
+    #[test]
+    fn a_process_descends_from_itself_and_its_ancestors_only() {
+        let me = std::process::id();
+        let parent = std::os::unix::process::parent_id();
+        assert!(descends_from(me, me));
+        assert!(descends_from(me, parent));
+        assert!(!descends_from(parent, me));
+        assert!(!descends_from(me, u32::MAX));
     }
 
     #[tokio::test]
