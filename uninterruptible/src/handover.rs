@@ -1,5 +1,7 @@
 //! Application state one serving process hands to the next at a restart, as shellflip passes
-//! its `restart` data: a cache, counters, a sequence number. The old process's `save` makes it
+//! its `restart` data: a cache, warm data, known peers. A snapshot: the old process serves on
+//! after `save` while the new one starts, so what must never go back (a counter, a sequence
+//! number) belongs in a shared store. The old process's `save` makes it
 //! when the new process asks (after the sockets, before the new process's `init`), it goes over
 //! the private handoff connection (never a file), and the new process's `init` receives it.
 

@@ -620,6 +620,12 @@ fn restart_ended(config: &Config, s: &mut Serving, result: Result<Handed, Failur
         }
         Err(failure) => failure,
     };
+    // A restart's task that ended without settling its new process (it panicked): that
+    // process is killed, and no longer listed as starting.
+    if let Some(pid) = s.family.unsettled() {
+        crate::reaper::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        s.family.starting(None);
+    }
     let mut failure = failure;
     restore_pidfile(config);
     tracing::warn!("restart failed: {failure}; still serving");

@@ -159,6 +159,12 @@ async fn take_sockets(
     part: Part,
 ) -> Result<Taken, Error> {
     let received = dialed.map(|d| d.and_then(|d| d.receive(config.ready_timeout)));
+    if let Some(Err(e)) = &received {
+        if handoff::is_state_not_received(e) {
+            let e = io::Error::new(e.kind(), e.to_string());
+            return Err(Error::io("cannot take over from the old process")(e));
+        }
+    }
     if let (Part::Supervised(supervisor), Some(Err(_)) | None) = (part, &received) {
         // Its sockets are the supervisor's (which may have been killed meanwhile): binding
         // them itself would leave a process nobody supervises holding the service's port.

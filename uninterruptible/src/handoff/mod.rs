@@ -47,7 +47,7 @@ mod new;
 mod old;
 
 pub(crate) use message::{MAX_FDS, sort_received};
-pub(crate) use new::{Dialed, Pending, Takeover, Verdict, verdict};
+pub(crate) use new::{Dialed, Pending, Takeover, Verdict, is_state_not_received, verdict};
 pub(crate) use old::{preflight, restart};
 
 use crate::config::StartCommand;

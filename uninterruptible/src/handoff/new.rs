@@ -69,7 +69,7 @@ impl Dialed {
         conn.set_write_timeout(Some(limit))?;
         let fds = message::receive_sockets(&conn)?;
         let carried = if ask_state {
-            receive_state(&mut conn)?
+            receive_state(&mut conn).map_err(|e| io::Error::other(StateNotReceived(e)))?
         } else {
             Carried::default()
         };
@@ -82,6 +82,39 @@ impl Dialed {
             fds,
         ))
     }
+}
+
+/// The old process sent the sockets, then not its state (its `save` outlasted `READY_TIMEOUT`,
+/// or it died): this process must not go on with the connection half read, nor bind the
+/// sockets the old one holds.
+#[derive(Debug)]
+pub(crate) struct StateNotReceived(io::Error);
+
+impl std::fmt::Display for StateNotReceived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let why = match self.0.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                "it did not come within READY_TIMEOUT (is its save slow?)".to_owned()
+            }
+            _ => self.0.to_string(),
+        };
+        write!(
+            f,
+            "the old process sent the listening sockets, then not its state: {why}"
+        )
+    }
+}
+
+impl std::error::Error for StateNotReceived {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether `e` is a [`StateNotReceived`].
+pub(crate) fn is_state_not_received(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<StateNotReceived>())
 }
 
 /// Asks the old process for its state and reads the answer: `state name=<n> ...` and the
@@ -228,6 +261,17 @@ mod tests {
     fn pair() -> (Lines, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
         (Lines::new(a), b)
+    }
+
+    #[test]
+    fn state_that_did_not_come_says_why_and_is_told_apart() {
+        let slow = io::Error::other(StateNotReceived(io::ErrorKind::WouldBlock.into()));
+        assert!(is_state_not_received(&slow));
+        assert_eq!(
+            slow.to_string(),
+            "the old process sent the listening sockets, then not its state: it did not come within READY_TIMEOUT (is its save slow?)"
+        );
+        assert!(!is_state_not_received(&io::Error::other("no sockets")));
     }
 
     #[tokio::test]
