@@ -640,3 +640,33 @@ fn a_binary_moved_into_place_is_the_one_a_restart_runs() {
         "new build\n"
     );
 }
+
+/// The socket file's identity travels with the socket: a new process knows the file as the
+/// process that bound it did, not as whatever is at the path when it starts.
+#[test]
+fn after_a_restart_a_stop_leaves_another_server_s_socket_file_alone() {
+    let dir = TempDir::new("foreign-file");
+    let path = dir.join("app.sock");
+    let bind = format!("unix://{}", path.display());
+    let (server, pidfile) = start(&dir, &bind, &[]);
+    let first = read_pidfile(&pidfile).unwrap();
+    // Someone removes the file, and another server binds the path.
+    std::fs::remove_file(&path).unwrap();
+    let other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    send(first, SIGUSR1);
+    let second = wait_for("a new pid", DEADLINE, || {
+        read_pidfile(&pidfile).filter(|&p| p != first)
+    });
+    wait_for("the old process to exit", DEADLINE, || {
+        (!alive(first)).then_some(())
+    });
+    send(second, SIGTERM);
+    wait_for("the new process to exit", DEADLINE, || {
+        (!alive(second)).then_some(())
+    });
+    assert!(
+        path.exists(),
+        "the other server's socket file is left alone"
+    );
+    drop((other, server));
+}

@@ -216,7 +216,10 @@ pub(crate) fn bind(path: &Path) -> Result<UnixListener, Error> {
     let previous = umask(Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(path);
     umask(previous);
-    bound.map_err(fail)
+    let bound = bound.map_err(fail)?;
+    // Known as this process made it, so that only this file is ever removed as ours.
+    SocketFile::bound(&crate::BindAddress::Unix(path.to_owned()));
+    Ok(bound)
 }
 
 impl Control {

@@ -294,24 +294,83 @@ pub(crate) fn clear_stale_socket(path: &Path) -> io::Result<()> {
 
 /// A UNIX socket file this process bound or adopted: removed on final exit, only if the path
 /// still names the same file (a newer server may have replaced it).
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SocketFile {
     path: PathBuf,
     identity: (u64, u64),
 }
 
+/// The socket files whose identity this process knows: those it saw as it bound them, and those
+/// the old process handed over with the sockets (what it bound, or was handed in turn). A socket
+/// file is known by the process that bound it, just after it did, never by what is at the path
+/// later: another server may have put its own there meanwhile.
+static KNOWN: std::sync::Mutex<Vec<SocketFile>> = std::sync::Mutex::new(Vec::new());
+
+fn known() -> std::sync::MutexGuard<'static, Vec<SocketFile>> {
+    KNOWN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl SocketFile {
-    /// The socket file at `address`'s path now; `None` when there is none, or the path names
-    /// something else (a file put in its place is never taken for it, nor removed).
+    /// The socket file at `address`'s path: as this process first knew it (it bound it, or the
+    /// old process said what it was), else as it is now. `None` when there is none, or the
+    /// path names something else (a file put in its place is never taken for it, nor removed).
     pub(crate) fn of(address: &BindAddress) -> Option<SocketFile> {
         let path = address.path()?;
+        let mut known = known();
+        if let Some(file) = known.iter().find(|file| file.path == path) {
+            return Some(file.clone());
+        }
         let meta = std::fs::symlink_metadata(path)
             .ok()
             .filter(|meta| meta.file_type().is_socket())?;
-        Some(SocketFile {
+        let file = SocketFile {
             path: path.to_owned(),
             identity: (meta.dev(), meta.ino()),
-        })
+        };
+        known.push(file.clone());
+        Some(file)
+    }
+
+    /// The socket file this process has just bound at `address`'s path: known from now on as
+    /// it is now, whatever was known of the path before.
+    pub(crate) fn bound(address: &BindAddress) -> Option<SocketFile> {
+        let path = address.path()?;
+        known().retain(|file| file.path != path);
+        SocketFile::of(address)
+    }
+
+    /// The socket files this process knows, to hand to a new process: `dev ino path` a line.
+    pub(crate) fn encode_known() -> Vec<u8> {
+        let mut out = String::new();
+        for file in known().iter() {
+            let Some(path) = file.path.to_str().filter(|p| !p.contains('\n')) else {
+                continue;
+            };
+            out.push_str(&format!("{} {} {path}\n", file.identity.0, file.identity.1));
+        }
+        out.into_bytes()
+    }
+
+    /// Takes what the old process knew of its socket files ([`SocketFile::encode_known`]).
+    pub(crate) fn adopt_known(encoded: &[u8]) {
+        let text = String::from_utf8_lossy(encoded);
+        let mut known = known();
+        for line in text.lines() {
+            let mut fields = line.splitn(3, ' ');
+            let parsed = (|| {
+                let dev = fields.next()?.parse().ok()?;
+                let ino = fields.next()?.parse().ok()?;
+                let path = PathBuf::from(fields.next()?);
+                Some(SocketFile {
+                    path,
+                    identity: (dev, ino),
+                })
+            })();
+            if let Some(file) = parsed {
+                known.retain(|other| other.path != file.path);
+                known.push(file);
+            }
+        }
     }
 
     pub(crate) fn remove_if_ours(&self) {
@@ -396,7 +455,9 @@ mod tests {
 
         // A file in a socket's place is not taken for it.
         std::fs::write(&path, b"not a socket").unwrap();
-        assert!(SocketFile::of(&address).is_none());
+        let other = BindAddress::Unix(dir.join("other.sock"));
+        std::fs::write(dir.join("other.sock"), b"not a socket").unwrap();
+        assert!(SocketFile::of(&other).is_none());
         let err = Listener::bind(&address, 16, false)
             .await
             .unwrap_err()

@@ -245,7 +245,7 @@ async fn bind_all(
             Some(i) => listeners.push(received.remove(i)),
             None => match Listener::bind(address, config.backlog, ipv6_only).await {
                 Ok(listener) => {
-                    bound.extend(SocketFile::of(address));
+                    bound.extend(SocketFile::bound(address));
                     listeners.push(listener);
                 }
                 Err(e) => {

@@ -6,8 +6,9 @@
 //! old -> new   "uninterruptible handoff 1\n" + the listening socket (SCM_RIGHTS)
 //! new -> old   "state\n"      (only when the old process offered it, see below) asks for what
 //!                             the old process carries over
-//! old -> new   "state tickets=<n> app=<m>\n" + n bytes of TLS session-ticket keys, then m
-//!                             bytes of the application's state (`save`)
+//! old -> new   "state tickets=<n> app=<m> files=<k>\n" + n bytes of TLS session-ticket keys,
+//!                             m bytes of the application's state (`save`), k bytes naming
+//!                             the socket files the old process knows (`dev ino path` lines)
 //! new -> old   "ready\n"      the new process is accepting
 //!          or  "failed <why>\n" it cannot start (its initialiser failed), and exits
 //! old -> new   "ok\n"         the old one stops accepting: the new one is the server
@@ -106,14 +107,17 @@ impl Plan {
             .map(|t| t.encode())
             .unwrap_or_default();
         let app = self.carry.as_ref().map(|c| c.encode()).unwrap_or_default();
+        let files = crate::listener::SocketFile::encode_known();
         let line = format!(
-            "{STATE_ANSWER} tickets={} app={}\n",
+            "{STATE_ANSWER} tickets={} app={} files={}\n",
             tickets.len(),
-            app.len()
+            app.len(),
+            files.len()
         );
         let mut answer = line.into_bytes();
         answer.extend_from_slice(&tickets);
         answer.extend_from_slice(&app);
+        answer.extend_from_slice(&files);
         answer
     }
 }

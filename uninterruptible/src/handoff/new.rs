@@ -158,6 +158,9 @@ fn receive_state(conn: &mut StdUnixStream) -> io::Result<Carried> {
         match name {
             "tickets" if len > 0 => carried.tickets = Some(section),
             "app" if len > 0 => carried.app = Some(section),
+            // Known as the process that bound them knew them: taken at once, before any
+            // socket file of this process is looked at.
+            "files" => crate::listener::SocketFile::adopt_known(&section),
             _ => {}
         }
     }
