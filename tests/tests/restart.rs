@@ -338,6 +338,41 @@ fn descriptors_do_not_grow_across_generations() {
     });
 }
 
+/// A restart whose new process waits, before it connects, until `flag` is removed.
+struct Held {
+    server: Server,
+    pidfile: PathBuf,
+    flag: PathBuf,
+    child: u32,
+    /// The handoff socket the new process will connect to.
+    socket: String,
+}
+
+fn held_restart(dir: &TempDir) -> Held {
+    let flag = dir.join("wait");
+    std::fs::write(&flag, "").unwrap();
+    let command = start_script(
+        dir,
+        &format!(
+            "while [ -e '{}' ]; do sleep 0.02; done; exec \"$ECHO\"",
+            flag.display()
+        ),
+    );
+    let (server, pidfile) = start(dir, "tcp://127.0.0.1:0", &[("START_COMMAND", &command)]);
+    send(server.pid(), SIGUSR1);
+    let child = started_pid(&server.log.wait_for("started new process"));
+    let socket = wait_for("the child's handoff path", DEADLINE, || {
+        environ(child).get("FILE_DESCRIPTOR_SERVER_PATH").cloned()
+    });
+    Held {
+        server,
+        pidfile,
+        flag,
+        child,
+        socket,
+    }
+}
+
 #[test]
 fn a_handoff_peer_of_another_uid_is_refused() {
     if !nix::unistd::geteuid().is_root() {
@@ -349,22 +384,13 @@ fn a_handoff_peer_of_another_uid_is_refused() {
     // The probe runs as nobody, which may not reach the build directory: copy it out.
     let probe = dir.join("handoff_probe");
     copy_executable(Path::new(PROBE), &probe);
-    let flag = dir.join("wait");
-    std::fs::write(&flag, "").unwrap();
-    let command = start_script(
-        &dir,
-        &format!(
-            "while [ -e '{}' ]; do sleep 0.02; done; exec \"$ECHO\"",
-            flag.display()
-        ),
-    );
-    let (server, pidfile) = start(&dir, "tcp://127.0.0.1:0", &[("START_COMMAND", &command)]);
-    let old = server.pid();
-    send(old, SIGUSR1);
-    let child = started_pid(&server.log.wait_for("started new process"));
-    let socket = wait_for("the child's handoff path", DEADLINE, || {
-        environ(child).get("FILE_DESCRIPTOR_SERVER_PATH").cloned()
-    });
+    let Held {
+        server,
+        pidfile,
+        flag,
+        child,
+        socket,
+    } = held_restart(&dir);
     let as_nobody = || {
         let out = std::process::Command::new(&probe)
             .arg(&socket)
@@ -398,21 +424,13 @@ fn a_handoff_peer_of_another_uid_is_refused() {
 #[test]
 fn a_handoff_peer_the_new_process_did_not_start_is_refused() {
     let dir = TempDir::new("peer-pid");
-    let flag = dir.join("wait");
-    std::fs::write(&flag, "").unwrap();
-    let command = start_script(
-        &dir,
-        &format!(
-            "while [ -e '{}' ]; do sleep 0.02; done; exec \"$ECHO\"",
-            flag.display()
-        ),
-    );
-    let (server, pidfile) = start(&dir, "tcp://127.0.0.1:0", &[("START_COMMAND", &command)]);
-    send(server.pid(), SIGUSR1);
-    let child = started_pid(&server.log.wait_for("started new process"));
-    let socket = wait_for("the child's handoff path", DEADLINE, || {
-        environ(child).get("FILE_DESCRIPTOR_SERVER_PATH").cloned()
-    });
+    let Held {
+        server,
+        pidfile,
+        flag,
+        child,
+        socket,
+    } = held_restart(&dir);
     // A process of the same user, not started by the new one, reaches the socket first.
     let out = std::process::Command::new(PROBE)
         .arg(&socket)
