@@ -69,7 +69,18 @@ impl Dialed {
         conn.set_write_timeout(Some(limit))?;
         let fds = message::receive_sockets(&conn)?;
         let carried = if ask_state {
-            receive_state(&mut conn).map_err(|e| io::Error::other(StateNotReceived(e)))?
+            match receive_state(&mut conn) {
+                Ok(carried) => carried,
+                // The old process is gone (killed as it handed over): the sockets are this
+                // process's, with nothing half read on a connection nobody holds.
+                Err(e) if gone(&e) => {
+                    tracing::warn!(
+                        "the old process closed the handoff connection before its state came ({e}): serving without it"
+                    );
+                    Carried::default()
+                }
+                Err(e) => return Err(io::Error::other(StateNotReceived(e))),
+            }
         } else {
             Carried::default()
         };
@@ -109,6 +120,14 @@ impl std::error::Error for StateNotReceived {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.0)
     }
+}
+
+/// Whether `e` says the other end of the connection is gone.
+fn gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// Whether `e` is a [`StateNotReceived`].
