@@ -4,7 +4,7 @@
 //! ([`supervise`](crate::supervise)). No module imports this one.
 
 use crate::config::Config;
-use crate::datagram::{self, Datagram, DatagramHandler};
+use crate::datagram::{self, Datagram};
 use crate::error::Error;
 use crate::handle::{Handle, Requests};
 use crate::handler::NoHandler;
@@ -16,7 +16,7 @@ use crate::inherit;
 use crate::init::{self, Init};
 use crate::logging;
 use crate::origin::{Origin, Part};
-use crate::setup::{Begun, report};
+use crate::setup::{Begun, Program, report};
 use crate::signals;
 use crate::stream::Stream;
 use std::future::Future;
@@ -130,17 +130,6 @@ pub struct Server {
     config: Config,
     handle: Handle,
     program: Program,
-}
-
-/// What the program gives besides its configuration and its main handler.
-#[derive(Debug)]
-pub(crate) struct Program {
-    requests: Requests,
-    datagrams: Option<DatagramHandler>,
-    /// Whether the main handler serves connections (not so for [`Server::run_datagrams`]).
-    streams: bool,
-    /// State handed from process to process ([`Server::run_with_handover`]).
-    carry: Option<Arc<Carry>>,
 }
 
 /// The connection handler of a server of datagrams only: it has no stream socket (checked at
@@ -651,10 +640,7 @@ fn begin(config: Config, program: Program) -> Result<Begun, ExitCode> {
         dialed,
         part,
         keep_socket_files: origin.keep_socket_files,
-        requests: program.requests,
-        datagrams: program.datagrams,
-        serves_streams: program.streams,
-        carry: program.carry,
+        program,
     })
 }
 

@@ -11,7 +11,6 @@ use crate::family::{self, Family, Me};
 use crate::handle::{HandleRequest, Requests, RestartOutcome, Waiter, Waiters};
 use crate::handler::{Handler, HandlerOutput};
 use crate::handoff::{self, Failure, Handed, Pending, Verdict};
-use crate::handover::Carry;
 use crate::incoming::Incoming;
 use crate::inherit::Manager;
 use crate::init::{self, Init, NotStarted};
@@ -23,7 +22,7 @@ use crate::notify::Notifier;
 use crate::origin::Part;
 use crate::pidfile;
 use crate::serve::{Accepting, Server, Target};
-use crate::setup::{self, Begun, Started, fail};
+use crate::setup::{self, Begun, Program, Started, fail};
 use crate::shutdown::Shutdown;
 use crate::signals::{Received, Request, Signals};
 use crate::stream::Stream;
@@ -57,30 +56,21 @@ where
         dialed,
         part,
         keep_socket_files,
-        requests,
-        datagrams,
-        serves_streams,
-        carry,
+        program,
     } = begun;
-    let mut started = match setup::start(&config, inherited, dialed, part, keep_socket_files).await
-    {
+    let started = setup::start(
+        &config,
+        inherited,
+        dialed,
+        part,
+        keep_socket_files,
+        &program,
+    );
+    let mut started = match started.await {
         Ok(started) => started,
         Err(e) => return fail(&config, e, &[]),
     };
-    if let Err(e) = setup::check_shapes(&started.listeners, datagrams.is_some(), serves_streams) {
-        return refuse_sockets(&config, started, e);
-    }
-    // What the old process saved, for `init`.
-    if let (Some(carry), Some(app)) = (
-        &carry,
-        started
-            .takeover
-            .as_mut()
-            .and_then(handoff::Takeover::take_app),
-    ) {
-        carry.receive(&app);
-    }
-    let present = Present::new(&config, &mut started, generation, datagrams, carry);
+    let present = Present::new(&config, &mut started, generation);
     let built = match init::run(init, config.ready_timeout, &mut started.signals).await {
         Ok(built) => {
             crate::timing::mark("init");
@@ -95,27 +85,13 @@ where
         present,
         generation,
         part,
-        requests,
+        program,
     ) {
         Ok(serving) => serving,
         Err(code) => return code,
     };
     let ending = serve(&config, &mut serving, built.restart).await;
     end(&config, &mut serving, ending).await
-}
-
-/// The sockets taken do not fit the handlers: a restart's old process hears why, and what this
-/// process made is removed.
-fn refuse_sockets(config: &Config, started: Started, e: Error) -> ExitCode {
-    let by_restart = started.takeover.is_some();
-    let files = SocketFiles::new(&started.addresses, started.keeps_socket_files, by_restart);
-    if let Some(control) = started.control.as_ref().filter(|control| control.bound) {
-        let _ = std::fs::remove_file(&control.path);
-    }
-    if let Some(takeover) = started.takeover {
-        takeover.failed(&e.report());
-    }
-    fail(config, e, files.owned())
 }
 
 /// What a process shows of itself from before its initialiser runs: `status` on its control
@@ -125,20 +101,10 @@ struct Present {
     shutdown: Arc<Shutdown>,
     family: Arc<Family>,
     control: Endpoint,
-    /// The program's datagram handler, if it has one: it needs no initialiser.
-    datagrams: Option<DatagramHandler>,
-    /// State to hand to the next process, once `init` has built it.
-    carry: Option<Arc<Carry>>,
 }
 
 impl Present {
-    fn new(
-        config: &Config,
-        started: &mut Started,
-        generation: u64,
-        datagrams: Option<DatagramHandler>,
-        carry: Option<Arc<Carry>>,
-    ) -> Present {
+    fn new(config: &Config, started: &mut Started, generation: u64) -> Present {
         let shutdown = Arc::new(Shutdown::new());
         let me = Me::starting(generation, Arc::clone(&shutdown));
         // Received from an old process that reads them until it lets go.
@@ -155,8 +121,6 @@ impl Present {
             shutdown,
             family,
             control,
-            datagrams,
-            carry,
         }
     }
 }
@@ -277,7 +241,7 @@ fn begin<H, F, O>(
     present: Present,
     generation: u64,
     part: Part,
-    requests: Requests,
+    program: Program,
 ) -> Result<Serving, ExitCode>
 where
     H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
@@ -299,9 +263,13 @@ where
         shutdown,
         family,
         control,
+    } = present;
+    let Program {
+        requests,
         datagrams,
         carry,
-    } = present;
+        ..
+    } = program;
     let socket_files = SocketFiles::new(&addresses, keeps_socket_files, takeover.is_some());
     let owned = socket_files.owned();
     let handoff_fds = setup::duplicate(&listeners).map_err(|e| fail(config, e, owned))?;
@@ -325,13 +293,17 @@ where
     }
     let notifier = announce(config, &address, generation, by_restart);
 
+    let offer = handoff::Offer {
+        tickets,
+        app: carry,
+    };
     let plan = restart_plan(
         config,
         generation,
         keeps_socket_files,
         manager,
         address,
-        (tickets, carry),
+        offer,
     );
     if part == Part::Alone && manager != Some(Manager::ServerStarter) {
         handoff::preflight(&plan);
@@ -453,7 +425,7 @@ fn restart_plan(
     keep_socket_files: bool,
     manager: Option<Manager>,
     address: String,
-    (tickets, carry): (Option<Arc<crate::tickets::TicketKeys>>, Option<Arc<Carry>>),
+    offer: handoff::Offer,
 ) -> handoff::Plan {
     handoff::Plan {
         command: config.start_command.clone(),
@@ -463,8 +435,7 @@ fn restart_plan(
         // Inherited sockets replace the attribute's bind: the next process is told so.
         bind: (manager.is_some() && !config.origins.bind_from_env).then_some(address),
         supervisor: None,
-        tickets,
-        carry,
+        offer,
     }
 }
 
@@ -483,46 +454,9 @@ async fn serve(config: &Config, s: &mut Serving, deferred: Option<&'static str>)
     let mut restart: Option<JoinHandle<Result<Handed, Failure>>> = None;
     let mut deferred = deferred;
     loop {
-        let step = if let Some(name) = deferred.take() {
-            restart_asked(s, name, None)
-        } else {
-            tokio::select! {
-                received = s.signals.recv() => match received.request {
-                    Request::Stop(name) => stop(s, name, received.sender),
-                    Request::Restart(name) => restart_asked(s, name, None),
-                },
-                reply = s.control.next() => restart_asked(s, "a restart on the control socket", Some(Waiter::Control(reply))),
-                request = s.requests.recv() => match request {
-                    HandleRequest::Restart(reply) => restart_asked(s, "a restart from the program", Some(Waiter::Program(reply))),
-                    HandleRequest::Stop => stop_from_program(s),
-                },
-                result = finished(&mut restart) => {
-                    restart = None;
-                    restart_ended(config, s, result)
-                }
-                () = supervisor_gone(&mut s.supervisor_gone) => {
-                    if let Part::Supervised(supervisor) = s.part {
-                        // Killed (SIGKILL, the OOM killer): no one can restart or stop this process
-                        // any more, and it holds the service's sockets. It drains and exits, so the
-                        // service manager's next start can bind them.
-                        tracing::warn!(
-                            "the supervisor (process {supervisor}) is gone: stopping, so the service can be started again"
-                        );
-                        if let Some(path) = &config.pidfile {
-                            pidfile::remove_if_ours(path, supervisor);
-                        }
-                    }
-                    s.machine.must_stop()
-                }
-                result = returned(&mut s.listener) => {
-                    match result {
-                        Ok(()) => tracing::warn!("the handler returned while the process was accepting: stopping"),
-                        Err(e) => tracing::error!("the handler failed while the process was accepting: {e}; stopping"),
-                    }
-                    s.machine.must_stop()
-                }
-                (verdict, link) = handoff::verdict(&mut s.pending) => verdict_came(s, verdict, link),
-            }
+        let step = match deferred.take() {
+            Some(name) => restart_asked(s, name, None),
+            None => next_step(config, s, &mut restart).await,
         };
         match step {
             Step::End(ending) => {
@@ -544,16 +478,69 @@ async fn serve(config: &Config, s: &mut Serving, deferred: Option<&'static str>)
     }
 }
 
+/// The next event, as the machine's step: a signal, a restart asked, the restart in progress
+/// ending, the supervisor gone, the handler returning, or the old process's verdict.
+async fn next_step(
+    config: &Config,
+    s: &mut Serving,
+    restart: &mut Option<JoinHandle<Result<Handed, Failure>>>,
+) -> Step {
+    tokio::select! {
+        received = s.signals.recv() => match received.request {
+            Request::Stop(name) => stop(s, name, received.sender),
+            Request::Restart(name) => restart_asked(s, name, None),
+        },
+        reply = s.control.next() => restart_asked(s, "a restart on the control socket", Some(Waiter::Control(reply))),
+        request = s.requests.recv() => match request {
+            HandleRequest::Restart(reply) => restart_asked(s, "a restart from the program", Some(Waiter::Program(reply))),
+            HandleRequest::Stop => stop_from_program(s),
+        },
+        result = finished(restart) => {
+            *restart = None;
+            restart_ended(config, s, result)
+        }
+        () = supervisor_gone(&mut s.supervisor_gone) => {
+            if let Part::Supervised(supervisor) = s.part {
+                // Killed (SIGKILL, the OOM killer): no one can restart or stop this process
+                // any more, and it holds the service's sockets. It drains and exits, so the
+                // service manager's next start can bind them.
+                tracing::warn!(
+                    "the supervisor (process {supervisor}) is gone: stopping, so the service can be started again"
+                );
+                if let Some(path) = &config.pidfile {
+                    pidfile::remove_if_ours(path, supervisor);
+                }
+            }
+            s.machine.must_stop()
+        }
+        result = returned(&mut s.listener) => {
+            match result {
+                Ok(()) => tracing::warn!("the handler returned while the process was accepting: stopping"),
+                Err(e) => tracing::error!("the handler failed while the process was accepting: {e}; stopping"),
+            }
+            s.machine.must_stop()
+        }
+        (verdict, link) = handoff::verdict(&mut s.pending) => verdict_came(s, verdict, link),
+    }
+}
+
 /// Ends the restart in progress as the process exits at once (a second `TERM`): the process it
 /// started is killed, ready or not, so that nothing serves on after the operator said to stop
 /// now; the handoff directory goes with the restart's task.
 async fn end_restart_now(s: &Serving, task: JoinHandle<Result<Handed, Failure>>) {
-    if let Some(pid) = s.family.unsettled() {
-        tracing::warn!("killing new process {pid}: stopping at once");
-        crate::reaper::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    }
+    kill_unsettled(&s.family, "stopping at once");
     task.abort();
     let _ = task.await;
+}
+
+/// Kills the process a restart started and did not settle (ready and handed over, failed, or
+/// asked to drain), saying why; it is no longer listed as starting.
+fn kill_unsettled(family: &Family, why: &str) {
+    if let Some(pid) = family.unsettled() {
+        tracing::warn!("killing new process {pid}: {why}");
+        crate::reaper::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        family.starting(None);
+    }
 }
 
 /// `TERM` or `INT`.
@@ -620,12 +607,8 @@ fn restart_ended(config: &Config, s: &mut Serving, result: Result<Handed, Failur
         }
         Err(failure) => failure,
     };
-    // A restart's task that ended without settling its new process (it panicked): that
-    // process is killed, and no longer listed as starting.
-    if let Some(pid) = s.family.unsettled() {
-        crate::reaper::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        s.family.starting(None);
-    }
+    // A restart's task that ended without settling its new process (it panicked).
+    kill_unsettled(&s.family, "its restart ended without an outcome");
     let mut failure = failure;
     restore_pidfile(config);
     tracing::warn!("restart failed: {failure}; still serving");

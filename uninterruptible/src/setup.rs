@@ -7,7 +7,7 @@ use crate::config::{self, Config};
 use crate::control::{self, ControlSocket};
 use crate::error::Error;
 use crate::handle::Requests;
-use crate::handoff::{self, Dialed, Takeover};
+use crate::handoff::{self, Carried, Dialed, Takeover};
 use crate::inherit::{Inherited, Manager};
 use crate::link::Lines;
 use crate::listener::{Listener, SocketFile, SocketFiles};
@@ -31,13 +31,21 @@ pub(crate) struct Begun {
     pub(crate) part: Part,
     /// The UNIX socket files are a service manager's or a supervisor's.
     pub(crate) keep_socket_files: bool,
+    pub(crate) program: Program,
+}
+
+/// What the program gives besides its configuration and its main handler.
+#[derive(Debug)]
+pub(crate) struct Program {
     /// What the program's [`Handle`](crate::Handle)s ask.
     pub(crate) requests: Requests,
-    /// The program's datagram handler, for `udp://` and `unixgram://` sockets.
+    /// The datagram handler, for `udp://` and `unixgram://` sockets.
     pub(crate) datagrams: Option<crate::datagram::DatagramHandler>,
-    /// Whether the program's main handler serves connections.
-    pub(crate) serves_streams: bool,
-    /// State handed from process to process, when the program saves some.
+    /// Whether the main handler serves connections (not so for
+    /// [`Server::run_datagrams`](crate::Server::run_datagrams)).
+    pub(crate) streams: bool,
+    /// State handed from process to process, when the program saves some
+    /// ([`Server::run_with_handover`](crate::Server::run_with_handover)).
     pub(crate) carry: Option<std::sync::Arc<crate::handover::Carry>>,
 }
 
@@ -61,13 +69,15 @@ pub(crate) struct Started {
     pub(crate) links: Vec<Lines>,
 }
 
-/// Registers signals, then takes over the old process's sockets or binds new ones.
+/// Registers signals, then takes over the old process's sockets or binds new ones, checks that
+/// they fit `program`'s handlers, and takes up what the old process carried over.
 pub(crate) async fn start(
     config: &Config,
     inherited: Option<Inherited>,
     dialed: Option<io::Result<Dialed>>,
     part: Part,
     keep_socket_files: bool,
+    program: &Program,
 ) -> Result<Started, Error> {
     let signals = Signals::register()?;
     let by_restart = dialed.is_some();
@@ -81,16 +91,8 @@ pub(crate) async fn start(
     crate::timing::mark("TLS");
     let serves_control = control_path(config, part, inherited.as_ref());
     let mut taken = take_sockets(config, inherited, dialed, serves_control, part).await?;
-    // Sessions resume across the restart: the old process's ticket keys replace ours.
-    if let (Some(tls), Some(keys)) = (
-        &tls,
-        taken.takeover.as_mut().and_then(Takeover::take_tickets),
-    ) {
-        if let Err(why) = tls.tickets.adopt(&keys) {
-            tracing::warn!(
-                "cannot use the TLS session-ticket keys handed over ({why}): sessions from before this restart will not resume"
-            );
-        }
+    if let Some(takeover) = taken.takeover.as_mut() {
+        take_up(takeover.take_carried(), tls.as_ref(), program);
     }
     let addresses = taken
         .listeners
@@ -99,6 +101,14 @@ pub(crate) async fn start(
         .collect::<io::Result<Vec<_>>>()
         .map_err(Error::io("cannot read a listening address"))?;
     let keeps_socket_files = keep_socket_files || taken.manager.is_some();
+    if let Err(e) = check_shapes(&taken.listeners, program) {
+        // A restart's old process hears why; what this process bound goes.
+        SocketFiles::new(&addresses, keeps_socket_files, taken.takeover.is_some()).remove();
+        if let Some(takeover) = taken.takeover {
+            takeover.failed(&e.report());
+        }
+        return Err(e);
+    }
     let mut control = taken.control;
     if let (Some(path), None) = (serves_control, &control) {
         control = Some(bind_control(path).inspect_err(|_| {
@@ -350,13 +360,29 @@ async fn adopt_inherited(config: &Config, inherited: Inherited) -> Result<Vec<Li
     Ok(listeners)
 }
 
+/// What the old process carried over besides the sockets, taken up: the socket files as it knew
+/// them, its TLS session-ticket keys (sessions resume across the restart) and the program's
+/// state for `init`.
+fn take_up(carried: Carried, tls: Option<&Tls>, program: &Program) {
+    if let Some(files) = carried.files {
+        SocketFile::adopt_known(&files);
+    }
+    if let (Some(tls), Some(keys)) = (tls, carried.tickets) {
+        if let Err(why) = tls.tickets.adopt(&keys) {
+            tracing::warn!(
+                "cannot use the TLS session-ticket keys handed over ({why}): sessions from before this restart will not resume"
+            );
+        }
+    }
+    if let (Some(carry), Some(app)) = (&program.carry, carried.app) {
+        carry.receive(&app);
+    }
+}
+
 /// Whether the sockets taken fit the program's handlers: a datagram socket needs a datagram
 /// handler, and a stream socket a handler of connections.
-pub(crate) fn check_shapes(
-    listeners: &[Listener],
-    datagram_handler: bool,
-    stream_handler: bool,
-) -> Result<(), Error> {
+fn check_shapes(listeners: &[Listener], program: &Program) -> Result<(), Error> {
+    let (datagram_handler, stream_handler) = (program.datagrams.is_some(), program.streams);
     let address = |l: &Listener| {
         l.local_addr()
             .map_or_else(|e| e.to_string(), |a| a.to_string())

@@ -28,7 +28,7 @@ use crate::notify::Notifier;
 use crate::origin::Part;
 use crate::pidfile;
 use crate::reaper::{self, Exits, Reaper};
-use crate::setup::{self, Begun, Started};
+use crate::setup::{self, Begun, Program, Started};
 use crate::signals::{Request, Signals};
 use nix::sys::signal::Signal;
 use std::io;
@@ -141,9 +141,8 @@ fn plan(
         // Sockets from a service manager are the configuration, not the attribute's literal.
         bind: (managed && !config.origins.bind_from_env).then(|| addresses.to_owned()),
         supervisor: Some(reaper),
-        // A supervisor serves no TLS: each serving process starts with keys of its own.
-        tickets: None,
-        carry: None,
+        // A supervisor serves no TLS and has no state: each serving process starts afresh.
+        offer: handoff::Offer::default(),
     }
 }
 
@@ -154,6 +153,7 @@ async fn take(
     inherited: Option<Inherited>,
     dialed: Option<io::Result<Dialed>>,
     keep_socket_files: bool,
+    program: &Program,
 ) -> Result<(Reaper, Exits, Started), ExitCode> {
     if inherited
         .as_ref()
@@ -170,6 +170,7 @@ async fn take(
         dialed,
         Part::Supervisor,
         keep_socket_files,
+        program,
     )
     .await
     .map_err(|e| setup::fail(config, e, &[]))?;
@@ -185,17 +186,14 @@ async fn set_up(begun: Begun) -> Result<Supervisor, ExitCode> {
         inherited,
         dialed,
         keep_socket_files,
-        requests,
-        datagrams,
-        serves_streams,
+        program,
         ..
     } = begun;
-    let (reaper, exits, mut started) = take(&config, inherited, dialed, keep_socket_files).await?;
+    let (reaper, exits, mut started) =
+        take(&config, inherited, dialed, keep_socket_files, &program).await?;
+    let requests = program.requests;
     let by_restart = started.takeover.is_some();
     let socket_files = SocketFiles::new(&started.addresses, started.keeps_socket_files, by_restart);
-    // Checked here too: a serving process would refuse these sockets at every respawn.
-    setup::check_shapes(&started.listeners, datagrams.is_some(), serves_streams)
-        .map_err(|e| setup::fail(&config, e, socket_files.owned()))?;
     // The listeners become plain descriptors: this process never accepts on them.
     let sockets = setup::duplicate(&std::mem::take(&mut started.listeners))
         .map_err(|e| setup::fail(&config, e, socket_files.owned()))?;

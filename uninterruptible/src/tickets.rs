@@ -17,6 +17,7 @@
 
 use ring::aead::{CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
+use rustls_pki_types::CertificateDer;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,18 +29,21 @@ const KEY_LEN: usize = 32;
 const ENCODED_LEN: usize = NAME_LEN + KEY_LEN + 8;
 
 /// The client-certificate rules the keys' sessions were authenticated under: SHA-256 of the
-/// client CA file's bytes, or of nothing when no client certificate is asked for.
+/// client CA certificates (DER), or of nothing when no client certificate is asked for.
 pub(crate) type Context = [u8; 32];
 
-/// The [`Context`] of a process that verifies clients against the CA file holding `ca` (its
-/// bytes), or asks for no client certificate (`None`).
-pub(crate) fn context(ca: Option<&[u8]>) -> Context {
+/// The [`Context`] of a process that verifies clients against the CA certificates `ca`, or asks
+/// for no client certificate (`None`).
+pub(crate) fn context(ca: Option<&[CertificateDer<'_>]>) -> Context {
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     match ca {
         None => digest.update(b"no client certificates"),
         Some(ca) => {
             digest.update(b"client certificates signed by:");
-            digest.update(ca);
+            for certificate in ca {
+                digest.update(&(certificate.len() as u64).to_be_bytes());
+                digest.update(certificate);
+            }
         }
     }
     digest
@@ -247,13 +251,16 @@ mod tests {
     fn keys_made_under_other_client_certificate_rules_are_not_taken() {
         let open = TicketKeys::generate(context(None)).unwrap();
         let ticket = open.encrypt(b"no client certificate").unwrap();
-        let strict = TicketKeys::generate(context(Some(b"CA 1"))).unwrap();
+        let strict =
+            TicketKeys::generate(context(Some(&[CertificateDer::from(b"CA 1".to_vec())]))).unwrap();
         let refused = strict.adopt(&open.encode()).unwrap_err();
         assert!(refused.contains("other client certificates"), "{refused}");
         assert_eq!(strict.decrypt(&ticket), None);
-        let other_ca = TicketKeys::generate(context(Some(b"CA 2"))).unwrap();
+        let other_ca =
+            TicketKeys::generate(context(Some(&[CertificateDer::from(b"CA 2".to_vec())]))).unwrap();
         assert!(other_ca.adopt(&strict.encode()).is_err());
-        let same_ca = TicketKeys::generate(context(Some(b"CA 1"))).unwrap();
+        let same_ca =
+            TicketKeys::generate(context(Some(&[CertificateDer::from(b"CA 1".to_vec())]))).unwrap();
         same_ca.adopt(&strict.encode()).unwrap();
     }
 

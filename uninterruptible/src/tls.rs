@@ -5,7 +5,7 @@
 use crate::config::{TlsFiles, TlsVersion};
 use crate::error::{Error, Source};
 use crate::stream::PeerAddr;
-use crate::tickets::TicketKeys;
+use crate::tickets::{self, TicketKeys};
 use nix::sys::resource::{Resource, getrlimit};
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -205,10 +205,11 @@ pub(crate) fn load(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Tls, Error> {
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(versions)
         .map_err(|e| Error::InvalidConfig(format!("TLS setup failed: {e}")))?;
-    let builder = match &files.client_ca {
-        None => builder.with_no_client_auth(),
+    let (builder, clients) = match &files.client_ca {
+        None => (builder.with_no_client_auth(), tickets::context(None)),
         Some(ca) => {
-            builder.with_client_cert_verifier(client_verifier(ca, origins.client_ca, &provider)?)
+            let (verifier, clients) = client_verifier(ca, origins.client_ca, &provider)?;
+            (builder.with_client_cert_verifier(verifier), clients)
         }
     };
     let mut config = builder.with_single_cert(chain, key).map_err(|e| {
@@ -224,15 +225,9 @@ pub(crate) fn load(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Tls, Error> {
     config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     // Stateless tickets with keys of our own, for TLS 1.3 and 1.2 alike: a restart hands them
     // over, so sessions resume across it (rustls's default keeps sessions in this process only).
-    let client_ca = match &files.client_ca {
-        Some(ca) => Some(read(origins.client_ca, ca)?),
-        None => None,
-    };
-    let tickets = TicketKeys::generate(crate::tickets::context(client_ca.as_deref()))
-        .map(Arc::new)
-        .ok_or_else(|| {
-            Error::InvalidConfig("TLS setup failed: no randomness for session-ticket keys".into())
-        })?;
+    let tickets = TicketKeys::generate(clients).map(Arc::new).ok_or_else(|| {
+        Error::InvalidConfig("TLS setup failed: no randomness for session-ticket keys".into())
+    })?;
     config.ticketer = Arc::clone(&tickets) as Arc<dyn rustls::server::ProducesTickets>;
     Ok(Tls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
@@ -242,20 +237,32 @@ pub(crate) fn load(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Tls, Error> {
     })
 }
 
+/// The verifier of client certificates signed by the CA certificates in `ca`, and the
+/// session-ticket context of those rules.
 fn client_verifier(
     ca: &Path,
     origin: Source,
     provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, Error> {
+) -> Result<
+    (
+        Arc<dyn rustls::server::danger::ClientCertVerifier>,
+        tickets::Context,
+    ),
+    Error,
+> {
+    let certificates = certificates(origin, ca)?;
+    let context = tickets::context(Some(&certificates));
     let mut roots = RootCertStore::empty();
-    for certificate in certificates(origin, ca)? {
+    for certificate in certificates {
         roots
             .add(certificate)
             .map_err(|e| bad(origin, ca, format!("not a usable CA certificate: {e}")))?;
     }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
-        .build()
-        .map_err(|e| bad(origin, ca, format!("cannot verify clients with it: {e}")))
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+            .build()
+            .map_err(|e| bad(origin, ca, format!("cannot verify clients with it: {e}")))?;
+    Ok((verifier, context))
 }
 
 /// Serving a certificate that every verifying client refuses is allowed (a test setup may want

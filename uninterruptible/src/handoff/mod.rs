@@ -92,21 +92,29 @@ pub(crate) struct Plan {
     pub(crate) bind: Option<String>,
     /// Set in a supervisor: the new process serves under it, and is reaped by it.
     pub(crate) supervisor: Option<Reaper>,
-    /// The TLS session-ticket keys, handed to the new process when it asks for state.
-    pub(crate) tickets: Option<std::sync::Arc<crate::tickets::TicketKeys>>,
-    /// The application's state, saved when the new process asks for state.
-    pub(crate) carry: Option<std::sync::Arc<crate::handover::Carry>>,
+    /// What the new process gets when it asks for state.
+    pub(crate) offer: Offer,
 }
 
-impl Plan {
-    /// The answer to `state`: its line and the sections' bytes, in the line's order.
-    fn state(&self) -> Vec<u8> {
+/// What an old process carries over to the new one besides the sockets, when asked `state`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Offer {
+    /// The TLS session-ticket keys.
+    pub(crate) tickets: Option<std::sync::Arc<crate::tickets::TicketKeys>>,
+    /// The application's state, saved as it is asked for.
+    pub(crate) app: Option<std::sync::Arc<crate::handover::Carry>>,
+}
+
+impl Offer {
+    /// The answer to `state`: its line and the sections' bytes, in the line's order (the socket
+    /// files this process knows go too).
+    fn answer(&self) -> Vec<u8> {
         let tickets = self
             .tickets
             .as_ref()
             .map(|t| t.encode())
             .unwrap_or_default();
-        let app = self.carry.as_ref().map(|c| c.encode()).unwrap_or_default();
+        let app = self.app.as_ref().map(|c| c.encode()).unwrap_or_default();
         let files = crate::listener::SocketFile::encode_known();
         let line = format!(
             "{STATE_ANSWER} tickets={} app={} files={}\n",
@@ -130,6 +138,9 @@ pub(crate) struct Carried {
     pub(crate) tickets: Option<Vec<u8>>,
     /// The application's state, as [`Carry::encode`](crate::handover::Carry) made it.
     pub(crate) app: Option<Vec<u8>>,
+    /// The socket files the old process knows, as
+    /// [`SocketFile::encode_known`](crate::listener::SocketFile::encode_known) made them.
+    pub(crate) files: Option<Vec<u8>>,
 }
 
 /// A restart that succeeded: the new process is the server.

@@ -177,9 +177,7 @@ fn receive_state(conn: &mut StdUnixStream) -> io::Result<Carried> {
         match name {
             "tickets" if len > 0 => carried.tickets = Some(section),
             "app" if len > 0 => carried.app = Some(section),
-            // Known as the process that bound them knew them: taken at once, before any
-            // socket file of this process is looked at.
-            "files" => crate::listener::SocketFile::adopt_known(&section),
+            "files" if len > 0 => carried.files = Some(section),
             _ => {}
         }
     }
@@ -191,14 +189,9 @@ impl Takeover {
         &self.path
     }
 
-    /// The application's state the old process handed over, once.
-    pub(crate) fn take_app(&mut self) -> Option<Vec<u8>> {
-        self.carried.app.take()
-    }
-
-    /// The TLS session-ticket keys the old process handed over, once.
-    pub(crate) fn take_tickets(&mut self) -> Option<Vec<u8>> {
-        self.carried.tickets.take()
+    /// What the old process carried over besides the sockets, once.
+    pub(crate) fn take_carried(&mut self) -> Carried {
+        std::mem::take(&mut self.carried)
     }
 
     /// Tells the old process this one cannot start, and why (on one line); best effort, as the

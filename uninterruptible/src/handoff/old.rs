@@ -145,7 +145,7 @@ pub(super) async fn start_and_hand_over(
     tracing::info!("handed the listening sockets to new process {pid}");
     let awaited = loop {
         break match await_ready(&mut conn, child.wait(), deadline).await {
-            Awaited::StateAsked => match conn.send_bytes(&plan.state()).await {
+            Awaited::StateAsked => match conn.send_bytes(&plan.offer.answer()).await {
                 Ok(()) => continue,
                 Err(e) => Awaited::Failed(e),
             },
