@@ -2,6 +2,7 @@
 //! combines their errors, so one compile reports every mistake.
 
 use crate::args::{Args, Value};
+use crate::shape;
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn};
 use uninterruptible_grammar::{Key, Literal};
@@ -73,10 +74,7 @@ fn check_arguments(args: &Args, item: &ItemFn) -> syn::Result<()> {
             "the server handler is a free function and cannot take `self`: write `stream: uninterruptible::Stream`",
         );
     }
-    if let (Some((_, span)), true) = (
-        &args.datagrams,
-        crate::expand::argument_named(item, "Datagram"),
-    ) {
+    if let (Some((_, span)), true) = (&args.datagrams, shape::argument_named(item, "Datagram")) {
         return error(
             *span,
             "this handler answers the datagrams itself: `datagrams` names a second handler, for a handler of connections; remove it",
@@ -89,14 +87,14 @@ fn check_arguments(args: &Args, item: &ItemFn) -> syn::Result<()> {
                 "`save` hands what `init` built to the next process: add `init = \"setup\"`, an `async fn(previous: Option<uninterruptible::Handover>) -> Result<State, E>`",
             );
         }
-        if crate::expand::argument_named(item, "Incoming") {
+        if shape::argument_named(item, "Incoming") {
             return error(
                 *span,
                 "`save` is available to a handler of connections (`stream: uninterruptible::Stream, state: std::sync::Arc<State>`), not to one taking `Incoming`",
             );
         }
     }
-    if let (Some((_, span)), true) = (&args.init, crate::expand::argument_named(item, "Datagram")) {
+    if let (Some((_, span)), true) = (&args.init, shape::argument_named(item, "Datagram")) {
         return error(
             *span,
             "`init` is not available to a datagram handler: build what it needs in your own `main` and serve with `uninterruptible::Server::run_datagrams`, or remove `init`",

@@ -2,7 +2,7 @@
 //! runtime through `__private`. Expansion sees only checked input.
 
 use crate::args::Args;
-use crate::check;
+use crate::{check, shape};
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
@@ -71,12 +71,12 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
     // The shape, told by the argument's type: `Incoming` takes the whole listener, `Datagram`
     // each datagram; anything else must be `Stream` (a task per connection), which rustc checks
     // at the user's type.
-    let (runner, argument) = if argument_named(item_fn, "Incoming") {
+    let (runner, argument) = if shape::argument_named(item_fn, "Incoming") {
         let incoming = quote_spanned!(arg_ty.span()=>
             <#arg_ty as #krate::__private::IsIncoming>::from_incoming(__uninterruptible_arg)
         );
         (quote!(#krate::__private::run_incoming), incoming)
-    } else if argument_named(item_fn, "Datagram") {
+    } else if shape::argument_named(item_fn, "Datagram") {
         let datagram = quote_spanned!(arg_ty.span()=>
             <#arg_ty as #krate::__private::IsDatagram>::from_datagram(__uninterruptible_arg)
         );
@@ -122,7 +122,7 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
             let init = quote_spanned!(*init_span=> #check(#init));
             let runner = if args.save.is_some() {
                 quote!(#krate::__private::run_with_handover)
-            } else if argument_named(item_fn, "Incoming") {
+            } else if shape::argument_named(item_fn, "Incoming") {
                 quote!(#krate::__private::run_incoming_with)
             } else {
                 quote!(#krate::__private::run_with)
@@ -164,22 +164,6 @@ fn expand(args: &Args, item_fn: &ItemFn) -> TokenStream {
             #datagrams
             #run
         }
-    }
-}
-
-/// Whether the handler's first argument type is written `name` (`uninterruptible::Incoming`, or
-/// imported `Incoming`): the whole-listener shape, or `Datagram`: the datagram shape.
-pub(crate) fn argument_named(item_fn: &ItemFn, name: &str) -> bool {
-    let Some(FnArg::Typed(pat)) = item_fn.sig.inputs.first() else {
-        return false;
-    };
-    match &*pat.ty {
-        syn::Type::Path(path) => path
-            .path
-            .segments
-            .last()
-            .is_some_and(|segment| segment.ident == name),
-        _ => false,
     }
 }
 

@@ -9,6 +9,7 @@ mod args;
 mod check;
 mod defaults;
 mod expand;
+mod shape;
 
 use proc_macro::TokenStream;
 
