@@ -15,7 +15,7 @@ use crate::incoming::Incoming;
 use crate::inherit::Manager;
 use crate::init::{self, Init, NotStarted};
 use crate::link::Lines;
-use crate::listener::SocketFiles;
+use crate::listener::{SocketFile, SocketFiles};
 use crate::logging;
 use crate::machine::{Ending, Machine, Refusal, Restarter, Step};
 use crate::notify::Notifier;
@@ -248,9 +248,14 @@ where
     F: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
+    let address = config::list(&started.addresses);
+    let offer = handoff::Offer {
+        tickets: started.tls.as_ref().map(|tls| Arc::clone(&tls.tickets)),
+        app: program.carry,
+    };
+    let plan = restart_plan(config, generation, &started, address.clone(), offer);
+    let restarter = restarter(part, started.manager);
     let Started {
-        manager,
-        keeps_socket_files,
         by_restart,
         signals,
         listeners,
@@ -259,74 +264,57 @@ where
         tls,
         ..
     } = started;
-    let Present {
-        shutdown,
-        family,
-        control,
-    } = present;
-    let Program {
-        requests,
-        datagrams,
-        carry,
-        ..
-    } = program;
-    let socket_files = SocketFiles::new(&addresses, keeps_socket_files, takeover.is_some());
+    let socket_files = SocketFiles::new(&addresses, plan.keep_socket_files, takeover.is_some());
     let owned = socket_files.owned();
     let handoff_fds = setup::duplicate(&listeners).map_err(|e| fail(config, e, owned))?;
-
-    let tickets = tls.as_ref().map(|tls| Arc::clone(&tls.tickets));
-    let (server, listener_task) = acceptor(config, handler, datagrams, tls, &shutdown);
-    // The pidfile before accepting: once a connection is accepted nothing may fail, or that
-    // connection would be lost with the process. Under a supervisor it names the supervisor.
-    if let (Some(path), Part::Alone) = (&config.pidfile, part) {
-        pidfile::write(path, std::process::id()).map_err(|e| fail(config, e, owned))?;
-    }
+    let (server, listener_task) =
+        acceptor(config, handler, program.datagrams, tls, &present.shutdown);
+    write_pidfile(config, part, owned)?;
     let accepting = server.start(listeners);
     crate::timing::mark("pidfile and accept");
     let pending = takeover.and_then(say_ready);
     let awaiting_verdict = pending.is_some();
-    let address = config::list(&addresses);
-    family.me().ready();
+    present.family.me().ready();
     if !awaiting_verdict {
         // The old process that handed the links over is gone, or there was none.
-        family.read();
+        present.family.read();
     }
     let notifier = announce(config, &address, generation, by_restart);
-
-    let offer = handoff::Offer {
-        tickets,
-        app: carry,
-    };
-    let plan = restart_plan(
-        config,
-        generation,
-        keeps_socket_files,
-        manager,
-        address,
-        offer,
-    );
-    if part == Part::Alone && manager != Some(Manager::ServerStarter) {
+    if restarter == Restarter::Itself {
+        // What would make every restart fail is said at start.
         handoff::preflight(&plan);
     }
     Ok(Serving {
         signals,
         accepting: Some(accepting),
         handoff_fds,
-        shutdown,
+        shutdown: present.shutdown,
         socket_files,
         pending,
-        machine: Machine::new(restarter(part, manager), awaiting_verdict),
+        machine: Machine::new(restarter, awaiting_verdict),
         plan,
         listener: listener_task,
         notifier,
         part,
-        family,
-        control,
+        family: present.family,
+        control: present.control,
         waiters: Waiters::default(),
         handed_answer: None,
         supervisor_gone: supervisor_link(part, awaiting_verdict),
-        requests,
+        requests: program.requests,
     })
+}
+
+/// Writes the pidfile, before accepting: once a connection is accepted nothing may fail, or that
+/// connection would be lost with the process. Under a supervisor the pidfile names the
+/// supervisor, which wrote it.
+fn write_pidfile(config: &Config, part: Part, owned: &[SocketFile]) -> Result<(), ExitCode> {
+    match (&config.pidfile, part) {
+        (Some(path), Part::Alone) => {
+            pidfile::write(path, std::process::id()).map_err(|e| fail(config, e, owned))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// For a supervised process that could not tell its supervisor it is ready: that supervisor is
@@ -422,8 +410,7 @@ fn announce(config: &Config, address: &str, generation: u64, by_restart: bool) -
 fn restart_plan(
     config: &Config,
     generation: u64,
-    keep_socket_files: bool,
-    manager: Option<Manager>,
+    started: &Started,
     address: String,
     offer: handoff::Offer,
 ) -> handoff::Plan {
@@ -431,9 +418,9 @@ fn restart_plan(
         command: config.start_command.clone(),
         ready_timeout: config.ready_timeout,
         generation: generation + 1,
-        keep_socket_files,
+        keep_socket_files: started.keeps_socket_files,
         // Inherited sockets replace the attribute's bind: the next process is told so.
-        bind: (manager.is_some() && !config.origins.bind_from_env).then_some(address),
+        bind: (started.manager.is_some() && !config.origins.bind_from_env).then_some(address),
         supervisor: None,
         offer,
     }
