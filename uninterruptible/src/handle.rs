@@ -2,6 +2,8 @@
 //! and the control socket give ([`RestartOutcome`]), and the requests the serving role reads.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 /// How a restart ended: what `restart` on the control socket answers, and what
@@ -79,14 +81,35 @@ pub(crate) enum HandleRequest {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Handle {
-    pub(crate) requests: mpsc::Sender<HandleRequest>,
+    requests: mpsc::Sender<HandleRequest>,
+    /// Set once the server runs: requests are read from then on.
+    running: Arc<AtomicBool>,
 }
+
+/// A server's [`Handle`] and the [`Requests`] its running role reads.
+pub(crate) fn channel() -> (Handle, Requests) {
+    let (requests, receiver) = mpsc::channel(QUEUE);
+    let running = Arc::new(AtomicBool::new(false));
+    let handle = Handle {
+        requests,
+        running: Arc::clone(&running),
+    };
+    (handle, Requests { receiver, running })
+}
+
+/// How many requests of handles wait to be read at most: more wait in [`Handle::restart`].
+const QUEUE: usize = 16;
 
 impl Handle {
     /// Restarts the server and waits for the outcome: the new process serving, or why not (the
     /// old one then serves on). Returns `Failed` at once if the server is not running (not yet
-    /// started, or exited), and when this process is stopping or has already handed over.
+    /// started, or exited), and when this process is stopping or has already handed over. A
+    /// restart asked while the server starts (its initialiser runs) waits, and starts once the
+    /// process serves.
     pub async fn restart(&self) -> RestartOutcome {
+        if !self.running.load(Ordering::Acquire) {
+            return RestartOutcome::failed("the server is not running yet");
+        }
         let (reply, outcome) = oneshot::channel();
         if self
             .requests
@@ -104,6 +127,8 @@ impl Handle {
     /// Stops the server as `TERM` does: it stops accepting, drains, and [`Server::run`](crate::Server::run) returns
     /// (exit status 0). In a supervised serving process it stops the whole service, as `TERM`
     /// to the supervisor does. Returns at once; a second call exits at once, as a second `TERM`.
+    /// A stop asked before the server runs is kept: the server then stops as it starts, before
+    /// it serves. After the server has exited it does nothing.
     pub fn stop(&self) {
         // A full queue holds requests not yet read: the stop is read after them.
         let _ = self.requests.try_send(HandleRequest::Stop);
@@ -147,15 +172,66 @@ impl Waiters {
 /// The requests of every [`Handle`] of one server, read by the role this process plays.
 #[derive(Debug)]
 pub(crate) struct Requests {
-    pub(crate) receiver: mpsc::Receiver<HandleRequest>,
+    receiver: mpsc::Receiver<HandleRequest>,
+    running: Arc<AtomicBool>,
 }
 
 impl Requests {
+    /// The server runs: its handles' restarts are read from now on.
+    pub(crate) fn open(&self) {
+        self.running.store(true, Ordering::Release);
+    }
+
     /// The next request. Cancel-safe; pending for ever once every handle is gone.
     pub(crate) async fn recv(&mut self) -> HandleRequest {
         match self.receiver.recv().await {
             Some(request) => request,
             None => std::future::pending().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_restart_asked_before_the_server_runs_fails_at_once_and_leaves_nothing_queued() {
+        let (handle, mut requests) = channel();
+        let early = tokio::time::timeout(std::time::Duration::from_secs(5), handle.restart());
+        assert_eq!(
+            early.await,
+            Ok(RestartOutcome::Failed(
+                "the server is not running yet".into()
+            ))
+        );
+        assert!(requests.receiver.try_recv().is_err());
+
+        requests.open();
+        let server = tokio::spawn(async move {
+            match requests.recv().await {
+                HandleRequest::Restart(reply) => {
+                    let outcome = RestartOutcome::Restarted {
+                        pid: 7,
+                        generation: 2,
+                    };
+                    reply.send(outcome).unwrap();
+                }
+                HandleRequest::Stop => panic!("a stop was read"),
+            }
+            requests
+        });
+        assert_eq!(
+            handle.restart().await,
+            RestartOutcome::Restarted {
+                pid: 7,
+                generation: 2
+            }
+        );
+        drop(server.await.unwrap());
+        assert_eq!(
+            handle.restart().await,
+            RestartOutcome::Failed("the server is not running".into())
+        );
     }
 }

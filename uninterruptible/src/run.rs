@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::datagram::{self, Datagram};
 use crate::error::Error;
-use crate::handle::{Handle, Requests};
+use crate::handle::{self, Handle};
 use crate::handler::NoHandler;
 use crate::handler::{Handler, HandlerOutput};
 use crate::handoff::Takeover;
@@ -22,7 +22,6 @@ use crate::stream::Stream;
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// Runs a server until it is stopped or replaced, and returns the process's exit status.
 ///
@@ -136,19 +135,16 @@ pub struct Server {
 /// start-up), so this is never called.
 const NO_CONNECTIONS: NoHandler = |_stream| std::future::ready(());
 
-/// How many requests of handles wait to be read at most: more wait in [`Handle::restart`].
-const QUEUE: usize = 16;
-
 impl Server {
     /// A server with this configuration (see [`Config::from_env`] and [`Config::builder`]).
     pub fn new(mut config: Config) -> Server {
         let datagrams = config.datagrams.take();
-        let (requests, receiver) = mpsc::channel(QUEUE);
+        let (handle, requests) = handle::channel();
         Server {
             config,
-            handle: Handle { requests },
+            handle,
             program: Program {
-                requests: Requests { receiver },
+                requests,
                 datagrams,
                 streams: true,
                 carry: None,
@@ -611,6 +607,7 @@ where
 /// Everything before the runtime: signals first (from here on a `USR1` or `TERM` waits to be
 /// read instead of ending the process), who started this process, logging.
 fn begin(config: Config, program: Program) -> Result<Begun, ExitCode> {
+    program.requests.open();
     crate::timing::begin("exec and load");
     signals::block().map_err(|e| report(None, &e))?;
     let inherited = inherit::take(config.max_listeners()).map_err(|e| report(None, &e))?;
