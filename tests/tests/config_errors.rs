@@ -346,3 +346,50 @@ fn an_address_in_use_is_reported_once() {
     );
     assert_eq!(server.log.lines().len(), 1, "{}", server.log.text());
 }
+
+#[test]
+fn one_address_written_two_ways_exits_2() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "BIND",
+            "tcp://[::1]:7,tcp://[0:0:0:0:0:0:0:1]:7",
+            "each address once; \"tcp://[0:0:0:0:0:0:0:1]:7\" is \"tcp://[::1]:7\"",
+        ),
+        (
+            "BIND",
+            "tcp://127.0.0.1:7,tcp://[::ffff:127.0.0.1]:7",
+            "each address once; \"tcp://[::ffff:127.0.0.1]:7\" is \"tcp://127.0.0.1:7\"",
+        ),
+        (
+            "BIND",
+            "unix:///tmp/no-such-dir/a.sock,unix:///tmp/no-such-dir//./a.sock",
+            "each address once",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (var, value, accepted) in cases {
+        failures.extend(refused(var, value, accepted, &[]));
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn two_names_of_one_address_exit_2_naming_both() {
+    // Names the kernel's resolver reads as one address are found when the second is bound.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("tcp://127.0.0.1:{port},tcp://127.000.000.001:{port}");
+    let mut server = Server::start(ECHO, &[("BIND", &bind)]);
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(2));
+    let line = server.log.wait_for("uninterruptible:");
+    assert_eq!(
+        line,
+        format!(
+            "uninterruptible: BIND=\"tcp://127.0.0.1:{port}, tcp://127.000.000.001:{port}\" is invalid: expected each address once; tcp://127.000.000.001:{port} is tcp://127.0.0.1:{port}, listed before it"
+        )
+    );
+    assert_eq!(server.log.lines().len(), 1, "{}", server.log.text());
+}

@@ -352,6 +352,62 @@ pub enum Address {
     UnixDatagram(String),
 }
 
+impl Address {
+    /// Whether both name one socket, however written: an IP address in any of its spellings
+    /// (`[::1]` and `[0:0:0:0:0:0:0:1]`; an IPv4-mapped IPv6 address and the IPv4 one), a host
+    /// name in any case, a path with `//` or `/./` in it. Names that resolve alike (`localhost`)
+    /// are found when they are bound.
+    pub fn same_socket(&self, other: &Address) -> bool {
+        match (self, other) {
+            (Address::Tcp(a, p), Address::Tcp(b, q)) | (Address::Udp(a, p), Address::Udp(b, q)) => {
+                p == q && host_identity(a) == host_identity(b)
+            }
+            (Address::Unix(a), Address::Unix(b))
+            | (Address::UnixDatagram(a), Address::UnixDatagram(b)) => {
+                path_identity(a) == path_identity(b)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An IP address in one spelling (IPv4-mapped IPv6 as IPv4), or a host name in lower case.
+fn host_identity(host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        Ok(ip) => ip.to_string(),
+        Err(_) => host.to_ascii_lowercase(),
+    }
+}
+
+/// An absolute path's components, without empty ones and `.` (`..` is kept: a symbolic link
+/// may stand before it).
+fn path_identity(path: &str) -> Vec<&str> {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect()
+}
+
+/// The address as written in `BIND`, IPv6 hosts in brackets.
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host_port =
+            |f: &mut std::fmt::Formatter<'_>, scheme, host: &str, port| match host.contains(':') {
+                true => write!(f, "{scheme}[{host}]:{port}"),
+                false => write!(f, "{scheme}{host}:{port}"),
+            };
+        match self {
+            Address::Tcp(host, port) => host_port(f, "tcp://", host, port),
+            Address::Udp(host, port) => host_port(f, "udp://", host, port),
+            Address::Unix(path) => write!(f, "unix://{path}"),
+            Address::UnixDatagram(path) => write!(f, "unixgram://{path}"),
+        }
+    }
+}
+
 /// `tcp://host:port`, `tcp://[v6]:port`, `unix:///absolute/path`, `udp://host:port`,
 /// `udp://[v6]:port` or `unixgram:///absolute/path`.
 pub fn bind(s: &str) -> Result<Address, String> {
@@ -402,14 +458,25 @@ fn too_long(path: &str) -> String {
 pub fn binds(s: &str) -> Result<Vec<Address>, String> {
     let mut addresses = Vec::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let address = bind(item).map_err(|expected| format!("{expected}; {item:?} is not one"))?;
-        if addresses.contains(&address) {
-            return Err(format!("each address once; {item:?} is there twice"));
-        }
-        addresses.push(address);
+        addresses.push(bind(item).map_err(|expected| format!("{expected}; {item:?} is not one"))?);
     }
+    bind_list(addresses)
+}
+
+/// A list of addresses as a whole: at least one, each once, and no more than a restart hands
+/// over in one message.
+pub fn bind_list(addresses: Vec<Address>) -> Result<Vec<Address>, String> {
     if addresses.is_empty() {
         return Err(BIND.to_owned());
+    }
+    for (i, address) in addresses.iter().enumerate() {
+        if let Some(earlier) = addresses[..i].iter().find(|a| a.same_socket(address)) {
+            let text = address.to_string();
+            return Err(match earlier == address {
+                true => format!("each address once; {text:?} is there twice"),
+                false => format!("each address once; {text:?} is {:?}", earlier.to_string()),
+            });
+        }
     }
     if addresses.len() > MAX_HANDOFF_FDS {
         return Err(format!(
@@ -620,6 +687,24 @@ pub const SAMPLES: &[(&str, &str, bool)] = &[
         r#"["tcp://127.0.0.1:80", "tcp://127.0.0.1:80"]"#,
         false,
     ),
+    // One socket written two ways is there twice too; TCP and UDP on one port are two.
+    (
+        "bind",
+        r#""tcp://[::1]:80,tcp://[0:0:0:0:0:0:0:1]:80""#,
+        false,
+    ),
+    (
+        "bind",
+        r#""tcp://[::ffff:127.0.0.1]:80,tcp://127.0.0.1:80""#,
+        false,
+    ),
+    ("bind", r#""tcp://LocalHost:80,tcp://localhost:80""#, false),
+    (
+        "bind",
+        r#""unix:///run/a.sock,unix:///run//./a.sock""#,
+        false,
+    ),
+    ("bind", r#""tcp://127.0.0.1:80,udp://127.0.0.1:80""#, true),
     ("bind", r#"["tcp://127.0.0.1:80", "udp://x:1"]"#, true),
     ("bind", r#"["tcp://127.0.0.1:80", "sctp://x:1"]"#, false),
     ("bind", r#""unixgram:///run/a.sock""#, true),

@@ -164,6 +164,9 @@ pub(crate) struct Origins {
     /// `BIND` (or the program) set the addresses: sockets handed over by a service manager are
     /// matched to them, instead of replacing the attribute's literal.
     pub(crate) bind_from_env: bool,
+    /// Where the addresses came from, to name it in an error found when binding them (with
+    /// `PORT`, the attribute's key).
+    pub(crate) bind: Source,
 }
 
 /// The validated configuration of a server.
@@ -245,7 +248,7 @@ struct Setting {
 /// Reads each key from the program's code (a [`ConfigBuilder`] setter), then the environment,
 /// falling back to the attribute's literal.
 struct Lookup<'a> {
-    code: &'a [(&'static str, String)],
+    code: &'a Code,
     env: &'a dyn Fn(&str) -> Option<OsString>,
     defaults: Defaults,
 }
@@ -254,7 +257,7 @@ impl Lookup<'_> {
     /// The environment variable if set and not empty, else the literal.
     fn setting(&self, name: &str) -> Result<Option<Setting>, Error> {
         let key = key(name);
-        if let Some((_, value)) = self.code.iter().find(|(k, _)| *k == key.name) {
+        if let Some((_, value)) = self.code.values.iter().find(|(k, _)| *k == key.name) {
             return Ok(Some(Setting {
                 source: Source::Code(key.name),
                 value: value.clone(),
@@ -322,14 +325,15 @@ impl Config {
     /// }
     /// ```
     pub fn from_env(defaults: Defaults) -> Result<Config, Error> {
-        Self::from_lookup(defaults, &[], &|name| std::env::var_os(name), own_command())
+        let env = |name: &str| std::env::var_os(name);
+        Self::from_lookup(defaults, &Code::default(), &env, own_command())
     }
 
     /// [`Config::from_env`] as a pure function: the environment as a lookup, and the command
     /// that restarts this program (read from the process at the edge).
     pub(crate) fn from_lookup(
         defaults: Defaults,
-        code: &[(&'static str, String)],
+        code: &Code,
         env: &dyn Fn(&str) -> Option<OsString>,
         own_command: Option<StartCommand>,
     ) -> Result<Config, Error> {
@@ -340,15 +344,29 @@ impl Config {
         };
         let mut warnings = Vec::new();
 
-        let bind = bind(&l)?;
-        let start_command = match l.value("start_command", grammar::command)? {
-            Some(line) => StartCommand::Shell(line),
-            None => own_command.ok_or_else(|| {
-                Error::InvalidConfig(format!(
-                    "cannot find this program's path to restart it: set {}",
-                    key("start_command").env
-                ))
-            })?,
+        if let Some((name, value)) = &code.refused {
+            return Err(Error::invalid(
+                Source::Code(name),
+                value,
+                "valid UTF-8 text",
+            ));
+        }
+        let (bind, bind_source) = bind(&l)?;
+        let start_command = match (
+            &code.start_command,
+            l.value("start_command", grammar::command),
+        ) {
+            // The program's command is the one used: the variable it overrides is not read.
+            (Some(command), _) => command.clone(),
+            (None, line) => match line? {
+                Some(line) => StartCommand::Shell(line),
+                None => own_command.ok_or_else(|| {
+                    Error::InvalidConfig(format!(
+                        "cannot find this program's path to restart it: set {}",
+                        key("start_command").env
+                    ))
+                })?,
+            },
         };
         let pidfile = l.value("pidfile", grammar::path)?.map(PathBuf::from);
         let (log_path, log_path_origin) = l.path("log_path")?;
@@ -404,9 +422,8 @@ impl Config {
             datagrams: None,
             origins: Origins {
                 log_path: log_path_origin,
-                bind_from_env: l
-                    .setting("bind")?
-                    .is_some_and(|s| !matches!(s.source, Source::Attribute(_))),
+                bind_from_env: !matches!(bind_source, Source::Attribute(_)),
+                bind: bind_source,
             },
             warnings,
         })
@@ -446,16 +463,31 @@ pub(crate) fn list(addresses: &[BindAddress]) -> String {
 
 /// `BIND` wins; else the literal, with `PORT` replacing the port of its tcp addresses; else
 /// `tcp://0.0.0.0:$PORT`.
-fn bind(l: &Lookup<'_>) -> Result<Vec<BindAddress>, Error> {
+fn bind(l: &Lookup<'_>) -> Result<(Vec<BindAddress>, Source), Error> {
     let key = key("bind");
+    if let Some(addresses) = &l.code.bind {
+        let source = Source::Code(key.name);
+        let checked = checked_binds(addresses)
+            .map_err(|expected| Error::invalid(source, &list(addresses), expected))?;
+        return Ok((checked, source));
+    }
     let port_var = key.also[0];
-    let port = l
-        .env_var(port_var)?
-        .map(|value| {
-            grammar::port(&value)
-                .map_err(|expected| Error::invalid(Source::Env(port_var), &value, expected))
-        })
-        .transpose()?;
+    let setting = l.setting("bind")?;
+    // PORT replaces the port of the attribute's addresses, never of BIND's or the program's: it
+    // is read only where it is used, so a value BIND overrides is not an error.
+    let explicit = setting
+        .as_ref()
+        .is_some_and(|s| !matches!(s.source, Source::Attribute(_)));
+    let port = match explicit {
+        true => None,
+        false => l
+            .env_var(port_var)?
+            .map(|value| {
+                grammar::port(&value)
+                    .map_err(|expected| Error::invalid(Source::Env(port_var), &value, expected))
+            })
+            .transpose()?,
+    };
     let addresses = |s: &str| {
         grammar::binds(s).map(|all| {
             all.into_iter()
@@ -463,24 +495,49 @@ fn bind(l: &Lookup<'_>) -> Result<Vec<BindAddress>, Error> {
                 .collect::<Vec<_>>()
         })
     };
-    // PORT replaces the port of the attribute's addresses, never of BIND's or the program's.
-    let explicit = l
-        .setting("bind")?
-        .is_some_and(|s| !matches!(s.source, Source::Attribute(_)));
-    match (l.value("bind", addresses)?, port) {
-        (Some(addresses), Some(port)) if !explicit => {
-            Ok(addresses.into_iter().map(|a| a.with_port(port)).collect())
+    match (setting, port) {
+        (Some(setting), port) => {
+            let addresses = setting.parse(addresses)?;
+            match port {
+                Some(port) => Ok((
+                    addresses.into_iter().map(|a| a.with_port(port)).collect(),
+                    setting.source,
+                )),
+                None => Ok((addresses, setting.source)),
+            }
         }
-        (Some(addresses), _) => Ok(addresses),
-        (None, Some(port)) => Ok(vec![BindAddress::Tcp {
-            host: "0.0.0.0".into(),
-            port,
-        }]),
+        (None, Some(port)) => Ok((
+            vec![BindAddress::Tcp {
+                host: "0.0.0.0".into(),
+                port,
+            }],
+            Source::Env(port_var),
+        )),
         (None, None) => Err(Error::InvalidConfig(format!(
             "no address to listen on: set {0} (e.g. {0}=tcp://0.0.0.0:6789) or {port_var}, or write bind = \"...\" in #[uninterruptible::server]",
             key.env
         ))),
     }
+}
+
+/// The program's addresses, checked as `BIND`'s are: each one as if written alone (so a path may
+/// hold a comma), then the list as a whole. A path that is not UTF-8 text is refused, as it is in
+/// `BIND`, rather than changed.
+fn checked_binds(addresses: &[BindAddress]) -> Result<Vec<BindAddress>, String> {
+    let mut checked = Vec::new();
+    for address in addresses {
+        let text = address.to_string();
+        let parsed =
+            grammar::bind(&text).map_err(|expected| format!("{expected}; {text:?} is not one"))?;
+        if BindAddress::from_grammar(parsed.clone()) != *address {
+            return Err(format!("addresses of UTF-8 text; {text:?} is not one"));
+        }
+        checked.push(parsed);
+    }
+    Ok(grammar::bind_list(checked)?
+        .into_iter()
+        .map(BindAddress::from_grammar)
+        .collect())
 }
 
 /// The control socket's path, which must not be one of the listening sockets.
@@ -665,9 +722,20 @@ fn tls(l: &Lookup<'_>, warnings: &mut Vec<String>) -> Result<Option<TlsFiles>, E
 #[must_use]
 pub struct ConfigBuilder {
     defaults: Defaults,
-    /// Key name and value, as the environment would spell it.
-    code: Vec<(&'static str, String)>,
+    code: Code,
+}
+
+/// What the program set with a [`ConfigBuilder`]: the values as the environment would spell
+/// them, and those the environment's text cannot carry whole.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Code {
+    /// Key name and value.
+    values: Vec<(&'static str, String)>,
+    /// The addresses, as the program gave them (a path may hold a comma).
+    bind: Option<Vec<BindAddress>>,
     start_command: Option<StartCommand>,
+    /// A path that is not UTF-8 text: the key, and the path as far as it can be shown.
+    refused: Option<(&'static str, String)>,
 }
 
 impl Config {
@@ -676,7 +744,7 @@ impl Config {
     pub fn builder(defaults: Defaults) -> ConfigBuilder {
         ConfigBuilder {
             defaults,
-            ..ConfigBuilder::default()
+            code: Code::default(),
         }
     }
 }
@@ -684,8 +752,8 @@ impl Config {
 impl ConfigBuilder {
     fn set(mut self, name: &str, value: String) -> Self {
         let name = key(name).name;
-        self.code.retain(|(k, _)| *k != name);
-        self.code.push((name, value));
+        self.code.values.retain(|(k, _)| *k != name);
+        self.code.values.push((name, value));
         self
     }
 
@@ -693,19 +761,27 @@ impl ConfigBuilder {
         self.set(name, value.as_secs_f64().to_string())
     }
 
-    fn path(self, name: &str, value: impl Into<PathBuf>) -> Self {
-        self.set(name, value.into().to_string_lossy().into_owned())
+    fn path(mut self, name: &str, value: impl Into<PathBuf>) -> Self {
+        match value.into().into_os_string().into_string() {
+            Ok(text) => self.set(name, text),
+            Err(os) => {
+                let name = key(name).name;
+                self.code.refused = Some((name, os.to_string_lossy().into_owned()));
+                self
+            }
+        }
     }
 
-    /// The addresses to listen on (`bind`), over `BIND` and `PORT`.
-    pub fn bind(self, addresses: impl IntoIterator<Item = BindAddress>) -> Self {
-        let list: Vec<String> = addresses.into_iter().map(|a| a.to_string()).collect();
-        self.set("bind", list.join(","))
+    /// The addresses to listen on (`bind`), over `BIND` and `PORT`. Checked as `BIND` is (each
+    /// address once, at most as many as a restart hands over), when [`build`](Self::build) runs.
+    pub fn bind(mut self, addresses: impl IntoIterator<Item = BindAddress>) -> Self {
+        self.code.bind = Some(addresses.into_iter().collect());
+        self
     }
 
     /// The command a restart runs for the new copy (`start_command`), over `START_COMMAND`.
     pub fn start_command(mut self, command: StartCommand) -> Self {
-        self.start_command = Some(command);
+        self.code.start_command = Some(command);
         self
     }
 
@@ -792,20 +868,12 @@ impl ConfigBuilder {
         self.path("control_socket", path)
     }
 
-    /// Reads the environment and checks every value: the [`Config`], or the first value refused.
+    /// Reads the environment and checks every value: the [`Config`], or the first value refused
+    /// ([`Error::exit_status`] 2). A variable whose key the program set is not read, so a bad
+    /// value there is no error.
     pub fn build(self) -> Result<Config, Error> {
-        let code_command = self.start_command.is_some();
-        let own = self.start_command.or_else(own_command);
-        let mut config = Config::from_lookup(
-            self.defaults,
-            &self.code,
-            &|name| std::env::var_os(name),
-            own.clone(),
-        )?;
-        if let (true, Some(command)) = (code_command, own) {
-            config.start_command = command;
-        }
-        Ok(config)
+        let env = |name: &str| std::env::var_os(name);
+        Config::from_lookup(self.defaults, &self.code, &env, own_command())
     }
 }
 
@@ -908,6 +976,80 @@ mod tests {
     }
 
     #[test]
+    fn a_variable_the_program_overrides_is_not_read() {
+        let defaults = Defaults::new().bind("tcp://127.0.0.1:7000");
+        let flag = BindAddress::Tcp {
+            host: "127.0.0.1".into(),
+            port: 7001,
+        };
+        let builder = Config::builder(defaults).bind([flag.clone()]);
+        let config = built(builder, &[(PORT, "abc"), (BIND, "garbage")]).unwrap();
+        assert_eq!(config.bind, vec![flag]);
+        // BIND overrides PORT in the same way.
+        let config = built(
+            Config::builder(defaults),
+            &[(BIND, "tcp://127.0.0.1:7002"), (PORT, "abc")],
+        )
+        .unwrap();
+        assert_eq!(list(&config.bind), "tcp://127.0.0.1:7002");
+        let command = StartCommand::Exec {
+            program: PathBuf::from("/srv/app/server"),
+            args: vec!["--port".into(), "7001".into()],
+        };
+        let builder = Config::builder(defaults).start_command(command.clone());
+        let config = built(builder, &[(START_COMMAND, "FOO=1 ./x")]).unwrap();
+        assert_eq!(config.start_command, command);
+        // Where PORT is used, it is checked.
+        let e = built(Config::builder(defaults), &[(PORT, "abc")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "PORT=\"abc\" is invalid: expected a port number from 0 to 65535"
+        );
+    }
+
+    #[test]
+    fn the_programs_addresses_and_paths_are_kept_whole() {
+        let defaults = Defaults::new();
+        let comma = BindAddress::Unix(PathBuf::from("/run/a,b.sock"));
+        let builder = Config::builder(defaults).bind([comma.clone()]);
+        assert_eq!(built(builder, &[]).unwrap().bind, vec![comma]);
+        let twice = [
+            BindAddress::Tcp {
+                host: "::1".into(),
+                port: 80,
+            },
+            BindAddress::Tcp {
+                host: "0:0:0:0:0:0:0:1".into(),
+                port: 80,
+            },
+        ];
+        let e = built(Config::builder(defaults).bind(twice), &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bind (set by the program)=\"tcp://[::1]:80, tcp://[0:0:0:0:0:0:0:1]:80\" is invalid: expected each address once; \"tcp://[0:0:0:0:0:0:0:1]:80\" is \"tcp://[::1]:80\""
+        );
+        let spaced = BindAddress::Unix(PathBuf::from("/run/a.sock "));
+        let builder = Config::builder(defaults).bind([spaced.clone()]);
+        assert_eq!(built(builder, &[]).unwrap().bind, vec![spaced]);
+        let not_utf8 =
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"/run/p\xff.pid");
+        let builder = Config::builder(defaults)
+            .bind([BindAddress::Unix(PathBuf::from("/run/a.sock"))])
+            .pidfile(not_utf8);
+        let e = built(builder, &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "pidfile (set by the program)=\"/run/p\u{FFFD}.pid\" is invalid: expected valid UTF-8 text"
+        );
+        let builder = Config::builder(defaults).bind([BindAddress::Unix(PathBuf::from(not_utf8))]);
+        let e = built(builder, &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bind (set by the program)=\"unix:///run/p\u{FFFD}.pid\" is invalid: expected addresses of UTF-8 text; \"unix:///run/p\u{FFFD}.pid\" is not one"
+        );
+    }
+
+    #[test]
     fn reads_exactly_the_variables_of_the_key_table() {
         let asked = Mutex::new(BTreeSet::new());
         let lookup = |name: &str| {
@@ -916,7 +1058,7 @@ mod tests {
         };
         let defaults = Defaults::new().bind("tcp://127.0.0.1:1");
         let own = StartCommand::Shell("./server".into());
-        Config::from_lookup(defaults, &[], &lookup, Some(own)).unwrap();
+        Config::from_lookup(defaults, &Code::default(), &lookup, Some(own)).unwrap();
         let table: BTreeSet<String> = KEYS
             .iter()
             .flat_map(|k| std::iter::once(k.env).chain(k.also.iter().copied()))
@@ -983,7 +1125,7 @@ mod tests {
         };
         Config::from_lookup(
             defaults,
-            &[],
+            &Code::default(),
             &move |name| {
                 env.iter()
                     .find(|(k, _)| k == name)

@@ -260,6 +260,7 @@ async fn bind_all(
                 }
                 Err(e) => {
                     let e = explain_dual_stack(e, address, listeners.iter().chain(&received));
+                    let e = explain_duplicate(e, config, address, &listeners).await;
                     drop(listeners);
                     for file in &bound {
                         file.remove_if_ours();
@@ -296,6 +297,33 @@ fn explain_dual_stack<'a>(
             ),
         ),
     }
+}
+
+/// An address that cannot be bound because one listed before it is the same socket under
+/// another name (`localhost` and `127.0.0.1`): a configuration error that names both.
+async fn explain_duplicate(
+    e: Error,
+    config: &Config,
+    address: &crate::BindAddress,
+    bound: &[Listener],
+) -> Error {
+    let Error::Bind { source, .. } = &e else {
+        return e;
+    };
+    if source.kind() != io::ErrorKind::AddrInUse {
+        return e;
+    }
+    for (earlier, listener) in config.bind.iter().zip(bound) {
+        if listener.serves(address).await {
+            let list = crate::config::list(&config.bind);
+            return Error::invalid(
+                config.origins.bind,
+                &list,
+                format!("each address once; {address} is {earlier}, listed before it"),
+            );
+        }
+    }
+    e
 }
 
 /// Adopts the received sockets that serve configured addresses, binds the other addresses (the
