@@ -98,6 +98,12 @@ fn each_bad_value_exits_2_naming_the_variable() {
         ),
         ("VERIFY_CLIENT_TLS_CERTIFICATE", "maybe", "true, false"),
         ("SUPERVISE", "sometimes", "true, false, 1, 0, yes or no"),
+        // A line the shell cannot read would make every restart fail.
+        (
+            "START_COMMAND",
+            "./server 'a",
+            "that /bin/sh can read; a `'` quote in it is not closed",
+        ),
         ("TLS_VERSION", "TLSv1_1", "RFC 8996"),
         ("TLS_VERSION", "SSLv2", "TLSv1_2 or TLSv1_3"),
         ("TLS_HANDSHAKE_TIMEOUT", "never", "seconds"),

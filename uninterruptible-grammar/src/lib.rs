@@ -634,33 +634,117 @@ pub fn command(s: &str) -> Result<String, String> {
     if BUILTINS.contains(&first) {
         return refuse(&format!("it starts with the shell builtin `{first}`"));
     }
-    if let Some(op) = unquoted_operator(line) {
-        return refuse(&format!("it chains commands with `{op}`"));
+    match lex(line) {
+        Some(Lexed::Chain(op)) => refuse(&format!("it chains commands with `{op}`")),
+        Some(Lexed::Syntax(why)) => Err(format!(
+            "{COMMAND} that /bin/sh can read; {why}, so every restart would fail"
+        )),
+        None => Ok(line.to_owned()),
     }
-    Ok(line.to_owned())
 }
 
-/// The first `&&`, `||`, `;`, `|` or `&` outside quotes, if any.
-fn unquoted_operator(line: &str) -> Option<&'static str> {
-    let mut quote = None;
+/// What a restart's `/bin/sh -c 'exec <line>'` would make of a command line, where it is not
+/// one program run: the first problem found.
+#[derive(Debug, PartialEq, Eq)]
+enum Lexed {
+    /// `&&`, `||`, `;`, `|` or `&` outside quotes: several commands.
+    Chain(&'static str),
+    /// What the shell would refuse to read, so that every restart would fail.
+    Syntax(String),
+}
+
+/// Reads `line` as `/bin/sh` does, as far as telling a syntax error goes: quotes (`'`, `"`, and
+/// a backslash in them), backslashes, `` ` ``, `$(...)`, `${...}`, redirections and parentheses.
+/// (A trailing backslash is a character of the last word to the shell, not an error.)
+fn lex(line: &str) -> Option<Lexed> {
+    let syntax = |why: String| Some(Lexed::Syntax(why));
     let mut chars = line.chars().peekable();
+    // A redirection waiting for the word it redirects to.
+    let mut redirect = None;
     while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '\\') => {
+        match c {
+            ' ' | '\t' => continue,
+            '\\' => {
                 chars.next();
             }
-            (None, '\'' | '"') => quote = Some(c),
-            (None, ';') => return Some(";"),
-            (None, '&') if chars.peek() == Some(&'&') => return Some("&&"),
-            (None, '|') if chars.peek() == Some(&'|') => return Some("||"),
-            (None, '&') => return Some("&"),
-            (None, '|') => return Some("|"),
+            '\'' if !chars.any(|d| d == '\'') => {
+                return syntax("a `'` quote in it is not closed".into());
+            }
+            '"' | '`' if !closed(&mut chars, c) => {
+                return syntax(format!("a `{c}` quote in it is not closed"));
+            }
+            '$' if chars.peek() == Some(&'(') || chars.peek() == Some(&'{') => {
+                let open = chars.next().unwrap_or('(');
+                let close = if open == '(' { ')' } else { '}' };
+                if !closed_nested(&mut chars, open, close) {
+                    return syntax(format!("a `${open}` in it is not closed with `{close}`"));
+                }
+            }
+            '(' | ')' => return syntax(format!("it has a `{c}` outside quotes")),
+            ';' => return Some(Lexed::Chain(";")),
+            '&' if chars.next_if_eq(&'&').is_some() => return Some(Lexed::Chain("&&")),
+            '|' if chars.next_if_eq(&'|').is_some() => return Some(Lexed::Chain("||")),
+            '&' => return Some(Lexed::Chain("&")),
+            '|' => return Some(Lexed::Chain("|")),
+            '>' | '<' => {
+                if let Some(before) = redirect {
+                    return syntax(format!("its `{before}` redirects to nothing"));
+                }
+                while chars
+                    .next_if(|d| matches!(d, '>' | '<' | '&' | '|'))
+                    .is_some()
+                {}
+                redirect = Some(c);
+                continue;
+            }
+            _ => {}
+        }
+        redirect = None;
+    }
+    redirect.and_then(|before| syntax(format!("its `{before}` redirects to nothing")))
+}
+
+/// Consumes up to the `quote` that closes a `"` or `` ` `` string (a backslash escapes the next
+/// character); whether there was one.
+fn closed(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, quote: char) -> bool {
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            c if c == quote => return true,
             _ => {}
         }
     }
-    None
+    false
+}
+
+/// Consumes up to the `close` that ends a `$(` or `${` (nested pairs and quotes inside count);
+/// whether there was one.
+fn closed_nested(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    open: char,
+    close: char,
+) -> bool {
+    let mut depth = 1;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '\'' if !chars.any(|d| d == '\'') => return false,
+            '"' | '`' if !closed(chars, c) => return false,
+            c if c == open => depth += 1,
+            c if c == close => {
+                depth -= 1;
+                if depth == 0 {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Values for every key, as the attribute writes them (Rust literal tokens), with whether they
@@ -723,6 +807,8 @@ pub const SAMPLES: &[(&str, &str, bool)] = &[
     ("start_command", r#""exec ./server""#, true),
     ("start_command", r#""RUST_LOG=debug ./server""#, false),
     ("start_command", r#""cd /srv && ./server""#, false),
+    ("start_command", r#""./server 'unterminated""#, false),
+    ("start_command", r#""./server > /var/log/server.log""#, true),
     ("pidfile", r#""/run/app.pid""#, true),
     ("pidfile", r#""  ""#, false),
     ("log_path", r#""app.log""#, true),
@@ -900,6 +986,56 @@ mod tests {
         ] {
             let error = command(line).unwrap_err();
             assert!(error.contains(why), "{line}: {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod shell {
+    use super::*;
+
+    /// Whether `/bin/sh -n` (parse only) reads `exec <line>` without a syntax error.
+    fn sh_reads(line: &str) -> bool {
+        std::process::Command::new("/bin/sh")
+            .arg("-n")
+            .arg("-c")
+            .arg(format!("exec {line}"))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("/bin/sh runs")
+            .success()
+    }
+
+    #[test]
+    fn a_command_is_refused_exactly_where_sh_cannot_read_it() {
+        let lines = [
+            "./server --flag",
+            "./server 'a b' \"c \\\" d\" \\' e",
+            "./server \"$HOME\" $(dirname \"$0\") ${PORT:-80} `id -u`",
+            "./server > /var/log/app.log 2>&1",
+            "./server >> log <input",
+            "./server # a comment",
+            "'unterminated",
+            "./server 'a",
+            "./server \"a",
+            "./server `id",
+            "./server \\",
+            "./server >",
+            "./server > >",
+            "./server 2>&",
+            "./server $(dirname",
+            "./server ${PORT",
+            "./server (x)",
+            "./server x)",
+        ];
+        for line in lines {
+            let ours = lex(line).is_none();
+            assert_eq!(ours, sh_reads(line), "{line:?}: {:?}", lex(line));
+            if !ours {
+                let error = command(line).unwrap_err();
+                assert!(error.contains("that /bin/sh can read"), "{line}: {error}");
+                assert!(error.ends_with("so every restart would fail"), "{error}");
+            }
         }
     }
 }
