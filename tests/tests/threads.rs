@@ -58,3 +58,46 @@ fn run_called_inside_a_runtime_serves_and_restarts() {
     );
     restarts_and_stops(&mut server, &pidfile, 5);
 }
+
+/// The signals this library blocks (TERM, INT, USR1, HUP) in `pid`'s threads named `name`: a
+/// `SigBlk` mask of /proc per thread.
+fn blocked_in(pid: u32, name: &str) -> Vec<u64> {
+    const OURS: u64 = 1 << (15 - 1) | 1 << (2 - 1) | 1 << (10 - 1) | 1 << (1 - 1);
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let mut masks = Vec::new();
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+        let mask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+            .unwrap();
+        masks.push(mask & OURS);
+    }
+    masks
+}
+
+#[test]
+fn a_restarted_program_starts_as_the_first_did_with_the_signals_unblocked() {
+    // A process inherits the mask of the thread that starts it: the new copy's own threads,
+    // started before `run`, must not begin with the signals blocked (a signal sent to one of
+    // them would then never be read), nor anything they start.
+    let dir = TempDir::new("own-threads-mask");
+    let (mut server, pidfile) = start_with_pidfile(OWN_THREADS, &dir, "tcp://127.0.0.1:0", &[]);
+    let first = server.pid();
+    assert_eq!(blocked_in(first, "own-worker"), vec![0, 0]);
+    send(first, SIGUSR1);
+    let second = wait_for("the pidfile to name a new process", DEADLINE, || {
+        read_pidfile(&pidfile).filter(|&p| p != first)
+    });
+    assert_eq!(blocked_in(second, "own-worker"), vec![0, 0]);
+    send(second, SIGTERM);
+    wait_for(&format!("process {second} to exit"), DEADLINE, || {
+        (!alive(second)).then_some(())
+    });
+    assert_eq!(server.wait_exit(DEADLINE).code(), Some(0));
+}

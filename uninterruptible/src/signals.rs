@@ -17,9 +17,15 @@
 //! Each signal comes with its sender's pid (`si_pid`), so a serving process can tell the stop
 //! its supervisor forwards from the same stop sent to the whole process group.
 //!
-//! Processes started with `std::process::Command` (a restart's new copy, or anything a handler
-//! runs) begin with an empty signal mask and default dispositions: the standard library clears
-//! the mask in the child, and `exec` resets caught signals.
+//! A process inherits the signal mask of the thread that starts it (the standard library's
+//! `Command` passes it on), and `exec` resets caught signals to their default. So the processes
+//! this library starts (a restart's new copy, a supervisor's serving process) are started by
+//! [`unblocked`], and begin with these signals unblocked, as the first copy did. A process a
+//! handler starts from a runtime thread begins with them blocked: clear its mask before `exec`
+//! (`CommandExt::pre_exec` with `pthread_sigmask`) if it must stop on `TERM`.
+//!
+//! A signal sent to one thread (`tgkill`, `pthread_kill`, `raise`) that blocks them stays with
+//! that thread, where the `signalfd` cannot read it: send signals to the process (`kill`).
 
 use crate::error::Error;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
@@ -112,6 +118,21 @@ pub(crate) fn block() -> Result<(), Error> {
         unsafe { sigaction(signal, &action) }.map_err(fail)?;
     }
     Ok(())
+}
+
+/// Runs `spawn` with the signals unblocked in the calling thread, so that the process it starts
+/// begins with them unblocked. One that arrives meanwhile is caught by the handler, which puts
+/// it back in the process's queue: none is lost.
+pub(crate) fn unblocked<T>(spawn: impl FnOnce() -> T) -> T {
+    use nix::sys::signal::{SigmaskHow, pthread_sigmask};
+    let mut before = SigSet::empty();
+    let changed = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set()), Some(&mut before));
+    let spawned = spawn();
+    if changed.is_ok() {
+        // Cannot fail with a valid `how` and set.
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), None);
+    }
+    spawned
 }
 
 #[derive(Debug)]

@@ -27,6 +27,7 @@ fn serve() -> ExitCode {
 fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("own-worker")
         .enable_all()
         .build()
         .expect("a runtime");

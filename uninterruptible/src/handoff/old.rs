@@ -10,6 +10,7 @@ use crate::family::Family;
 use crate::link::{Lines, peer_is_ours};
 use crate::notify::NOTIFY_SOCKET;
 use crate::reaper;
+use crate::signals;
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -378,11 +379,12 @@ pub(super) fn spawn(plan: &Plan, socket: &Path) -> io::Result<Child> {
                 .env(SUPERVISOR, std::process::id().to_string())
                 .env(KEEP_SOCKET_FILES, "1")
                 .env_remove(NOTIFY_SOCKET);
-            reaper.spawn(&mut command).map(Child::Reaped)
+            signals::unblocked(|| reaper.spawn(&mut command)).map(Child::Reaped)
         }
-        None => tokio::process::Command::from(command)
-            .spawn()
-            .map(Child::Tokio),
+        None => {
+            let mut command = tokio::process::Command::from(command);
+            signals::unblocked(|| command.spawn()).map(Child::Tokio)
+        }
     }
 }
 
