@@ -62,7 +62,8 @@ fn run_called_inside_a_runtime_serves_and_restarts() {
 /// The signals this library blocks (TERM, INT, USR1, HUP) in `pid`'s threads named `name`: a
 /// `SigBlk` mask of /proc per thread.
 fn blocked_in(pid: u32, name: &str) -> Vec<u64> {
-    const OURS: u64 = 1 << (15 - 1) | 1 << (2 - 1) | 1 << (10 - 1) | 1 << (1 - 1);
+    // Bit n - 1 for signal n: TERM 15, INT 2, USR1 10, HUP 1.
+    const OURS: u64 = 0x4203;
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
     let mut masks = Vec::new();
     for task in tasks.flatten() {
