@@ -605,8 +605,64 @@ fn stalled_clients_beyond_the_handshake_budget_lock_out_no_one() {
     assert_eq!(server.log.count(DROPPED), dropped, "{}", server.log.text());
     let line = server.log.wait_for(DROPPED);
     assert!(
-        line.contains(&format!("{budget} handshakes were in flight")),
+        line.contains(&format!(
+            "{budget} connections were in their handshake or waiting for a permit"
+        )),
         "{line}"
+    );
+}
+
+#[test]
+fn a_flood_of_connections_that_come_and_go_never_exhausts_descriptors() {
+    // Connections dropped to make room close with their task, later than they leave the
+    // budget: the accept loop must wait for that, or a flood that keeps connecting and leaving
+    // piles them up past the descriptor limit and every accept fails with EMFILE.
+    // The flood comes from 127.0.0.1, the real clients from ::1: a full budget drops the flood's
+    // own handshakes, not those of the clients it outpaces.
+    let fixture = Fixture::new("churn");
+    let mut env = fixture.env("tcp://[::]:0");
+    env.extend([("MAX_CONNECTIONS", "100"), ("LOG_LEVEL", "debug")]);
+    let server = Server::start_with("prlimit", &["--nofile=256", "--", ECHO], None, &env);
+    let Address::Tcp(listening) = server.address() else {
+        panic!("tcp")
+    };
+    let addr = SocketAddr::new("::1".parse().unwrap(), listening.port());
+    let flooded = SocketAddr::from(([127, 0, 0, 1], listening.port()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut open = std::collections::VecDeque::new();
+                let mut opened = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(conn) = TcpStream::connect(flooded) {
+                        open.push_back(conn);
+                        opened += 1;
+                    }
+                    if open.len() > 300 {
+                        open.pop_front();
+                    }
+                }
+                opened
+            })
+        })
+        .collect();
+    // Real clients keep being served throughout.
+    let client = fixture.client();
+    for i in 0..20 {
+        let line = format!("real {i}\n");
+        assert_eq!(client.echo(addr, "localhost", &line).unwrap().text, line);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened: usize = flooders.into_iter().map(|f| f.join().unwrap()).sum();
+    assert!(opened > 1000, "the flood opened only {opened} connections");
+    assert!(server.log.count(DROPPED) > 0, "{}", server.log.text());
+    assert_eq!(
+        server.log.count("Too many open files"),
+        0,
+        "{}",
+        server.log.text()
     );
 }
 

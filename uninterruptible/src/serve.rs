@@ -105,6 +105,9 @@ where
             }
             let (io, peer) = self.next(listener).await;
             self.spawn_tls(tls, io, peer);
+            // Past the budget, the oldest unfinished handshake is dropped, and the next accept
+            // waits until its descriptor is closed.
+            tls.handshakes.settle().await;
         }
     }
 
@@ -234,9 +237,10 @@ impl<F: Future<Output: HandlerOutput>> Future for Connection<F> {
 
 type Held = (ConnectionGuard, Option<OwnedSemaphorePermit>);
 
-/// The TLS handshake, then the `MAX_CONNECTIONS` permit. The connection leaves the handshake
-/// budget when its handshake ends, and only then waits for a permit, as long as it takes: the
-/// accept loop has stopped accepting meanwhile, as it does without TLS.
+/// The TLS handshake, then the `MAX_CONNECTIONS` permit. The connection stays in the handshake
+/// budget until it holds its permit, never to be dropped once its handshake is done; it waits
+/// for the permit as long as it takes, and the accept loop has stopped accepting meanwhile, as
+/// it does without TLS.
 async fn admit(
     tls: &Tls,
     slot: HandshakeSlot,
@@ -254,6 +258,8 @@ async fn admit(
         None => None,
         Some(limit) => limit.acquire_owned().await.ok(),
     };
+    // Counted by its permit from now on.
+    drop(slot);
     Some((io, permit))
 }
 

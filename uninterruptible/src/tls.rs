@@ -12,11 +12,13 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
@@ -40,28 +42,49 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-/// The unfinished TLS handshakes of a process: bounded in time by `TLS_HANDSHAKE_TIMEOUT`, and in
-/// number by a budget of their own.
+/// The TLS connections of a process that hold a descriptor but no `MAX_CONNECTIONS` permit yet:
+/// handshakes, bounded in time by `TLS_HANDSHAKE_TIMEOUT`, and connections whose handshake is done
+/// waiting for a permit. Their number is bounded by a budget of their own.
 ///
 /// A connection takes no `MAX_CONNECTIONS` permit until its handshake is done, so clients that
-/// stall in theirs (silent, or trickling their hello) keep no one out. A new connection that finds
-/// the budget full drops the oldest unfinished handshake to make room: a real client's handshake
-/// takes a round trip or two, so it finishes long before a flood of new connections could make it
-/// the oldest, while a stalled one only grows older.
+/// stall in theirs (silent, or trickling their hello) keep no one out. A connection accepted into
+/// a full budget drops an unfinished handshake to make room (the oldest of the peer address with
+/// the most), and the accept loop accepts again only once that connection's descriptor is closed: a real client's handshake takes a round trip or two, so it
+/// finishes long before a flood of new connections could make it the oldest, while a stalled one
+/// only grows older. A connection waiting for its permit is never dropped; while the budget holds
+/// nothing else, the accept loop waits, as it does at `MAX_CONNECTIONS`.
 #[derive(Debug)]
 pub(crate) struct Handshakes {
     budget: usize,
     in_flight: Mutex<InFlight>,
+    /// Told each time a connection leaves the budget (its descriptor closed or served).
+    left: Notify,
 }
 
 #[derive(Debug, Default)]
 struct InFlight {
-    /// Ids are given in order, so the first entry is the oldest handshake.
+    /// Ids are given in order, so the first entry is the oldest.
     next: u64,
-    tasks: BTreeMap<u64, (AbortHandle, PeerAddr)>,
+    tasks: BTreeMap<u64, Entry>,
 }
 
-/// A handshake's place in the budget, held by its task until the handshake ends.
+#[derive(Debug)]
+struct Entry {
+    task: AbortHandle,
+    peer: PeerAddr,
+    phase: Phase,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Handshaking,
+    /// The handshake is done; the connection waits for a `MAX_CONNECTIONS` permit.
+    Waiting,
+    /// Dropped to make room: its task is aborted, and its descriptor closes with the task.
+    Dropping,
+}
+
+/// A connection's place in the budget, held by its task until it takes its permit or ends.
 #[derive(Debug)]
 pub(crate) struct HandshakeSlot {
     handshakes: Arc<Handshakes>,
@@ -73,22 +96,56 @@ impl Handshakes {
         Handshakes {
             budget: budget.max(1),
             in_flight: Mutex::default(),
+            left: Notify::new(),
         }
     }
 
-    /// Spawns the task of a new connection from `peer`, made by `task` from the [`HandshakeSlot`] it
-    /// holds while its handshake runs; first drops the oldest unfinished handshake if the budget
-    /// is full.
+    /// Returns once the connections in the budget are within it: while there are more (the one
+    /// just accepted made them so), drops the oldest unfinished handshake, and waits until a
+    /// connection has left (a dropped one's task has ended, so its descriptor is closed).
+    /// Cancel-safe, and holds no connection: the accept loop calls it after spawning one.
+    pub(crate) async fn settle(&self) {
+        loop {
+            let left = self.left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            if self.make_room() {
+                return;
+            }
+            left.await;
+        }
+    }
+
+    /// Whether the budget holds no more than it may; if it holds more, drops the oldest
+    /// unfinished handshake unless one is being dropped already.
+    fn make_room(&self) -> bool {
+        let mut in_flight = self.lock();
+        if in_flight.tasks.len() <= self.budget {
+            return true;
+        }
+        if in_flight.tasks.values().any(|e| e.phase == Phase::Dropping) {
+            return false;
+        }
+        let victim = victim(&in_flight.tasks);
+        if let Some(entry) = victim.and_then(|id| in_flight.tasks.get_mut(&id)) {
+            entry.phase = Phase::Dropping;
+            entry.task.abort();
+            tracing::debug!(
+                peer = %entry.peer,
+                "TLS handshake dropped unfinished: {} connections were in their handshake or waiting for a permit, the most this process holds at once; the oldest handshake of the peer with the most made room for a new connection",
+                self.budget
+            );
+        }
+        false
+    }
+
+    /// Spawns the task of a new connection from `peer`, made by `task` from the [`HandshakeSlot`]
+    /// it holds until it takes its permit; then call [`settle`](Self::settle).
     pub(crate) fn spawn<F>(self: &Arc<Self>, peer: PeerAddr, task: impl FnOnce(HandshakeSlot) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let mut in_flight = self.lock();
-        let oldest = if in_flight.tasks.len() >= self.budget {
-            in_flight.tasks.pop_first()
-        } else {
-            None
-        };
         let id = in_flight.next;
         in_flight.next += 1;
         let slot = HandshakeSlot {
@@ -97,16 +154,12 @@ impl Handshakes {
         };
         // Spawned under the lock, so the task cannot end, and leave, before it is entered.
         let handle = tokio::spawn(task(slot));
-        in_flight.tasks.insert(id, (handle.abort_handle(), peer));
-        drop(in_flight);
-        if let Some((_, (task, peer))) = oldest {
-            task.abort();
-            tracing::debug!(
-                %peer,
-                "TLS handshake dropped unfinished: {} handshakes were in flight, the most this process runs at once; the oldest made room for a new connection",
-                self.budget
-            );
-        }
+        let entry = Entry {
+            task: handle.abort_handle(),
+            peer,
+            phase: Phase::Handshaking,
+        };
+        in_flight.tasks.insert(id, entry);
     }
 
     fn lock(&self) -> MutexGuard<'_, InFlight> {
@@ -114,28 +167,54 @@ impl Handshakes {
     }
 }
 
-impl HandshakeSlot {
-    /// Leaves the budget as the handshake ends. False when the handshake was dropped to make room
-    /// meanwhile: its task is being aborted and must not go on to serve the connection.
-    pub(crate) fn finish(mut self) -> bool {
-        self.leave()
+/// The handshake to drop: the oldest unfinished one of the peer address with the most unfinished
+/// handshakes, so that a flood from a few addresses drops its own connections, not those of the
+/// clients it outpaces. (UNIX peers count as one address.)
+fn victim(tasks: &BTreeMap<u64, Entry>) -> Option<u64> {
+    // Per peer address: its oldest unfinished handshake, and how many it has.
+    let mut peers: HashMap<Option<IpAddr>, (u64, usize)> = HashMap::new();
+    for (id, entry) in tasks.iter().filter(|(_, e)| e.phase == Phase::Handshaking) {
+        let ip = match &entry.peer {
+            PeerAddr::Tcp(addr) | PeerAddr::Udp(addr) => Some(addr.ip().to_canonical()),
+            PeerAddr::Unix(_) => None,
+        };
+        peers.entry(ip).or_insert((*id, 0)).1 += 1;
     }
+    // Among peers with as many, the one whose oldest handshake is oldest.
+    peers
+        .into_values()
+        .max_by_key(|&(oldest, count)| (count, std::cmp::Reverse(oldest)))
+        .map(|(oldest, _)| oldest)
+}
 
-    fn leave(&mut self) -> bool {
-        self.id
-            .take()
-            .is_some_and(|id| self.handshakes.lock().tasks.remove(&id).is_some())
+impl HandshakeSlot {
+    /// The handshake is done: the connection stays in the budget, never to be dropped, until
+    /// its slot is dropped (once it holds its permit). False when it was dropped to make room
+    /// meanwhile: its task is being aborted and must not go on to serve the connection.
+    pub(crate) fn finish(&self) -> bool {
+        let Some(id) = self.id else { return false };
+        let mut in_flight = self.handshakes.lock();
+        match in_flight.tasks.get_mut(&id) {
+            Some(entry) if entry.phase == Phase::Handshaking => {
+                entry.phase = Phase::Waiting;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        self.leave();
+        if let Some(id) = self.id.take() {
+            self.handshakes.lock().tasks.remove(&id);
+            self.handshakes.left.notify_waiters();
+        }
     }
 }
 
-/// How many handshakes may be unfinished at once: half the descriptors the process may open
-/// (`RLIMIT_NOFILE`), because a descriptor is what an unfinished handshake holds. A flood of
+/// How many connections may be in their handshake or waiting for a permit at once: half the
+/// descriptors the process may open (`RLIMIT_NOFILE`), because a descriptor is what each holds. A flood of
 /// silent clients then never leaves the process without descriptors (every accept would fail
 /// with `EMFILE`, shutting out every client), and the other half stays for the connections being
 /// served and the process's own files. It does not depend on `MAX_CONNECTIONS`: a budget as small
@@ -370,6 +449,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
     use tokio::sync::oneshot;
 
     fn peer(port: u16) -> PeerAddr {
@@ -391,32 +471,85 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_budget_drops_the_oldest_unfinished_handshake() {
+    async fn a_connection_past_the_budget_drops_the_oldest_unfinished_handshake() {
         let handshakes = Arc::new(Handshakes::new(2));
         let first = stalled(&handshakes, 1);
         let mut second = stalled(&handshakes, 2);
+        handshakes.settle().await;
         let mut third = stalled(&handshakes, 3);
+        // One too many: the oldest is dropped, and the accept loop goes on only once its task
+        // has ended (its descriptor closed).
+        handshakes.settle().await;
         assert!(first.await.is_err(), "the oldest was dropped");
         tokio::task::yield_now().await;
         assert!(still_running(&mut second) && still_running(&mut third));
         assert_eq!(handshakes.lock().tasks.len(), 2);
     }
 
-    #[tokio::test]
-    async fn a_finished_handshake_leaves_the_budget_and_is_never_dropped() {
-        let handshakes = Arc::new(Handshakes::new(1));
+    /// A connection whose handshake is done and which waits for its permit until `permit` is
+    /// sent; `served` stays open while it runs.
+    async fn waiting(
+        handshakes: &Arc<Handshakes>,
+        port: u16,
+    ) -> (oneshot::Sender<()>, oneshot::Receiver<()>) {
         let (finished_tx, finished) = oneshot::channel();
-        let (alive, mut served) = oneshot::channel::<()>();
-        handshakes.spawn(peer(1), move |slot| async move {
+        let (permit_tx, permit) = oneshot::channel::<()>();
+        let (alive, served) = oneshot::channel::<()>();
+        handshakes.spawn(peer(port), move |slot| async move {
             let _ = finished_tx.send(slot.finish());
+            let _ = permit.await;
+            drop(slot);
             let _serving = alive;
             std::future::pending::<()>().await;
         });
         assert!(finished.await.unwrap(), "it was still in the budget");
-        assert!(handshakes.lock().tasks.is_empty());
-        let mut next = stalled(&handshakes, 2);
+        (permit_tx, served)
+    }
+
+    #[tokio::test]
+    async fn a_finished_handshake_waiting_for_its_permit_is_never_dropped() {
+        let handshakes = Arc::new(Handshakes::new(1));
+        let (permit, mut served) = waiting(&handshakes, 1).await;
+        // A newer unfinished handshake is dropped rather than the finished one.
+        let newer = stalled(&handshakes, 2);
+        handshakes.settle().await;
+        assert!(newer.await.is_err(), "the unfinished handshake was dropped");
+        assert!(still_running(&mut served));
+        // With nothing unfinished to drop, the accept loop waits for a permit to be taken.
+        let (_second_permit, mut second) = waiting(&handshakes, 3).await;
+        let settled = tokio::time::timeout(Duration::from_millis(50), handshakes.settle());
+        assert!(settled.await.is_err(), "settled past the budget");
+        permit.send(()).unwrap();
+        handshakes.settle().await;
         tokio::task::yield_now().await;
-        assert!(still_running(&mut served) && still_running(&mut next));
+        assert!(still_running(&mut served) && still_running(&mut second));
+        assert_eq!(handshakes.lock().tasks.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_peer_with_the_most_unfinished_handshakes_loses_its_oldest() {
+        let handshakes = Arc::new(Handshakes::new(3));
+        let from = |ip: &str| PeerAddr::Tcp(SocketAddr::new(ip.parse().unwrap(), 1000));
+        let stall = |peer: PeerAddr| {
+            let (alive, dropped) = oneshot::channel::<()>();
+            handshakes.spawn(peer, move |slot| async move {
+                let _held = (slot, alive);
+                std::future::pending::<()>().await;
+            });
+            dropped
+        };
+        let mut real = stall(from("192.0.2.1"));
+        let flood_first = stall(from("198.51.100.7"));
+        let mut flood_second = stall(from("::ffff:198.51.100.7"));
+        let mut flood_third = stall(from("198.51.100.7"));
+        handshakes.settle().await;
+        assert!(flood_first.await.is_err(), "the flood's oldest was dropped");
+        tokio::task::yield_now().await;
+        assert!(
+            still_running(&mut real),
+            "the older real client was dropped"
+        );
+        assert!(still_running(&mut flood_second) && still_running(&mut flood_third));
     }
 
     #[tokio::test]
@@ -429,11 +562,12 @@ mod tests {
         });
         let slot = take.recv().unwrap();
         let _newer = stalled(&handshakes, 2);
+        assert!(!handshakes.make_room(), "one too many");
         assert!(!slot.finish());
-        assert_eq!(
-            handshakes.lock().tasks.len(),
-            1,
-            "the newer one is in flight"
+        drop(slot);
+        assert!(
+            handshakes.make_room(),
+            "its place was freed as its slot went"
         );
     }
 
