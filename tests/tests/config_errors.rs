@@ -11,6 +11,11 @@ fn each_bad_value_exits_2_naming_the_variable() {
         ("BIND", "foo://x", "tcp://host:port"),
         ("BIND", "tcp://127.0.0.1", "tcp://host:port"),
         ("BIND", "unix://relative", "unix:///absolute/path"),
+        (
+            "BIND",
+            "tcp://[fe80::1%lo]:80",
+            "a scoped address (%lo) is not supported",
+        ),
         ("PORT", "99999", "port number"),
         ("PORT", "abc", "port number"),
         ("ALLOWED_NETWORKS", "10.0.0.0/33", "10.0.0.0/8"),

@@ -434,6 +434,28 @@ fn a_serving_process_whose_supervisor_dies_during_its_start_never_serves_alone()
         .wait_for("cannot take the listening sockets from the supervisor");
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
 
+    // Killed after it made the handoff socket: nobody listens there, and the serving process
+    // removes what the supervisor left in TMPDIR.
+    let tmp = TempDir::new("supervisor-killed-at-start");
+    let dir = tmp.join("uninterruptible-1-2-left");
+    std::fs::create_dir(&dir).unwrap();
+    let socket = dir.join("handoff.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let mut orphan = Server::start(
+        ECHO,
+        &[
+            ("BIND", &bind),
+            ("UNINTERRUPTIBLE_SUPERVISOR", &supervisor),
+            ("FILE_DESCRIPTOR_SERVER_PATH", socket.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(orphan.wait_exit(DEADLINE).code(), Some(1));
+    let line = orphan
+        .log
+        .wait_for("cannot take the listening sockets from the supervisor");
+    assert!(line.contains("Connection refused"), "{line}");
+    assert!(!dir.exists(), "the handoff directory was left behind");
+
     // Gone right after handing them over: the serving process stops instead of serving on.
     let tmp = TempDir::new("supervisor-gone-at-start");
     let old = uninterruptible_tests::fake_old::FakeOld::new(&tmp);

@@ -436,6 +436,11 @@ pub fn bind(s: &str) -> Result<Address, String> {
     let host = match host.strip_prefix('[') {
         Some(v6) => {
             let v6 = v6.strip_suffix(']').ok_or_else(err)?;
+            if let Some((_, zone)) = v6.split_once('%') {
+                return Err(format!(
+                    "{BIND}, with an IPv6 address that names no zone: a scoped address (%{zone}) is not supported; bind to [::] and restrict clients with ALLOWED_NETWORKS"
+                ));
+            }
             v6.parse::<Ipv6Addr>().map_err(|_| err())?;
             v6
         }
@@ -789,6 +794,7 @@ pub const SAMPLES: &[(&str, &str, bool)] = &[
         false,
     ),
     ("bind", r#""tcp://127.0.0.1:80,udp://127.0.0.1:80""#, true),
+    ("bind", r#""tcp://[fe80::1%lo]:80""#, false),
     ("bind", r#"["tcp://127.0.0.1:80", "udp://x:1"]"#, true),
     ("bind", r#"["tcp://127.0.0.1:80", "sctp://x:1"]"#, false),
     ("bind", r#""unixgram:///run/a.sock""#, true),

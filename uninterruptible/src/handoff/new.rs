@@ -38,7 +38,13 @@ impl Takeover {
     /// connected (so nothing is left if the old process is killed now). `state_from`: the pid
     /// of the process that offered to answer `state`; it is asked if it is the peer.
     pub(crate) fn dial(path: &Path, state_from: Option<u32>) -> io::Result<Dialed> {
-        let conn = StdUnixStream::connect(path)?;
+        let conn = StdUnixStream::connect(path).inspect_err(|e| {
+            // Nobody listens: the old process is gone (killed as it started this one), and
+            // left its handoff socket behind.
+            if e.kind() == io::ErrorKind::ConnectionRefused {
+                remove_handoff_path(path);
+            }
+        })?;
         remove_handoff_path(path);
         check_peer(&conn, false).map_err(|why| {
             io::Error::new(
