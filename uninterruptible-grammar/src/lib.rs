@@ -710,7 +710,7 @@ fn lex(line: &str) -> Option<Lexed> {
 }
 
 /// Consumes up to the `quote` that closes a `"` or `` ` `` string (a backslash escapes the next
-/// character); whether there was one.
+/// character; in `"`, a `$(...)`, `${...}` or `` `...` `` is read whole); whether there was one.
 fn closed(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, quote: char) -> bool {
     while let Some(c) = chars.next() {
         match c {
@@ -718,6 +718,14 @@ fn closed(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, quote: char) -> 
                 chars.next();
             }
             c if c == quote => return true,
+            '$' if quote == '"' && matches!(chars.peek(), Some('(' | '{')) => {
+                let open = chars.next().unwrap_or('(');
+                let close = if open == '(' { ')' } else { '}' };
+                if !closed_nested(chars, open, close) {
+                    return false;
+                }
+            }
+            '`' if quote == '"' && !closed(chars, '`') => return false,
             _ => {}
         }
     }
@@ -1033,6 +1041,11 @@ mod shell {
             "./server ${PORT",
             "./server (x)",
             "./server x)",
+            "./server \"$(echo \")\")\"",
+            "./server \"$(echo \"(\")\"",
+            "./server \"$(printf '%s' \")\")\"",
+            "./server \"${X:-)}\" \"`echo \\\")\\\"`\"",
+            "./server \"$(echo \")\"",
         ];
         for line in lines {
             let ours = lex(line).is_none();

@@ -357,6 +357,12 @@ impl Config {
             l.value("start_command", grammar::command),
         ) {
             // The program's command is the one used: the variable it overrides is not read.
+            (Some(StartCommand::Shell(line)), _) => {
+                let source = Source::Code(key("start_command").name);
+                let checked = grammar::command(line)
+                    .map_err(|expected| Error::invalid(source, line, expected))?;
+                StartCommand::Shell(checked)
+            }
             (Some(command), _) => command.clone(),
             (None, line) => match line? {
                 Some(line) => StartCommand::Shell(line),
@@ -999,6 +1005,14 @@ mod tests {
         let builder = Config::builder(defaults).start_command(command.clone());
         let config = built(builder, &[(START_COMMAND, "FOO=1 ./x")]).unwrap();
         assert_eq!(config.start_command, command);
+        // The program's own command line is checked as the variable's would be.
+        let builder = Config::builder(defaults).start_command(StartCommand::Shell("./x 'a".into()));
+        let e = built(builder, &[]).unwrap_err();
+        assert_eq!(e.exit_status(), 2);
+        assert!(
+            e.to_string().starts_with("start_command (set by the program)=\"./x 'a\" is invalid: expected a program and its arguments, which the restart runs with exec that /bin/sh can read; a `'` quote in it is not closed"),
+            "{e}"
+        );
         // Where PORT is used, it is checked.
         let e = built(Config::builder(defaults), &[(PORT, "abc")]).unwrap_err();
         assert_eq!(

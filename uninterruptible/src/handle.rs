@@ -81,14 +81,16 @@ pub(crate) enum HandleRequest {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Handle {
-    requests: mpsc::Sender<HandleRequest>,
+    requests: mpsc::UnboundedSender<HandleRequest>,
     /// Set once the server runs: requests are read from then on.
     running: Arc<AtomicBool>,
 }
 
 /// A server's [`Handle`] and the [`Requests`] its running role reads.
 pub(crate) fn channel() -> (Handle, Requests) {
-    let (requests, receiver) = mpsc::channel(QUEUE);
+    // Unbounded: each request is a call of the program's own, waiting for its answer, so the
+    // program bounds them; and a request queued is answered even as the process exits.
+    let (requests, receiver) = mpsc::unbounded_channel();
     let running = Arc::new(AtomicBool::new(false));
     let handle = Handle {
         requests,
@@ -96,9 +98,6 @@ pub(crate) fn channel() -> (Handle, Requests) {
     };
     (handle, Requests { receiver, running })
 }
-
-/// How many requests of handles wait to be read at most: more wait in [`Handle::restart`].
-const QUEUE: usize = 16;
 
 impl Handle {
     /// Restarts the server and waits for the outcome: the new process serving, or why not (the
@@ -111,12 +110,7 @@ impl Handle {
             return RestartOutcome::failed("the server is not running yet");
         }
         let (reply, outcome) = oneshot::channel();
-        if self
-            .requests
-            .send(HandleRequest::Restart(reply))
-            .await
-            .is_err()
-        {
+        if self.requests.send(HandleRequest::Restart(reply)).is_err() {
             return RestartOutcome::failed("the server is not running");
         }
         outcome
@@ -130,8 +124,7 @@ impl Handle {
     /// A stop asked before the server runs is kept: the server then stops as it starts, before
     /// it serves. After the server has exited it does nothing.
     pub fn stop(&self) {
-        // A full queue holds requests not yet read: the stop is read after them.
-        let _ = self.requests.try_send(HandleRequest::Stop);
+        let _ = self.requests.send(HandleRequest::Stop);
     }
 }
 
@@ -172,7 +165,7 @@ impl Waiters {
 /// The requests of every [`Handle`] of one server, read by the role this process plays.
 #[derive(Debug)]
 pub(crate) struct Requests {
-    receiver: mpsc::Receiver<HandleRequest>,
+    receiver: mpsc::UnboundedReceiver<HandleRequest>,
     running: Arc<AtomicBool>,
 }
 
@@ -180,6 +173,17 @@ impl Requests {
     /// The server runs: its handles' restarts are read from now on.
     pub(crate) fn open(&self) {
         self.running.store(true, Ordering::Release);
+    }
+
+    /// As the process exits: takes no more requests, and answers the restarts asked and not yet
+    /// read with `outcome` (the restart that handed over, or why there is none).
+    pub(crate) fn answer_remaining(&mut self, outcome: &RestartOutcome) {
+        self.receiver.close();
+        while let Ok(request) = self.receiver.try_recv() {
+            if let HandleRequest::Restart(reply) = request {
+                Waiter::Program(reply).answer(outcome);
+            }
+        }
     }
 
     /// The next request. Cancel-safe; pending for ever once every handle is gone.
@@ -229,6 +233,33 @@ mod tests {
             }
         );
         drop(server.await.unwrap());
+        assert_eq!(
+            handle.restart().await,
+            RestartOutcome::Failed("the server is not running".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn restarts_still_queued_as_the_process_exits_get_its_answer() {
+        let (handle, mut requests) = channel();
+        requests.open();
+        let asked: Vec<_> = (0..20)
+            .map(|_| {
+                let handle = handle.clone();
+                tokio::spawn(async move { handle.restart().await })
+            })
+            .collect();
+        while requests.receiver.len() < 20 {
+            tokio::task::yield_now().await;
+        }
+        let handed = RestartOutcome::Restarted {
+            pid: 9,
+            generation: 3,
+        };
+        requests.answer_remaining(&handed);
+        for outcome in asked {
+            assert_eq!(outcome.await.unwrap(), handed);
+        }
         assert_eq!(
             handle.restart().await,
             RestartOutcome::Failed("the server is not running".into())

@@ -147,6 +147,8 @@ async fn end(config: &Config, serving: &mut Serving, ending: Ending) -> ExitCode
         .control
         .close(stopping, drained == Drained::Cut)
         .await;
+    let answer = retired_answer(serving);
+    serving.requests.answer_remaining(&answer);
     if logging::dropped() > 0 {
         logging::to_stderr(format_args!(
             "{} log lines could not be written",
