@@ -48,8 +48,9 @@ impl std::fmt::Debug for Tls {
 ///
 /// A connection takes no `MAX_CONNECTIONS` permit until its handshake is done, so clients that
 /// stall in theirs (silent, or trickling their hello) keep no one out. A connection accepted into
-/// a full budget drops an unfinished handshake to make room (the oldest of the peer address with
-/// the most), and the accept loop accepts again only once that connection's descriptor is closed: a real client's handshake takes a round trip or two, so it
+/// a full budget drops an unfinished handshake to make room (the oldest of the peer network with
+/// the most: see [`victim`]), and the accept loop accepts again only once that connection's
+/// descriptor is closed: a real client's handshake takes a round trip or two, so it
 /// finishes long before a flood of new connections could make it the oldest, while a stalled one
 /// only grows older. A connection waiting for its permit is never dropped; while the budget holds
 /// nothing else, the accept loop waits, as it does at `MAX_CONNECTIONS`.
@@ -132,7 +133,7 @@ impl Handshakes {
             entry.task.abort();
             tracing::debug!(
                 peer = %entry.peer,
-                "TLS handshake dropped unfinished: {} connections were in their handshake or waiting for a permit, the most this process holds at once; the oldest handshake of the peer with the most made room for a new connection",
+                "TLS handshake dropped unfinished: {} connections were in their handshake or waiting for a permit, the most this process holds at once; the oldest handshake of the peer network with the most made room for a new connection",
                 self.budget
             );
         }
@@ -167,24 +168,33 @@ impl Handshakes {
     }
 }
 
-/// The handshake to drop: the oldest unfinished one of the peer address with the most unfinished
-/// handshakes, so that a flood from a few addresses drops its own connections, not those of the
-/// clients it outpaces. (UNIX peers count as one address.)
+/// The handshake to drop: the oldest unfinished one of the peer network with the most unfinished
+/// handshakes, so that a flood from a few networks drops its own connections, not those of the
+/// clients it outpaces. A network is an IPv4 /24 or an IPv6 /64, what one site or one host
+/// usually holds (an IPv6 host is given a whole /64); UNIX peers count as one.
 fn victim(tasks: &BTreeMap<u64, Entry>) -> Option<u64> {
-    // Per peer address: its oldest unfinished handshake, and how many it has.
+    // Per peer network: its oldest unfinished handshake, and how many it has.
     let mut peers: HashMap<Option<IpAddr>, (u64, usize)> = HashMap::new();
     for (id, entry) in tasks.iter().filter(|(_, e)| e.phase == Phase::Handshaking) {
-        let ip = match &entry.peer {
-            PeerAddr::Tcp(addr) | PeerAddr::Udp(addr) => Some(addr.ip().to_canonical()),
+        let network = match &entry.peer {
+            PeerAddr::Tcp(addr) | PeerAddr::Udp(addr) => Some(network(addr.ip())),
             PeerAddr::Unix(_) => None,
         };
-        peers.entry(ip).or_insert((*id, 0)).1 += 1;
+        peers.entry(network).or_insert((*id, 0)).1 += 1;
     }
     // Among peers with as many, the one whose oldest handshake is oldest.
     peers
         .into_values()
         .max_by_key(|&(oldest, count)| (count, std::cmp::Reverse(oldest)))
         .map(|(oldest, _)| oldest)
+}
+
+/// The /24 of an IPv4 address (an IPv4-mapped one too), the /64 of an IPv6 one.
+fn network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4((u32::from(v4) & 0xffff_ff00).into()),
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+    }
 }
 
 impl HandshakeSlot {
@@ -527,7 +537,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_peer_with_the_most_unfinished_handshakes_loses_its_oldest() {
+    async fn the_peer_network_with_the_most_unfinished_handshakes_loses_its_oldest() {
         let handshakes = Arc::new(Handshakes::new(3));
         let from = |ip: &str| PeerAddr::Tcp(SocketAddr::new(ip.parse().unwrap(), 1000));
         let stall = |peer: PeerAddr| {
@@ -538,10 +548,11 @@ mod tests {
             });
             dropped
         };
+        // One connection from each of three addresses of one /24 is a flood of three.
         let mut real = stall(from("192.0.2.1"));
         let flood_first = stall(from("198.51.100.7"));
-        let mut flood_second = stall(from("::ffff:198.51.100.7"));
-        let mut flood_third = stall(from("198.51.100.7"));
+        let mut flood_second = stall(from("::ffff:198.51.100.8"));
+        let mut flood_third = stall(from("198.51.100.9"));
         handshakes.settle().await;
         assert!(flood_first.await.is_err(), "the flood's oldest was dropped");
         tokio::task::yield_now().await;
@@ -550,6 +561,11 @@ mod tests {
             "the older real client was dropped"
         );
         assert!(still_running(&mut flood_second) && still_running(&mut flood_third));
+        // And IPv6 peers count per /64.
+        assert_eq!(
+            network("2001:db8:1:2:aaaa::1".parse().unwrap()),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[tokio::test]
