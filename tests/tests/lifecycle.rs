@@ -222,6 +222,35 @@ fn max_connections_queues_the_rest() {
 }
 
 #[test]
+fn clients_still_queued_when_the_last_process_stops_are_answered() {
+    // The kernel resets every connection left in a listening socket's queue when its last
+    // descriptor closes: a stopping process takes them and serves them first.
+    let mut server = Server::start(
+        ECHO,
+        &[("BIND", "tcp://127.0.0.1:0"), ("MAX_CONNECTIONS", "1")],
+    );
+    let address = server.address();
+    let held = open_accepted(server.pid(), &address);
+    // Queued by the kernel: the process accepts no more while it is at MAX_CONNECTIONS.
+    let queued: Vec<Conn> = (0..5).map(|_| Conn::open(&address).unwrap()).collect();
+    server.signal(SIGTERM);
+    server.log.wait_for("draining ");
+    assert_eq!(held.echo("held\n").unwrap(), "held\n");
+    for (i, conn) in queued.into_iter().enumerate() {
+        let line = format!("queued {i}\n");
+        assert_eq!(conn.echo(&line).unwrap(), line);
+    }
+    assert!(
+        server.wait_exit(DEADLINE).success(),
+        "{}",
+        server.log.text()
+    );
+    server
+        .log
+        .wait_for("5 connections still queued were taken to be served");
+}
+
+#[test]
 fn logs_go_to_log_path_at_the_level_asked() {
     let dir = TempDir::new("log");
     let log = dir.join("echo.log");

@@ -200,6 +200,46 @@ impl Listener {
         }
     }
 
+    /// A connection already queued, without waiting: `None` when there is none (or the socket
+    /// takes no connections: a datagram socket).
+    pub(crate) fn try_accept(&self) -> Option<(Io, PeerAddr)> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let fd = match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
+            Listener::Udp(_) | Listener::UnixDatagram(_) => return None,
+        };
+        loop {
+            let flags = nix::sys::socket::SockFlag::SOCK_CLOEXEC
+                | nix::sys::socket::SockFlag::SOCK_NONBLOCK;
+            match nix::sys::socket::accept4(fd, flags) {
+                Ok(conn) => {
+                    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+                    let conn = unsafe { OwnedFd::from_raw_fd(conn) };
+                    match self {
+                        Listener::Tcp(_) => {
+                            let std = std::net::TcpStream::from(conn);
+                            let peer = std.peer_addr().ok()?;
+                            let stream = tokio::net::TcpStream::from_std(std).ok()?;
+                            return Some((Io::Tcp(stream), PeerAddr::Tcp(peer)));
+                        }
+                        _ => {
+                            let std = std::os::unix::net::UnixStream::from(conn);
+                            let path = std
+                                .peer_addr()
+                                .ok()
+                                .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+                            let stream = tokio::net::UnixStream::from_std(std).ok()?;
+                            return Some((Io::Unix(stream), PeerAddr::Unix(path)));
+                        }
+                    }
+                }
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
     pub(crate) async fn accept(&self) -> io::Result<(Io, PeerAddr)> {
         match self {
             Listener::Tcp(l) => {

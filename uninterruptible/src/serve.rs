@@ -11,6 +11,7 @@ use nix::errno::Errno;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -55,6 +56,7 @@ where
     pub(crate) fn start(self, listeners: Vec<Listener>) -> Accepting {
         let server = Arc::new(self);
         Accepting {
+            sweeper: Arc::clone(&server) as Arc<dyn Sweep>,
             tasks: listeners
                 .into_iter()
                 .map(
@@ -195,6 +197,51 @@ where
     }
 }
 
+/// Takes the connections still in a listening socket's queue, as the last process closes it.
+trait Sweep: Send + Sync {
+    /// Accepts, without waiting, every connection `fd` (a listening socket's descriptor) has
+    /// queued, and serves each as the accept loop would; returns how many.
+    fn sweep(self: Arc<Self>, fd: &OwnedFd) -> usize;
+}
+
+impl<H, F, O> Sweep for Server<H>
+where
+    H: Fn(Stream) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    fn sweep(self: Arc<Self>, fd: &OwnedFd) -> usize {
+        let Ok(listener) = fd.try_clone().and_then(Listener::from_fd) else {
+            return 0;
+        };
+        let mut taken = 0;
+        while let Some((io, peer)) = listener.try_accept() {
+            taken += 1;
+            if self.refuses(&peer) {
+                continue;
+            }
+            match (&self.tls, &self.limit) {
+                (Some(tls), _) => self.spawn_tls(tls, io, peer),
+                (None, None) => self.spawn(io, peer, None),
+                (None, Some(limit)) => match Arc::clone(limit).try_acquire_owned() {
+                    Ok(permit) => self.spawn(io, peer, Some(permit)),
+                    // At the limit: it waits for a permit, counted by the drain meanwhile.
+                    Err(_) => {
+                        let (server, limit) = (Arc::clone(&self), Arc::clone(limit));
+                        let waiting = self.shutdown.guard();
+                        tokio::spawn(async move {
+                            let permit = limit.acquire_owned().await.ok();
+                            server.spawn(io, peer, permit);
+                            drop(waiting);
+                        });
+                    }
+                },
+            }
+        }
+        taken
+    }
+}
+
 /// Runs the handler on one connection. `held` (the connection's guard and permit) is released
 /// when the handler ends, or when its task unwinds from a panic.
 fn serve_connection<H, F>(handler: H, stream: Stream, held: Held) -> Connection<F>
@@ -289,12 +336,36 @@ async fn handshake(tls: &Tls, io: Io, peer: &PeerAddr) -> Option<Io> {
 }
 
 /// The accept loops of a process, one per listener.
-#[derive(Debug)]
 pub(crate) struct Accepting {
     tasks: Vec<JoinHandle<()>>,
+    /// Serves what the listening sockets still queue when the last process closes them.
+    sweeper: Arc<dyn Sweep>,
+}
+
+impl std::fmt::Debug for Accepting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepting")
+            .field("tasks", &self.tasks.len())
+            .finish()
+    }
 }
 
 impl Accepting {
+    /// Stops accepting as [`stop`](Self::stop) does, then serves the connections still queued on
+    /// `listeners` (this process's descriptors of the listening sockets, about to be closed):
+    /// the kernel resets every connection left in the queue of a listening socket closed for
+    /// the last time, and a client the kernel took in must be answered. Queued in a socket
+    /// another process still accepts on, they would be served there; taken here, they are served
+    /// here. Returns how many were taken.
+    pub(crate) async fn stop_sweeping(self, listeners: &[OwnedFd]) -> usize {
+        let sweeper = Arc::clone(&self.sweeper);
+        self.stop().await;
+        listeners
+            .iter()
+            .map(|fd| Arc::clone(&sweeper).sweep(fd))
+            .sum()
+    }
+
     /// Stops accepting and drops the listeners: their descriptors are closed, never shut down, so
     /// a process that shares the sockets keeps accepting on them.
     pub(crate) async fn stop(self) {

@@ -137,7 +137,7 @@ async fn end(config: &Config, serving: &mut Serving, ending: Ending) -> ExitCode
     }
     let drained = match ending {
         Ending::ExitNow => Drained::Cut,
-        _ => drain(config, serving).await,
+        _ => drain(config, serving, stopping).await,
     };
     if stopping {
         clean_up(config, serving).await;
@@ -788,9 +788,10 @@ enum Drained {
     Cut,
 }
 
-/// Stops accepting and waits for the open connections, bounded by `DRAIN_TIMEOUT`.
-async fn drain(config: &Config, s: &mut Serving) -> Drained {
-    stop_accepting(s).await;
+/// Stops accepting and waits for the open connections, bounded by `DRAIN_TIMEOUT`. A process
+/// that stops (rather than retires) first serves what its listening sockets still queue.
+async fn drain(config: &Config, s: &mut Serving, stopping: bool) -> Drained {
+    stop_accepting(s, stopping).await;
     let started = tokio::time::Instant::now();
     let mut listener = s.listener.take();
     // An `async fn(Incoming)` handler is waited for; per-connection handlers are counted.
@@ -887,12 +888,21 @@ fn verdict_while_draining(s: &mut Serving, verdict: Verdict, link: Option<Lines>
 }
 
 /// Stops accepting: the accept task drops its listener, and this process closes its duplicate.
-/// Both are closed, never shut down, so a new process sharing the socket keeps accepting. Then
-/// those waiting for the restart that handed over hear its outcome, and long-lived handlers
-/// that listen for it hear that this process drains.
-async fn stop_accepting(s: &mut Serving) {
+/// Both are closed, never shut down, so a new process sharing the socket keeps accepting. A
+/// process that stops is likely the last to hold the sockets: the connections they still queue
+/// are taken and served first, since the kernel resets them when the last descriptor closes.
+/// Then those waiting for the restart that handed over hear its outcome, and long-lived
+/// handlers that listen for it hear that this process drains.
+async fn stop_accepting(s: &mut Serving, stopping: bool) {
     if let Some(accepting) = s.accepting.take() {
-        accepting.stop().await;
+        if stopping {
+            let taken = accepting.stop_sweeping(&s.handoff_fds).await;
+            if taken > 0 {
+                tracing::info!("{taken} connections still queued were taken to be served");
+            }
+        } else {
+            accepting.stop().await;
+        }
     }
     s.handoff_fds.clear();
     if let Some(answer) = s.handed_answer.clone() {
