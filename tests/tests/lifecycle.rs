@@ -236,9 +236,15 @@ fn clients_still_queued_when_the_last_process_stops_are_answered() {
     server.signal(SIGTERM);
     server.log.wait_for("draining ");
     assert_eq!(held.echo("held\n").unwrap(), "held\n");
-    for (i, conn) in queued.into_iter().enumerate() {
-        let line = format!("queued {i}\n");
-        assert_eq!(conn.echo(&line).unwrap(), line);
+    // Served one at a time, in whatever order they take the permit: each client talks at once.
+    let talking: Vec<_> = queued
+        .into_iter()
+        .enumerate()
+        .map(|(i, conn)| std::thread::spawn(move || (i, conn.echo(&format!("queued {i}\n")))))
+        .collect();
+    for client in talking {
+        let (i, reply) = client.join().unwrap();
+        assert_eq!(reply.unwrap(), format!("queued {i}\n"));
     }
     assert!(
         server.wait_exit(DEADLINE).success(),
