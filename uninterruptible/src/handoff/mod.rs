@@ -30,7 +30,8 @@
 //!    asked to drain them (`abort`); one that never had the socket, or does not answer, is
 //!    killed. The caller then gives the pidfile back to the old process, which serves on.
 //!
-//! An old process that can carry state over says so in the new process's environment
+//! An old process that has state to carry over (ticket keys, the program's state, socket files
+//! it knows) says so in the new process's environment
 //! (`UNINTERRUPTIBLE_HANDOFF_STATE`, its pid); the new process asks only when that pid is its
 //! handoff peer's, so that neither an older version that does not know `state` nor a stale
 //! variable inherited through one is ever asked. Unknown `name=<n>` sections are skipped.
@@ -106,6 +107,12 @@ pub(crate) struct Offer {
 }
 
 impl Offer {
+    /// Whether there is anything to carry: ticket keys, the application's state, or socket
+    /// files this process knows.
+    pub(crate) fn carries_something(&self) -> bool {
+        self.tickets.is_some() || self.app.is_some() || crate::listener::SocketFile::any_known()
+    }
+
     /// The answer to `state`: its line and the sections' bytes, in the line's order (the socket
     /// files this process knows go too).
     fn answer(&self) -> Vec<u8> {

@@ -364,8 +364,11 @@ pub(super) fn spawn(plan: &Plan, socket: &Path) -> io::Result<Child> {
     command
         .env(FILE_DESCRIPTOR_SERVER_PATH, socket)
         .env(GENERATION, plan.generation.to_string())
-        .env(HANDOFF_STATE, std::process::id().to_string())
         .env(crate::timing::SPAWNED_AT, crate::timing::now().to_string());
+    // With nothing to carry, the new process is not told to ask: a round trip saved.
+    if plan.offer.carries_something() {
+        command.env(HANDOFF_STATE, std::process::id().to_string());
+    }
     if plan.keep_socket_files {
         command.env(KEEP_SOCKET_FILES, "1");
     }
