@@ -371,14 +371,16 @@ fn a_serving_process_whose_supervisor_is_killed_drains_and_exits() {
     let address = server.address();
     let first = serving(&server, 1);
     let held = open_accepted(first, &address);
-    // Clients that hold their connection a while before sending: most are accepted and in
-    // flight when the supervisor dies.
+    let descriptors = || std::fs::read_dir(format!("/proc/{first}/fd")).map_or(0, |d| d.count());
+    let before = descriptors();
+    // Clients that hold their connection a while before sending: the supervisor dies once at
+    // least four of them are accepted and in flight.
     let load = Options::plain(&address, 8, Duration::from_millis(200));
     let ((), stats) = with_load(load, || {
         server
             .log
-            .wait_until("the service to answer under load", || {
-                echo(&address, "probe\n").ok()
+            .wait_until("load clients in flight on the serving process", || {
+                (descriptors() >= before + 4).then_some(())
             });
         send(supervisor, SIGKILL);
         server
