@@ -161,12 +161,17 @@ pub(crate) struct TlsOrigins {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Origins {
     pub(crate) log_path: Source,
-    /// `BIND` (or the program) set the addresses: sockets handed over by a service manager are
-    /// matched to them, instead of replacing the attribute's literal.
-    pub(crate) bind_from_env: bool,
     /// Where the addresses came from, to name it in an error found when binding them (with
     /// `PORT`, the attribute's key).
     pub(crate) bind: Source,
+}
+
+impl Origins {
+    /// `BIND` (or the program) set the addresses: sockets handed over by a service manager are
+    /// matched to them, instead of replacing the attribute's literal.
+    pub(crate) fn bind_from_env(&self) -> bool {
+        !matches!(self.bind, Source::Attribute(_))
+    }
 }
 
 /// The validated configuration of a server.
@@ -352,19 +357,16 @@ impl Config {
             ));
         }
         let (bind, bind_source) = bind(&l)?;
-        let start_command = match (
-            &code.start_command,
-            l.value("start_command", grammar::command),
-        ) {
+        let start_command = match &code.start_command {
             // The program's command is the one used: the variable it overrides is not read.
-            (Some(StartCommand::Shell(line)), _) => {
+            Some(StartCommand::Shell(line)) => {
                 let source = Source::Code(key("start_command").name);
                 let checked = grammar::command(line)
                     .map_err(|expected| Error::invalid(source, line, expected))?;
                 StartCommand::Shell(checked)
             }
-            (Some(command), _) => command.clone(),
-            (None, line) => match line? {
+            Some(command) => command.clone(),
+            None => match l.value("start_command", grammar::command)? {
                 Some(line) => StartCommand::Shell(line),
                 None => own_command.ok_or_else(|| {
                     Error::InvalidConfig(format!(
@@ -428,7 +430,6 @@ impl Config {
             datagrams: None,
             origins: Origins {
                 log_path: log_path_origin,
-                bind_from_env: !matches!(bind_source, Source::Attribute(_)),
                 bind: bind_source,
             },
             warnings,
@@ -484,15 +485,15 @@ fn bind(l: &Lookup<'_>) -> Result<(Vec<BindAddress>, Source), Error> {
     let explicit = setting
         .as_ref()
         .is_some_and(|s| !matches!(s.source, Source::Attribute(_)));
-    let port = match explicit {
-        true => None,
-        false => l
-            .env_var(port_var)?
+    let port = if explicit {
+        None
+    } else {
+        l.env_var(port_var)?
             .map(|value| {
                 grammar::port(&value)
                     .map_err(|expected| Error::invalid(Source::Env(port_var), &value, expected))
             })
-            .transpose()?,
+            .transpose()?
     };
     let addresses = |s: &str| {
         grammar::binds(s).map(|all| {
@@ -502,16 +503,12 @@ fn bind(l: &Lookup<'_>) -> Result<(Vec<BindAddress>, Source), Error> {
         })
     };
     match (setting, port) {
-        (Some(setting), port) => {
+        (Some(setting), Some(port)) => {
             let addresses = setting.parse(addresses)?;
-            match port {
-                Some(port) => Ok((
-                    addresses.into_iter().map(|a| a.with_port(port)).collect(),
-                    setting.source,
-                )),
-                None => Ok((addresses, setting.source)),
-            }
+            let ported = addresses.into_iter().map(|a| a.with_port(port)).collect();
+            Ok((ported, setting.source))
         }
+        (Some(setting), None) => Ok((setting.parse(addresses)?, setting.source)),
         (None, Some(port)) => Ok((
             vec![BindAddress::Tcp {
                 host: "0.0.0.0".into(),
@@ -941,7 +938,7 @@ mod tests {
         let config = built(builder.clone(), &env).unwrap();
         assert_eq!(config.bind, vec![flag.clone()]);
         assert_eq!(config.drain_timeout, Some(Duration::from_secs(7)));
-        assert!(config.origins.bind_from_env);
+        assert!(config.origins.bind_from_env());
         let config = built(
             builder.clone().drain_timeout(Duration::from_millis(2500)),
             &env,
@@ -957,7 +954,7 @@ mod tests {
         // Unset in code, the environment and the defaults act as they always do.
         let config = built(Config::builder(defaults), &[(PORT, "9001")]).unwrap();
         assert_eq!(config.bind[0].to_string(), "tcp://127.0.0.1:9001");
-        assert!(!config.origins.bind_from_env);
+        assert!(!config.origins.bind_from_env());
         assert_eq!(config.drain_timeout, Some(Duration::from_secs(5)));
     }
 

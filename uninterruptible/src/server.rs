@@ -422,7 +422,7 @@ fn restart_plan(
         generation: generation + 1,
         keep_socket_files: started.keeps_socket_files,
         // Inherited sockets replace the attribute's bind: the next process is told so.
-        bind: (started.manager.is_some() && !config.origins.bind_from_env).then_some(address),
+        bind: (started.manager.is_some() && !config.origins.bind_from_env()).then_some(address),
         supervisor: None,
         offer,
     }

@@ -369,7 +369,7 @@ async fn adopt_inherited(config: &Config, inherited: Inherited) -> Result<Vec<Li
         "took over {count} listening sockets: {}",
         inherited.described
     );
-    if !config.origins.bind_from_env {
+    if !config.origins.bind_from_env() {
         return Ok(received);
     }
     let (listeners, unmatched) = bind_all(config, received).await?;

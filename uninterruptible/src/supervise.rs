@@ -139,7 +139,7 @@ fn plan(
         generation: generation + 1,
         keep_socket_files: true,
         // Sockets from a service manager are the configuration, not the attribute's literal.
-        bind: (managed && !config.origins.bind_from_env).then(|| addresses.to_owned()),
+        bind: (managed && !config.origins.bind_from_env()).then(|| addresses.to_owned()),
         supervisor: Some(reaper),
         // A supervisor serves no TLS and has no state: each serving process starts afresh.
         offer: handoff::Offer::default(),
