@@ -379,12 +379,12 @@ impl SocketFile {
         SocketFile::of(address)
     }
 
-    /// The socket files this process knows, to hand to a new process: `dev ino path` a line.
     /// Whether this process knows a socket file, to hand over with the state.
     pub(crate) fn any_known() -> bool {
         !known().is_empty()
     }
 
+    /// The socket files this process knows, to hand to a new process: `dev ino path` a line.
     pub(crate) fn encode_known() -> Vec<u8> {
         let mut out = String::new();
         for file in known().iter() {

@@ -216,26 +216,23 @@ where
         };
         let mut taken = 0;
         while let Some((io, peer)) = listener.try_accept() {
-            taken += 1;
             if self.refuses(&peer) {
                 continue;
             }
+            taken += 1;
             match (&self.tls, &self.limit) {
                 (Some(tls), _) => self.spawn_tls(tls, io, peer),
                 (None, None) => self.spawn(io, peer, None),
-                (None, Some(limit)) => match Arc::clone(limit).try_acquire_owned() {
-                    Ok(permit) => self.spawn(io, peer, Some(permit)),
-                    // At the limit: it waits for a permit, counted by the drain meanwhile.
-                    Err(_) => {
-                        let (server, limit) = (Arc::clone(&self), Arc::clone(limit));
-                        let waiting = self.shutdown.guard();
-                        tokio::spawn(async move {
-                            let permit = limit.acquire_owned().await.ok();
-                            server.spawn(io, peer, permit);
-                            drop(waiting);
-                        });
-                    }
-                },
+                // It waits for a permit as the accept loop would, counted by the drain meanwhile.
+                (None, Some(limit)) => {
+                    let (server, limit) = (Arc::clone(&self), Arc::clone(limit));
+                    let waiting = self.shutdown.guard();
+                    tokio::spawn(async move {
+                        let permit = limit.acquire_owned().await.ok();
+                        server.spawn(io, peer, permit);
+                        drop(waiting);
+                    });
+                }
             }
         }
         taken

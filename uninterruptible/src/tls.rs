@@ -106,10 +106,12 @@ impl Handshakes {
     /// connection has left (a dropped one's task has ended, so its descriptor is closed).
     /// Cancel-safe, and holds no connection: the accept loop calls it after spawning one.
     pub(crate) async fn settle(&self) {
-        loop {
+        // Within the budget, as it nearly always is, nothing waits.
+        while !self.make_room() {
             let left = self.left.notified();
             tokio::pin!(left);
             left.as_mut().enable();
+            // Checked again once listening, so that a connection leaving in between is heard.
             if self.make_room() {
                 return;
             }
@@ -224,11 +226,12 @@ impl Drop for HandshakeSlot {
 }
 
 /// How many connections may be in their handshake or waiting for a permit at once: half the
-/// descriptors the process may open (`RLIMIT_NOFILE`), because a descriptor is what each holds. A flood of
-/// silent clients then never leaves the process without descriptors (every accept would fail
-/// with `EMFILE`, shutting out every client), and the other half stays for the connections being
-/// served and the process's own files. It does not depend on `MAX_CONNECTIONS`: a budget as small
-/// as a small limit would drop real clients that merely arrive together.
+/// descriptors the process may open (`RLIMIT_NOFILE`), because a descriptor is what each holds.
+/// A flood of silent clients then never leaves the process without descriptors (every accept
+/// would fail with `EMFILE`, shutting out every client), and the other half stays for the
+/// connections being served and the process's own files. It does not depend on
+/// `MAX_CONNECTIONS`: a budget as small as a small limit would drop real clients that merely
+/// arrive together.
 fn handshake_budget() -> usize {
     const USUAL_SOFT_LIMIT: u64 = 1024;
     let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(USUAL_SOFT_LIMIT, |(soft, _)| soft);
